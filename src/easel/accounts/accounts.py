@@ -1,0 +1,80 @@
+"""Accounts and their plans."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from easel.catalog import Catalog
+from easel.clock import utcnow
+from easel.db.tables import Account
+from easel.errors import Conflict, InvalidRequest, NotFound
+from easel.ids import new_id
+
+
+def _plan_or_raise(catalog: Catalog, plan: str) -> int:
+    if plan not in catalog.plans:
+        raise InvalidRequest(f"unknown plan {plan!r}; plans: {', '.join(catalog.plans)}")
+    return catalog.plans[plan].max_running
+
+
+async def create_account(
+    session: AsyncSession, catalog: Catalog, email: str, plan: str, *, is_admin: bool = False
+) -> Account:
+    max_running = _plan_or_raise(catalog, plan)
+    email = email.strip().lower()
+    if "@" not in email:
+        raise InvalidRequest(f"{email!r} is not an email address")
+    exists = await session.scalar(select(Account.id).where(Account.email == email))
+    if exists:
+        raise Conflict(f"an account with email {email} already exists ({exists})")
+    account = Account(
+        id=new_id("acc", 16),
+        email=email,
+        plan=plan,
+        is_admin=is_admin,
+        running_count=0,
+        max_running=max_running,
+        created_at=utcnow(),
+    )
+    session.add(account)
+    await session.flush()
+    return account
+
+
+async def find_account(session: AsyncSession, ref: str) -> Account:
+    """An account by id or email."""
+    account = await session.scalar(
+        select(Account).where(or_(Account.id == ref, Account.email == ref.strip().lower()))
+    )
+    if account is None:
+        raise NotFound(f"no account with id or email {ref!r}")
+    return account
+
+
+async def set_plan(session: AsyncSession, catalog: Catalog, account: Account, plan: str) -> None:
+    account.max_running = _plan_or_raise(catalog, plan)
+    account.plan = plan
+    await session.flush()
+
+
+async def lock_account(session: AsyncSession, account_id: str) -> Account:
+    """Row-lock the account (PostgreSQL); SQLite's BEGIN IMMEDIATE already serialises writers."""
+    account = await session.scalar(
+        select(Account).where(Account.id == account_id).with_for_update()
+    )
+    if account is None:
+        raise NotFound(f"no account {account_id}")
+    return account
+
+
+async def count_accounts(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(Account)) or 0)
+
+
+async def release_running_slot(session: AsyncSession, account_id: str) -> None:
+    await session.execute(
+        update(Account)
+        .where(Account.id == account_id, Account.running_count > 0)
+        .values(running_count=Account.running_count - 1)
+    )

@@ -1,0 +1,74 @@
+"""API keys: shown once, stored as SHA-256 with a display prefix."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from easel.clock import utcnow
+from easel.db.tables import Account, ApiKey
+from easel.errors import NotFound, Unauthorized
+from easel.ids import new_id, random_chars
+
+KEY_PREFIX = "cfy-"
+KEY_RANDOM_CHARS = 32
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def create_key(session: AsyncSession, account_id: str, name: str = "") -> tuple[ApiKey, str]:
+    """A new key row and the plain key, which is never stored."""
+    plain = KEY_PREFIX + random_chars(KEY_RANDOM_CHARS)
+    row = ApiKey(
+        id=new_id("key", 16),
+        account_id=account_id,
+        prefix=plain[: len(KEY_PREFIX) + 4],
+        key_hash=hash_key(plain),
+        name=name,
+        created_at=utcnow(),
+    )
+    session.add(row)
+    await session.flush()
+    return row, plain
+
+
+async def authenticate(session: AsyncSession, plain: str) -> Account:
+    row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(plain)))
+    if row is None:
+        raise Unauthorized("unknown API key; create one with `easel keys create --account EMAIL`")
+    if row.revoked_at is not None:
+        raise Unauthorized(f"API key {row.prefix}… was revoked; use another key")
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        row.last_used_at = now
+    account = await session.get(Account, row.account_id)
+    if account is None:
+        raise Unauthorized("the account of this API key no longer exists")
+    return account
+
+
+async def list_keys(session: AsyncSession, account_id: str) -> list[ApiKey]:
+    rows = await session.scalars(
+        select(ApiKey).where(ApiKey.account_id == account_id).order_by(ApiKey.created_at)
+    )
+    return list(rows)
+
+
+async def revoke_key(session: AsyncSession, ref: str) -> ApiKey:
+    """Revoke a key by id, display prefix or the plain key itself."""
+    row = await session.scalar(
+        select(ApiKey).where(
+            (ApiKey.id == ref) | (ApiKey.prefix == ref) | (ApiKey.key_hash == hash_key(ref))
+        )
+    )
+    if row is None:
+        raise NotFound(f"no API key with id or prefix {ref!r}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return row

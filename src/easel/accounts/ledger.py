@@ -1,0 +1,157 @@
+"""The append-only credit ledger. Balance is derived; nothing here commits.
+
+Buckets: `plan` credits are granted once per calendar month (UTC) at first use and count only in
+that month; `topup` credits never expire. A debit takes plan credits first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from easel.catalog import Plan
+from easel.clock import next_period_start, period_of
+from easel.db.engine import is_postgresql
+from easel.db.tables import LedgerEntry
+from easel.errors import InvalidRequest, QuotaExceeded
+
+
+@dataclass(frozen=True)
+class Balance:
+    plan: int
+    topup: int
+    resets_at: datetime
+
+    @property
+    def total(self) -> int:
+        return self.plan + self.topup
+
+
+def _insert_ignoring_conflicts(session: AsyncSession, rows: list[dict[str, Any]]) -> Any:
+    insert = postgresql.insert if is_postgresql(session) else sqlite.insert
+    return insert(LedgerEntry).values(rows).on_conflict_do_nothing()
+
+
+async def ensure_grant(session: AsyncSession, account_id: str, plan: Plan, now: datetime) -> None:
+    """This month's plan credits, written once (a unique index, not a Python check)."""
+    row = {
+        "account_id": account_id,
+        "kind": "grant",
+        "bucket": "plan",
+        "amount": plan.credits,
+        "period": period_of(now),
+        "order_id": None,
+        "note": f"monthly grant, plan {plan.id}",
+        "created_at": now,
+    }
+    await session.execute(_insert_ignoring_conflicts(session, [row]))
+
+
+async def balance(session: AsyncSession, account_id: str, now: datetime) -> Balance:
+    period = period_of(now)
+    plan_sum = func.coalesce(
+        func.sum(
+            case(
+                (
+                    (LedgerEntry.bucket == "plan") & (LedgerEntry.period == period),
+                    LedgerEntry.amount,
+                ),
+                else_=0,
+            )
+        ),
+        0,
+    )
+    topup_sum = func.coalesce(
+        func.sum(case((LedgerEntry.bucket == "topup", LedgerEntry.amount), else_=0)), 0
+    )
+    row = (
+        await session.execute(
+            select(plan_sum, topup_sum).where(LedgerEntry.account_id == account_id)
+        )
+    ).one()
+    return Balance(plan=int(row[0]), topup=int(row[1]), resets_at=next_period_start(now))
+
+
+async def debit(
+    session: AsyncSession, account_id: str, order_id: str, amount: int, now: datetime
+) -> None:
+    """Charge an order, plan credits first. The caller holds the account lock."""
+    have = await balance(session, account_id, now)
+    if amount > have.total:
+        raise QuotaExceeded(
+            f"this order costs {amount} credits but {have.total} are left "
+            f"({have.plan} plan credits until {have.resets_at:%Y-%m-%d}, {have.topup} top-up); "
+            "ask for fewer images, or top up"
+        )
+    from_plan = min(amount, max(have.plan, 0))
+    parts = [("plan", from_plan), ("topup", amount - from_plan)]
+    for bucket, part in parts:
+        if part:
+            session.add(
+                LedgerEntry(
+                    account_id=account_id,
+                    kind="debit",
+                    bucket=bucket,
+                    amount=-part,
+                    period=period_of(now),
+                    order_id=order_id,
+                    note="order",
+                    created_at=now,
+                )
+            )
+    await session.flush()
+
+
+async def refund(session: AsyncSession, order_id: str, now: datetime, note: str) -> int:
+    """Give back what the order was charged; a second call adds nothing (unique constraint)."""
+    debits = (
+        await session.execute(
+            select(LedgerEntry.account_id, LedgerEntry.bucket, LedgerEntry.amount).where(
+                LedgerEntry.order_id == order_id, LedgerEntry.kind == "debit"
+            )
+        )
+    ).all()
+    if not debits:
+        return 0
+    rows = [
+        {
+            "account_id": account_id,
+            "kind": "refund",
+            "bucket": bucket,
+            "amount": -amount,
+            "period": period_of(now),
+            "order_id": order_id,
+            "note": note[:256],
+            "created_at": now,
+        }
+        for account_id, bucket, amount in debits
+    ]
+    result = await session.execute(
+        _insert_ignoring_conflicts(session, rows).returning(LedgerEntry.amount)
+    )
+    return sum(result.scalars().all())
+
+
+async def top_up(
+    session: AsyncSession, account_id: str, amount: int, now: datetime, note: str = "top-up"
+) -> None:
+    if amount <= 0:
+        raise InvalidRequest(f"a top-up must be a positive number of credits, not {amount}")
+    session.add(
+        LedgerEntry(
+            account_id=account_id,
+            kind="topup",
+            bucket="topup",
+            amount=amount,
+            period=period_of(now),
+            order_id=None,
+            note=note,
+            created_at=now,
+        )
+    )
+    await session.flush()

@@ -1,0 +1,40 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from easel import __version__
+from easel.api import errors
+from easel.api.dialects import native
+from easel.api.routes import files, health
+from easel.api.state import AppState
+from easel.config import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.easel = state or AppState.build(settings)
+        try:
+            yield
+        finally:
+            if state is None:
+                await app.state.easel.db.dispose()
+
+    app = FastAPI(
+        title="Easel",
+        version=__version__,
+        description="Self-hosted image and animation generation, speaking several providers' APIs.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(native.router)
+    app.include_router(files.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,59 @@
+"""Annotated dependencies that keep route signatures short."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from easel.accounts.keys import authenticate
+from easel.api.state import AppState
+from easel.db.tables import Account
+from easel.errors import Forbidden, Unauthorized
+
+API_ACCESS_MESSAGE = (
+    "API access requires a paid subscription (Standard and above); "
+    "this account's plan is {plan}. Upgrade the plan or use the web console"
+)
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.easel
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+async def get_session(state: State) -> AsyncIterator[AsyncSession]:
+    async with state.db.transaction() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def api_key_from(request: Request) -> str:
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    key = request.headers.get("x-api-key", "").strip()
+    if key:
+        return key
+    raise Unauthorized()
+
+
+async def current_account(request: Request, state: State) -> Account:
+    plain = api_key_from(request)
+    async with state.db.transaction() as session:
+        account = await authenticate(session, plain)
+    plan = state.catalog.plans.get(account.plan)
+    if plan is None or not plan.api_access:
+        raise Forbidden(API_ACCESS_MESSAGE.format(plan=account.plan))
+    return account
+
+
+CurrentAccount = Annotated[Account, Depends(current_account)]

@@ -1,0 +1,227 @@
+"""Seed 000, the native API: /api/v1/generate, /status, orders, cancel, account, plans."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from easel.accounts import ledger
+from easel.api.deps import CurrentAccount, SessionDep, State
+from easel.catalog import Catalog
+from easel.clock import utcnow
+from easel.db.tables import Order
+from easel.errors import InvalidRequest, NotFound
+from easel.orders import lifecycle, queue
+from easel.orders.request import GenerationRequest, build_request
+from easel.orders.submit import submit
+from easel.orders.views import native_status
+
+router = APIRouter(tags=["native (seed 000)"])
+
+SEED_000_EXAMPLE: dict[str, Any] = {
+    "style": "guofeng",
+    "product_type": "static_image",
+    "prompt": "a warrior in red standing in bamboo forest holding a sword, ink wash painting style",
+    "width": 768,
+    "height": 1152,
+    "llm_enhance": True,
+    "webhook_url": "https://your-app.com/callback",
+}
+
+
+class GenerateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SEED_000_EXAMPLE]})
+
+    style: str = Field(
+        description="guofeng / anime / realistic / general / turbo / zanime / zimage"
+    )
+    product_type: str = Field(
+        default="static_image",
+        description="static_image / batch_4 / batch_8 / animation_16f / 24f / 32f",
+    )
+    prompt: str = Field(description="Positive prompt (Chinese or English)")
+    negative_prompt: str | None = None
+    width: int = 768
+    height: int = 1152
+    llm_enhance: bool = False
+    webhook_url: str | None = Field(default=None, description="POSTed on completion or failure")
+    seed: int | None = Field(default=None, description="Easel extra: reproducible output")
+    steps: int | None = Field(default=None, description="Easel extra: denoising steps")
+    guidance_scale: float | None = Field(default=None, description="Easel extra: CFG scale")
+    output_format: str = Field(default="png", description="Easel extra: png / jpeg / webp")
+
+
+def to_request(state: State, body: GenerateBody, idempotency_key: str | None) -> GenerationRequest:
+    catalog: Catalog = state.catalog
+    product = catalog.products.get(body.product_type)
+    if product is None:
+        raise InvalidRequest(
+            f"unknown product_type {body.product_type!r}; valid: {', '.join(catalog.products)}",
+            param="product_type",
+        )
+    model = catalog.style(body.style)
+    if model is None:
+        raise InvalidRequest(
+            f"unknown style {body.style!r}; valid: {', '.join(catalog.style_names)}", param="style"
+        )
+    if product.is_animation:
+        model = catalog.models[catalog.animation_model]
+    return build_request(
+        state.settings,
+        dialect="native",
+        model=model,
+        model_alias=body.style,
+        product=product,
+        prompt=body.prompt,
+        negative_prompt=body.negative_prompt,
+        width=body.width,
+        height=body.height,
+        steps=body.steps,
+        guidance=body.guidance_scale,
+        seed=body.seed,
+        output_format=body.output_format,
+        llm_enhance=body.llm_enhance,
+        webhook_url=body.webhook_url,
+        idempotency_key=idempotency_key,
+        body=body.model_dump(),
+    )
+
+
+@router.post("/api/v1/generate", summary="Submit a generation task")
+async def generate(
+    body: GenerateBody,
+    account: CurrentAccount,
+    state: State,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    req = to_request(state, body, idempotency_key)
+    async with state.db.transaction() as session:
+        order, created = await submit(session, state.catalog, account, req, utcnow())
+    content = {
+        "ok": True,
+        "order_id": order.id,
+        "status": order.status,
+        "product_type": order.product_type,
+        "style": order.model_alias,
+        "priority": order.priority,
+        "cost": order.cost_credits,
+    }
+    return JSONResponse(content, headers={"Idempotent-Replayed": str(not created).lower()})
+
+
+async def _own_order(session: AsyncSession, account_id: str, order_id: str) -> Order:
+    order = await session.scalar(
+        select(Order).where(Order.id == order_id, Order.account_id == account_id)
+    )
+    if order is None:
+        raise NotFound(f"no order {order_id} in this account")
+    return order
+
+
+@router.get("/api/v1/status/{order_id}", summary="Query an order's status")
+async def status(order_id: str, account: CurrentAccount, session: SessionDep, state: State) -> Any:
+    order = await _own_order(session, account.id, order_id)
+    outputs = await lifecycle.get_outputs(session, order.id)
+    position = await queue.queue_position(session, order) if order.status == "pending" else None
+    return native_status(order, outputs, state.storage, position)
+
+
+@router.get("/api/v1/orders", summary="List this account's orders, newest first")
+async def list_orders(
+    account: CurrentAccount,
+    session: SessionDep,
+    state: State,
+    limit: Annotated[int, Query(ge=1)] = 20,
+    before: Annotated[
+        str | None, Query(description="an order id: list orders older than it")
+    ] = None,
+    status: Annotated[str | None, Query()] = None,
+) -> Any:
+    limit = min(limit, state.settings.orders_page_max)
+    query = select(Order).where(Order.account_id == account.id)
+    if status:
+        query = query.where(Order.status == status)
+    if before:
+        anchor = await _own_order(session, account.id, before)
+        query = query.where(
+            (Order.created_at < anchor.created_at)
+            | ((Order.created_at == anchor.created_at) & (Order.id < anchor.id))
+        )
+    rows = list(
+        await session.scalars(
+            query.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1)
+        )
+    )
+    page = rows[:limit]
+    items = []
+    for order in page:
+        outputs = (
+            await lifecycle.get_outputs(session, order.id) if order.status == "completed" else []
+        )
+        items.append(native_status(order, outputs, state.storage, None))
+    return {
+        "ok": True,
+        "orders": items,
+        "next_before": page[-1].id if len(rows) > limit else None,
+    }
+
+
+@router.post("/api/v1/orders/{order_id}/cancel", summary="Cancel a pending or running order")
+async def cancel(order_id: str, account: CurrentAccount, session: SessionDep, state: State) -> Any:
+    order = await lifecycle.cancel(session, account.id, order_id, state.storage, utcnow())
+    return {
+        "ok": True,
+        "order_id": order.id,
+        "status": order.status,
+        "cancel_requested": order.status == "running",
+        "refunded": order.cost_credits if order.status == "canceled" else 0,
+    }
+
+
+@router.get("/api/v1/account", summary="Plan, priority and credits left")
+async def account_info(account: CurrentAccount, session: SessionDep, state: State) -> Any:
+    plan = state.catalog.plans[account.plan]
+    now = utcnow()
+    await ledger.ensure_grant(session, account.id, plan, now)
+    bal = await ledger.balance(session, account.id, now)
+    return {
+        "ok": True,
+        "account_id": account.id,
+        "email": account.email,
+        "plan": plan.id,
+        "priority": plan.priority,
+        "monthly_quota": plan.credits,
+        "credits": {"total": bal.total, "plan": bal.plan, "topup": bal.topup},
+        "resets_at": bal.resets_at.isoformat().replace("+00:00", "Z"),
+        "max_images_per_order": plan.max_images,
+        "animation": plan.animation,
+        "max_running": plan.max_running,
+    }
+
+
+@router.get("/api/v1/plans", summary="The plans (public)")
+async def plans(state: State) -> Any:
+    catalog = state.catalog
+    return {
+        "ok": True,
+        "plans": [
+            {
+                "id": p.id,
+                "monthly_quota": p.credits,
+                "priority": p.priority,
+                "max_images_per_order": p.max_images,
+                "animation": p.animation,
+                "api_access": p.api_access,
+                "styles": [
+                    s for m in catalog.models.values() if p.allows_model(m.id) for s in m.styles
+                ],
+                "max_running": p.max_running,
+            }
+            for p in catalog.plans.values()
+        ],
+    }

@@ -1,0 +1,64 @@
+"""EaselError and validation errors -> HTTP, in each dialect's own error shape. The one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from easel.errors import EaselError, InvalidRequest
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def explain_validation(exc: RequestValidationError) -> InvalidRequest:
+    """The first problem, phrased as what to change."""
+    err = exc.errors()[0]
+    field, kind = _field(tuple(err.get("loc", ()))), err.get("type", "")
+    if kind == "missing":
+        message = f"{field} is required"
+    elif kind == "extra_forbidden":
+        message = f"unknown field {field!r}; remove it (see the API docs for accepted fields)"
+    elif kind == "json_invalid":
+        message = "the body is not valid JSON"
+    elif kind in ("model_attributes_type", "dict_type"):
+        message = "the body must be a JSON object"
+    else:
+        message = f"{field}: {err.get('msg', 'invalid value')}"
+    return InvalidRequest(message, param=field)
+
+
+def native_body(exc: EaselError) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if exc.param:
+        error["param"] = exc.param
+    return {"ok": False, "error": error}
+
+
+def render(request: Request, exc: EaselError) -> JSONResponse:
+    return JSONResponse(native_body(exc), status_code=exc.status_code)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(EaselError)
+    async def _easel(request: Request, exc: EaselError) -> JSONResponse:
+        return render(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return render(request, explain_validation(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        error = EaselError(str(exc.detail))
+        error.status_code = exc.status_code
+        error.code = {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        return render(request, error)

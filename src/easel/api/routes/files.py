@@ -1,0 +1,35 @@
+"""Signed, expiring output URLs: GET /files/{key}?expires=&signature=."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+from easel.api.deps import State
+from easel.errors import Forbidden, NotFound
+from easel.storage.local import SignatureError
+
+router = APIRouter(tags=["files"])
+
+MEDIA_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".mp4": "video/mp4",
+}
+
+
+@router.get("/files/{key:path}", summary="Download an output by its signed URL")
+async def get_file(key: str, expires: int, signature: str, state: State) -> FileResponse:
+    try:
+        path = state.storage.verify(key, expires, signature)
+    except (SignatureError, ValueError) as exc:
+        raise Forbidden(str(exc)) from exc
+    if not path.is_file():
+        raise NotFound("this output no longer exists (outputs expire after the retention period)")
+    return FileResponse(
+        path,
+        media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
+        headers={"Cache-Control": "private, max-age=3600"},
+    )

@@ -1,0 +1,94 @@
+"""The interface between the worker and a model family."""
+
+from __future__ import annotations
+
+import io
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image, PngImagePlugin
+
+from easel.catalog import Model
+
+# Called after each denoising step with (step, total); raises `Canceled` to stop the run.
+ProgressFn = Callable[[int, int], None]
+
+CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+class Canceled(Exception):
+    """The order was canceled while it ran."""
+
+
+@dataclass(frozen=True)
+class Job:
+    order_id: str
+    model: Model
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    seeds: list[int]
+    steps: int
+    guidance: float
+    output_format: str = "png"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    data: bytes
+    content_type: str
+    seed: int
+    width: int
+    height: int
+
+
+class Backend(ABC):
+    """One loaded model. `generate` runs in a worker thread and may block for a long time."""
+
+    family: str
+
+    def __init__(self, model: Model, device: str) -> None:
+        self.model = model
+        self.device = device
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load weights; raise ModelUnavailable naming the model and how to provide it."""
+
+    @abstractmethod
+    def generate(self, job: Job, progress: ProgressFn) -> list[GeneratedImage]: ...
+
+    def unload(self) -> None:  # noqa: B027 - optional hook
+        """Release memory."""
+
+
+def encode_image(
+    image: Image.Image, fmt: str, seed: int, metadata: dict[str, Any]
+) -> GeneratedImage:
+    """Encode with the generation parameters embedded (PNG text chunks, else EXIF description)."""
+    buf = io.BytesIO()
+    text = json.dumps({**metadata, "seed": seed}, ensure_ascii=False)
+    if fmt == "png":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", text)
+        for key in ("prompt", "model"):
+            if key in metadata:
+                info.add_itxt(key, str(metadata[key]))
+        info.add_text("seed", str(seed))
+        image.save(buf, format="PNG", pnginfo=info)
+    else:
+        exif = Image.Exif()
+        exif[0x010E] = text  # ImageDescription
+        image.convert("RGB").save(buf, format=fmt.upper(), exif=exif.tobytes(), quality=92)
+    return GeneratedImage(
+        data=buf.getvalue(),
+        content_type=CONTENT_TYPES[fmt],
+        seed=seed,
+        width=image.width,
+        height=image.height,
+    )

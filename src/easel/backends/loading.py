@@ -1,0 +1,85 @@
+"""Turn a catalog `source` (repo id, local folder, single file) into a loaded diffusers pipeline."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from easel.catalog import Model
+from easel.errors import ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+def pick_device(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(device: str) -> Any:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def _how_to_provide(model: Model) -> str:
+    return (
+        f"download it on this machine (`huggingface-cli download {model.source}`) or point "
+        f"the model at a local diffusers folder or .safetensors file in the operator catalog "
+        f'(EASEL_CATALOG: [models.{model.id}] source = "/path/to/weights")'
+    )
+
+
+def load_pipeline(pipeline_cls: Any, model: Model, device: str) -> Any:
+    """Load `model.source` with `pipeline_cls`; ModelUnavailable says how to fix a failure."""
+    source = model.source
+    path = Path(source).expanduser()
+    dtype = pick_dtype(device)
+    looks_local = source.startswith(("/", "./", "../", "~")) or path.exists()
+    try:
+        if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
+            kwargs: dict[str, Any] = {"torch_dtype": dtype}
+            if model.config:
+                kwargs["config"] = model.config
+            pipe = pipeline_cls.from_single_file(str(path), **kwargs)
+        elif path.is_dir():
+            pipe = pipeline_cls.from_pretrained(str(path), torch_dtype=dtype)
+        elif looks_local:
+            raise ModelUnavailable(
+                f"model {model.id!r}: source {source} does not exist; " + _how_to_provide(model)
+            )
+        else:
+            kwargs = {"torch_dtype": dtype}
+            if model.variant:
+                kwargs["variant"] = model.variant
+            pipe = pipeline_cls.from_pretrained(source, **kwargs)
+    except ModelUnavailable:
+        raise
+    except (OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        why = "not in the local Hugging Face cache" + (
+            " and HF_HUB_OFFLINE is set" if offline else " and the hub could not be reached"
+        )
+        raise ModelUnavailable(
+            f"model {model.id!r} could not be loaded from {source!r} ({why}: "
+            f"{str(exc).splitlines()[0][:300]}); " + _how_to_provide(model)
+        ) from exc
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    log.info("model loaded", extra={"action": "load", "model": model.id, "device": device})
+    return pipe

@@ -1,0 +1,160 @@
+"""Load the shipped catalog, merge the operator's TOML over it, and check it."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+ACCELERATIONS = ("none", "regular", "high")
+
+
+class CatalogError(ValueError):
+    """The catalog file is inconsistent; the message names the entry to fix."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    id: str
+    credits: int
+    priority: int
+    max_images: int
+    animation: bool
+    api_access: bool
+    models: tuple[str, ...]
+    max_running: int
+
+    def allows_model(self, model_id: str) -> bool:
+        return "*" in self.models or model_id in self.models
+
+
+@dataclass(frozen=True)
+class Product:
+    id: str
+    images: int = 1
+    frames: int = 0
+    credits: int | None = None
+
+    @property
+    def is_animation(self) -> bool:
+        return self.frames > 0
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    family: str
+    source: str
+    styles: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    steps: int = 30
+    guidance: float = 7.0
+    width: int = 1024
+    height: int = 1024
+    prompt_template: str = "{prompt}"
+    negative_prompt: str = ""
+    credits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ACCELERATIONS, 1))
+    config: str | None = None  # component configs for a single-file checkpoint
+    variant: str | None = None
+
+    def render_prompt(self, prompt: str) -> str:
+        return self.prompt_template.replace("{prompt}", prompt)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    plans: dict[str, Plan]
+    products: dict[str, Product]
+    models: dict[str, Model]
+    animation_model: str
+    default_style: str
+
+    def style(self, name: str) -> Model | None:
+        for model in self.models.values():
+            if name in model.styles:
+                return model
+        return None
+
+    def resolve(self, name: str) -> Model | None:
+        """A model by id, style or alias."""
+        if name in self.models:
+            return self.models[name]
+        for model in self.models.values():
+            if name in model.styles or name in model.aliases:
+                return model
+        return None
+
+    @property
+    def style_names(self) -> list[str]:
+        return [s for m in self.models.values() for s in m.styles]
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _build(kind: type[Any], key: str, raw: dict[str, Any]) -> Any:
+    fields = kind.__dataclass_fields__
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise CatalogError(
+            f"{key}: unknown field(s) {unknown}; known: {sorted(set(fields) - {'id'})}"
+        )
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    try:
+        return kind(id=key.split(".", 1)[1], **values)
+    except TypeError as exc:
+        raise CatalogError(f"{key}: {exc}") from exc
+
+
+def _check(catalog: Catalog) -> None:
+    seen: dict[str, str] = {}
+    for model in catalog.models.values():
+        for name in (model.id, *model.styles, *model.aliases):
+            if seen.get(name, model.id) != model.id:
+                raise CatalogError(
+                    f"name {name!r} is used by models {seen[name]!r} and {model.id!r}"
+                )
+            seen[name] = model.id
+        missing = [a for a in ACCELERATIONS if a not in model.credits]
+        if missing:
+            raise CatalogError(f"models.{model.id}.credits lacks {missing}")
+    for plan in catalog.plans.values():
+        for model_id in plan.models:
+            if model_id != "*" and model_id not in catalog.models:
+                raise CatalogError(f"plans.{plan.id}.models names unknown model {model_id!r}")
+    if catalog.animation_model not in catalog.models:
+        raise CatalogError(f"animation_model {catalog.animation_model!r} is not a model")
+    if catalog.style(catalog.default_style) is None:
+        raise CatalogError(f"default_style {catalog.default_style!r} is no model's style")
+
+
+def load_catalog(path: Path | None = None) -> Catalog:
+    """The shipped catalog, with the operator's file at `path` merged over it."""
+    raw = tomllib.loads(resources.files("easel.catalog").joinpath("catalog.toml").read_text())
+    if path is not None:
+        try:
+            raw = _merge(raw, tomllib.loads(Path(path).read_text()))
+        except FileNotFoundError as exc:
+            raise CatalogError(f"EASEL_CATALOG points at {path}, which does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise CatalogError(f"EASEL_CATALOG file {path} is not valid TOML: {exc}") from exc
+    catalog = Catalog(
+        plans={k: _build(Plan, f"plans.{k}", v) for k, v in raw.get("plans", {}).items()},
+        products={
+            k: _build(Product, f"products.{k}", v) for k, v in raw.get("products", {}).items()
+        },
+        models={k: _build(Model, f"models.{k}", v) for k, v in raw.get("models", {}).items()},
+        animation_model=raw.get("animation_model", "animatediff"),
+        default_style=raw.get("default_style", "general"),
+    )
+    _check(catalog)
+    return catalog

@@ -1,0 +1,242 @@
+"""The `easel` command: serve, worker, migrate, accounts, keys, plans."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from easel.api.state import AppState
+from easel.config import Settings, get_settings
+from easel.errors import EaselError
+from easel.logging import setup_logging
+
+T = TypeVar("T")
+
+
+def run_with_state(fn: Callable[[AppState], Awaitable[T]]) -> T:
+    """Run `fn` against a migrated database; print an EaselError as a clean CLI error."""
+
+    async def main() -> T:
+        from easel.db.migrate import migrate
+
+        state = AppState.build(get_settings())
+        try:
+            await migrate(state.db)
+            return await fn(state)
+        finally:
+            await state.db.dispose()
+
+    try:
+        return asyncio.run(main())
+    except EaselError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+@click.group()
+def main() -> None:
+    """Easel: self-hosted image and animation generation API."""
+    setup_logging(os.environ.get("EASEL_LOG_LEVEL", "INFO"))
+
+
+@main.command()
+def migrate() -> None:
+    """Apply database migrations."""
+
+    async def _noop(state: AppState) -> None:
+        click.echo(f"database at {state.db.url.render_as_string()} is up to date")
+
+    run_with_state(_noop)
+
+
+async def _bootstrap_admin(state: AppState) -> str | None:
+    """On an empty database, an admin account and its key (returned once)."""
+    from easel.accounts.accounts import count_accounts, create_account
+    from easel.accounts.keys import create_key
+
+    async with state.db.transaction() as session:
+        if await count_accounts(session):
+            return None
+        s = state.settings
+        account = await create_account(
+            session, state.catalog, s.admin_email, s.admin_plan, is_admin=True
+        )
+        _, plain = await create_key(session, account.id, "admin")
+        return f"{account.email} ({account.plan}) key: {plain}"
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address (EASEL_HOST, default 0.0.0.0).")
+@click.option("--port", default=None, type=int, help="Port (EASEL_PORT, default 7000).")
+@click.option("--no-worker", is_flag=True, help="Run the API alone (scaled-out topology).")
+def serve(host: str | None, port: int | None, no_worker: bool) -> None:
+    """Run the API server, and one worker in a child process unless --no-worker."""
+    import uvicorn
+
+    if host:
+        os.environ["EASEL_HOST"] = host
+    if port:
+        os.environ["EASEL_PORT"] = str(port)
+    get_settings.cache_clear()
+    settings = get_settings()
+    admin = run_with_state(_bootstrap_admin)
+    if admin:
+        click.echo(f"Created the first account. Save this key, it is shown only once:\n  {admin}")
+    worker = None
+    if not no_worker:
+        worker = subprocess.Popen([sys.executable, "-m", "easel", "worker"], env=os.environ.copy())
+    try:
+        from easel.api.app import create_app
+
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+        )
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=settings.lease_seconds)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+@main.command()
+def worker() -> None:
+    """Claim and run orders until SIGTERM (the running order is finished first)."""
+    from easel.worker.runner import Worker
+
+    async def _run(state: AppState) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Worker(state.settings, state.catalog, state.db, state.storage).run(stop)
+
+    run_with_state(_run)
+
+
+@main.group()
+def accounts() -> None:
+    """Create accounts and give them credits."""
+
+
+@accounts.command("create")
+@click.option("--email", required=True)
+@click.option("--plan", default="standard", show_default=True)
+def accounts_create(email: str, plan: str) -> None:
+    from easel.accounts.accounts import create_account
+
+    async def _create(state: AppState) -> Any:
+        async with state.db.transaction() as session:
+            return await create_account(session, state.catalog, email, plan)
+
+    account = run_with_state(_create)
+    click.echo(f"{account.id} {account.email} plan={account.plan}")
+
+
+@accounts.command("grant")
+@click.option("--account", "ref", required=True, help="Account email or id.")
+@click.option("--credits", "amount", required=True, type=int, help="Top-up credits (never expire).")
+@click.option("--note", default="top-up by operator")
+def accounts_grant(ref: str, amount: int, note: str) -> None:
+    from easel.accounts import ledger
+    from easel.accounts.accounts import find_account
+    from easel.clock import utcnow
+
+    async def _grant(state: AppState) -> ledger.Balance:
+        async with state.db.transaction() as session:
+            account = await find_account(session, ref)
+            await ledger.top_up(session, account.id, amount, utcnow(), note)
+            return await ledger.balance(session, account.id, utcnow())
+
+    bal = run_with_state(_grant)
+    click.echo(f"granted {amount}; balance {bal.total} (plan {bal.plan}, top-up {bal.topup})")
+
+
+@accounts.command("plan")
+@click.option("--account", "ref", required=True, help="Account email or id.")
+@click.option("--plan", required=True)
+def accounts_plan(ref: str, plan: str) -> None:
+    """Move an account to another plan."""
+    from easel.accounts.accounts import find_account, set_plan
+
+    async def _set(state: AppState) -> None:
+        async with state.db.transaction() as session:
+            await set_plan(session, state.catalog, await find_account(session, ref), plan)
+
+    run_with_state(_set)
+    click.echo(f"{ref} is now on plan {plan}")
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@click.option("--account", "ref", required=True, help="Account email or id.")
+@click.option("--name", default="")
+def keys_create(ref: str, name: str) -> None:
+    from easel.accounts.accounts import find_account
+    from easel.accounts.keys import create_key
+
+    async def _create(state: AppState) -> str:
+        async with state.db.transaction() as session:
+            account = await find_account(session, ref)
+            _, plain = await create_key(session, account.id, name)
+            return plain
+
+    click.echo(run_with_state(_create))
+
+
+@keys.command("list")
+@click.option("--account", "ref", required=True, help="Account email or id.")
+def keys_list(ref: str) -> None:
+    from easel.accounts.accounts import find_account
+    from easel.accounts.keys import list_keys
+
+    async def _list(state: AppState) -> list[Any]:
+        async with state.db.transaction() as session:
+            return await list_keys(session, (await find_account(session, ref)).id)
+
+    for key in run_with_state(_list):
+        state = "revoked" if key.revoked_at else "active"
+        used = key.last_used_at.isoformat() if key.last_used_at else "never"
+        click.echo(f"{key.id} {key.prefix}… {state} last_used={used} {key.name}")
+
+
+@keys.command("revoke")
+@click.argument("key")
+def keys_revoke(key: str) -> None:
+    """Revoke KEY (its id, display prefix, or the key itself)."""
+    from easel.accounts.keys import revoke_key
+
+    async def _revoke(state: AppState) -> str:
+        async with state.db.transaction() as session:
+            return (await revoke_key(session, key)).id
+
+    click.echo(f"revoked {run_with_state(_revoke)}")
+
+
+@main.command()
+def plans() -> None:
+    """List the catalog's plans."""
+    from easel.catalog import load_catalog
+
+    catalog = load_catalog(Settings().catalog)
+    click.echo(f"{'plan':<10}{'credits':>8}{'priority':>9}{'images':>7}  animation  api  models")
+    for p in catalog.plans.values():
+        click.echo(
+            f"{p.id:<10}{p.credits:>8}{p.priority:>9}{p.max_images:>7}  "
+            f"{'yes' if p.animation else 'no':<9}  {'yes' if p.api_access else 'no':<3}  "
+            f"{','.join(p.models)}"
+        )

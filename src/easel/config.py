@@ -1,0 +1,88 @@
+"""One settings class, read from `EASEL_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EASEL_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path("./easel-data")
+    database_url: str = ""
+    catalog: Path | None = None
+    host: str = "0.0.0.0"
+    port: int = 7000
+    public_url: str = ""
+    secret_key: str = DEV_SECRET
+    log_level: str = "INFO"
+
+    # Request bounds.
+    max_prompt_chars: int = 2500
+    min_side: int = 256
+    max_side: int = 2048
+    max_pixels: int = 2048 * 2048
+    max_webhook_url_chars: int = 2048
+    max_idempotency_key_chars: int = 255
+    orders_page_max: int = 100
+
+    # Queue and worker.
+    lease_seconds: float = 60.0
+    max_attempts: int = 3
+    poll_interval: float = 1.0
+    progress_interval: float = 0.2
+    reaper_interval: float = 10.0
+    worker_id: str = ""
+    device: str = "auto"
+    max_loaded_models: int = 2
+
+    # Outputs and webhooks.
+    url_ttl_seconds: int = 24 * 3600
+    webhook_timeout: float = 10.0
+    webhook_max_attempts: int = 5
+    webhook_backoff: float = 2.0
+
+    admin_email: str = "admin@localhost"
+    admin_plan: str = "mega"
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_defaults(self) -> Settings:
+        if self.environment != "development" and self.secret_key in (DEV_SECRET, "", "changethis"):
+            raise ValueError(
+                "EASEL_SECRET_KEY is unset or left at its development default; set it to a long "
+                "random value (`python -c 'import secrets; print(secrets.token_urlsafe(48))'`) "
+                "or run with EASEL_ENVIRONMENT=development"
+            )
+        if self.min_side % 8 or self.max_side % 8 or self.min_side > self.max_side:
+            raise ValueError("EASEL_MIN_SIDE and EASEL_MAX_SIDE must be multiples of 8, min <= max")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'easel.db').resolve()}"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "localhost" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

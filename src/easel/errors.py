@@ -1,0 +1,76 @@
+"""The one exception tree of Easel.
+
+    EaselError                 500 internal_error
+    ├── InvalidRequest         422 invalid_request   (the message says what to change)
+    ├── Unauthorized           401 unauthorized      (missing, unknown or revoked API key)
+    ├── Forbidden              403 forbidden         (plan gating, API access off)
+    ├── QuotaExceeded          402 quota_exceeded    (not enough credits)
+    ├── NotFound               404 not_found
+    ├── Conflict               409 conflict          (idempotency key reused with another body)
+    └── ModelUnavailable       503 model_unavailable (weights cannot be loaded; worker side)
+
+Each class's docstring is its default message. HTTP rendering happens in `api/errors.py` only.
+"""
+
+from __future__ import annotations
+
+
+class EaselError(Exception):
+    """Internal error."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str | None = None, *, param: str | None = None) -> None:
+        self.message = message or (self.__doc__ or self.code).strip()
+        self.param = param
+        super().__init__(self.message)
+
+
+class InvalidRequest(EaselError):
+    """The request is invalid."""
+
+    status_code = 422
+    code = "invalid_request"
+
+
+class Unauthorized(EaselError):
+    """Missing or invalid API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(EaselError):
+    """Your plan does not allow this."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class QuotaExceeded(EaselError):
+    """Not enough credits left for this order."""
+
+    status_code = 402
+    code = "quota_exceeded"
+
+
+class NotFound(EaselError):
+    """Not found."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(EaselError):
+    """The request conflicts with an earlier one."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class ModelUnavailable(EaselError):
+    """The model's weights could not be loaded."""
+
+    status_code = 503
+    code = "model_unavailable"

@@ -1,0 +1,187 @@
+"""Terminal and retry transitions. Each runs inside the caller's transaction."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from easel.accounts import ledger
+from easel.accounts.accounts import release_running_slot
+from easel.db.tables import Order, Output
+from easel.errors import Conflict, NotFound
+from easel.orders.views import native_webhook
+from easel.storage import Storage
+from easel.webhooks import outbox
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NewOutput:
+    index: int
+    storage_key: str
+    content_type: str
+    seed: int
+    width: int
+    height: int
+    bytes: int
+
+
+async def get_outputs(session: AsyncSession, order_id: str) -> list[Output]:
+    rows = await session.scalars(
+        select(Output).where(Output.order_id == order_id).order_by(Output.index)
+    )
+    return list(rows)
+
+
+async def _finish(
+    session: AsyncSession,
+    order_id: str,
+    worker_id: str | None,
+    now: datetime,
+    values: dict[str, object],
+) -> Order | None:
+    """Move a running (worker_id given) or pending order to a final state, once."""
+    where = [Order.id == order_id]
+    if worker_id is not None:
+        where += [Order.status == "running", Order.worker_id == worker_id]
+    else:
+        where += [Order.status.in_(("pending", "running"))]
+    result = await session.execute(
+        update(Order)
+        .where(*where)
+        .values(completed_at=now, lease_until=None, **values)
+        .returning(Order.id, Order.account_id)
+    )
+    row = result.first()
+    if row is None:
+        return None
+    return await session.get(Order, order_id, populate_existing=True)
+
+
+async def complete(
+    session: AsyncSession,
+    order_id: str,
+    worker_id: str,
+    outputs: list[NewOutput],
+    storage: Storage,
+    now: datetime,
+) -> Order | None:
+    """None when the worker no longer holds the order (lease lost); nothing is written then."""
+    order = await _finish(
+        session, order_id, worker_id, now, {"status": "completed", "progress": 100}
+    )
+    if order is None:
+        return None
+    rows = [Output(order_id=order_id, created_at=now, **vars(o)) for o in outputs]
+    session.add_all(rows)
+    await release_running_slot(session, order.account_id)
+    await session.flush()
+    outbox.enqueue(session, order, "order.completed", native_webhook(order, rows, storage), now)
+    return order
+
+
+async def fail(
+    session: AsyncSession,
+    order_id: str,
+    worker_id: str | None,
+    code: str,
+    message: str,
+    storage: Storage,
+    now: datetime,
+    *,
+    status: str = "failed",
+) -> Order | None:
+    """Fail (or cancel) and refund exactly once. `worker_id` None: any pending/running order."""
+    before = await session.get(Order, order_id, with_for_update=True, populate_existing=True)
+    was_running = before is not None and before.status == "running"
+    order = await _finish(
+        session,
+        order_id,
+        worker_id,
+        now,
+        {"status": status, "error_code": code, "error_message": message[:4000]},
+    )
+    if order is None:
+        return None
+    refunded = await ledger.refund(session, order_id, now, f"{status}: {code}")
+    if was_running:
+        await release_running_slot(session, order.account_id)
+    log.info(
+        "order ended without output",
+        extra={"action": status, "order_id": order_id, "code": code, "refunded": refunded},
+    )
+    outbox.enqueue(session, order, f"order.{status}", native_webhook(order, [], storage), now)
+    return order
+
+
+async def cancel(
+    session: AsyncSession, account_id: str, order_id: str, storage: Storage, now: datetime
+) -> Order:
+    """Pending: canceled and refunded now. Running: flagged; the worker stops at its next step."""
+    order = await session.scalar(
+        select(Order).where(Order.id == order_id, Order.account_id == account_id).with_for_update()
+    )
+    if order is None:
+        raise NotFound(f"no order {order_id}")
+    if order.status == "pending":
+        done = await fail(
+            session,
+            order_id,
+            None,
+            "canceled",
+            "canceled by the client",
+            storage,
+            now,
+            status="canceled",
+        )
+        assert done is not None
+        return done
+    if order.status == "running":
+        order.cancel_requested = True
+        await session.flush()
+        return order
+    raise Conflict(f"order {order_id} is already {order.status} and cannot be canceled")
+
+
+async def requeue_or_fail(
+    session: AsyncSession, order: Order, max_attempts: int, storage: Storage, now: datetime
+) -> str:
+    """A running order whose lease expired: back to pending, or failed after the last attempt."""
+    if order.cancel_requested:
+        await fail(
+            session,
+            order.id,
+            order.worker_id,
+            "canceled",
+            "canceled by the client",
+            storage,
+            now,
+            status="canceled",
+        )
+        return "canceled"
+    if order.attempts >= max_attempts:
+        await fail(
+            session,
+            order.id,
+            order.worker_id,
+            "worker_lost",
+            f"the worker running this order stopped responding {order.attempts} times; "
+            "the order was refunded",
+            storage,
+            now,
+        )
+        return "failed"
+    result = await session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.status == "running", Order.worker_id == order.worker_id)
+        .values(status="pending", worker_id=None, lease_until=None, progress=0, step=0)
+        .returning(Order.id)
+    )
+    if result.first() is not None:
+        await release_running_slot(session, order.account_id)
+    return "requeued"

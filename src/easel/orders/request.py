@@ -1,0 +1,190 @@
+"""The canonical generation request every dialect translates into, and its shared rules."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from easel.catalog import Model, Product
+from easel.catalog.loader import ACCELERATIONS
+from easel.config import Settings
+from easel.errors import InvalidRequest
+
+IMAGE_FORMATS = ("png", "jpeg", "webp")
+MAX_SEED = 2**32 - 1
+MAX_STEPS = 150
+MAX_GUIDANCE = 30.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    dialect: str
+    model: Model
+    model_alias: str
+    product: Product
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    n: int
+    steps: int
+    guidance: float
+    seed: int
+    acceleration: str
+    output_format: str
+    llm_enhance: bool
+    safety_check: bool
+    webhook_url: str | None
+    idempotency_key: str | None
+    external_task_id: str | None
+    request_hash: str
+    extra: dict[str, Any]
+
+    @property
+    def task_type(self) -> str:
+        return "animation" if self.product.is_animation else "image"
+
+
+def hash_body(body: Any) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_prompt(settings: Settings, prompt: str | None, param: str = "prompt") -> str:
+    if prompt is None or not prompt.strip():
+        raise InvalidRequest(f"{param} is required and must not be empty", param=param)
+    if len(prompt) > settings.max_prompt_chars:
+        raise InvalidRequest(
+            f"{param} is {len(prompt)} characters; the limit is {settings.max_prompt_chars}",
+            param=param,
+        )
+    return prompt.strip()
+
+
+def check_size(settings: Settings, width: int, height: int) -> None:
+    lo, hi = settings.min_side, settings.max_side
+    for name, value in (("width", width), ("height", height)):
+        if value % 8:
+            raise InvalidRequest(
+                f"{name} must be a multiple of 8, got {value}; try {max(lo, value // 8 * 8)}",
+                param=name,
+            )
+        if not lo <= value <= hi:
+            raise InvalidRequest(f"{name} must be between {lo} and {hi}, got {value}", param=name)
+    if width * height > settings.max_pixels:
+        raise InvalidRequest(
+            f"{width}x{height} is {width * height} pixels; the limit is {settings.max_pixels}",
+            param="width",
+        )
+
+
+def check_webhook_url(settings: Settings, url: str | None, param: str) -> str | None:
+    if not url:
+        return None
+    if len(url) > settings.max_webhook_url_chars:
+        raise InvalidRequest(
+            f"{param} is longer than {settings.max_webhook_url_chars} characters", param=param
+        )
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequest(
+            f"{param} must be an http(s) URL with a host, got {url!r}", param=param
+        )
+    return url
+
+
+def build_request(
+    settings: Settings,
+    *,
+    dialect: str,
+    model: Model,
+    model_alias: str,
+    product: Product,
+    prompt: str | None,
+    negative_prompt: str | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    n: int | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int | None = None,
+    acceleration: str = "none",
+    output_format: str = "png",
+    llm_enhance: bool = False,
+    safety_check: bool = False,
+    webhook_url: str | None = None,
+    webhook_param: str = "webhook_url",
+    idempotency_key: str | None = None,
+    external_task_id: str | None = None,
+    body: Any = None,
+    extra: dict[str, Any] | None = None,
+) -> GenerationRequest:
+    """Apply the rules every dialect shares; raise InvalidRequest naming what to change."""
+    prompt = check_prompt(settings, prompt)
+    if negative_prompt is not None and len(negative_prompt) > settings.max_prompt_chars:
+        raise InvalidRequest(
+            f"negative_prompt is longer than {settings.max_prompt_chars} characters",
+            param="negative_prompt",
+        )
+    width = width or model.width
+    height = height or model.height
+    check_size(settings, width, height)
+    n = product.images if n is None else n
+    if n < 1:
+        raise InvalidRequest(f"n must be at least 1, got {n}", param="n")
+    steps = model.steps if steps is None else steps
+    if not 1 <= steps <= MAX_STEPS:
+        raise InvalidRequest(f"steps must be between 1 and {MAX_STEPS}, got {steps}", param="steps")
+    guidance = model.guidance if guidance is None else guidance
+    if not 0 <= guidance <= MAX_GUIDANCE:
+        raise InvalidRequest(
+            f"guidance must be between 0 and {MAX_GUIDANCE}, got {guidance}", param="guidance"
+        )
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1 - 64)
+    if not 0 <= seed <= MAX_SEED - n:
+        raise InvalidRequest(f"seed must be between 0 and {MAX_SEED - n}, got {seed}", param="seed")
+    if acceleration not in ACCELERATIONS:
+        raise InvalidRequest(
+            f"acceleration must be one of {', '.join(ACCELERATIONS)}, got {acceleration!r}",
+            param="acceleration",
+        )
+    if output_format not in IMAGE_FORMATS:
+        raise InvalidRequest(
+            f"output_format must be one of {', '.join(IMAGE_FORMATS)}, got {output_format!r}",
+            param="output_format",
+        )
+    if (
+        idempotency_key is not None
+        and not 0 < len(idempotency_key) <= settings.max_idempotency_key_chars
+    ):
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1 to {settings.max_idempotency_key_chars} characters",
+            param="Idempotency-Key",
+        )
+    return GenerationRequest(
+        dialect=dialect,
+        model=model,
+        model_alias=model_alias,
+        product=product,
+        prompt=prompt,
+        negative_prompt=model.negative_prompt if negative_prompt is None else negative_prompt,
+        width=width,
+        height=height,
+        n=n,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        acceleration=acceleration,
+        output_format=output_format,
+        llm_enhance=llm_enhance,
+        safety_check=safety_check,
+        webhook_url=check_webhook_url(settings, webhook_url, webhook_param),
+        idempotency_key=idempotency_key,
+        external_task_id=external_task_id,
+        request_hash=hash_body(body),
+        extra=extra or {},
+    )

@@ -1,0 +1,135 @@
+"""Submit: plan gating, price, then debit + order row + wake-up in the caller's transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from easel.accounts import ledger
+from easel.accounts.accounts import lock_account
+from easel.backends.registry import served_families
+from easel.catalog import Catalog, Plan
+from easel.db.tables import Account, Order
+from easel.errors import Conflict, Forbidden, InvalidRequest
+from easel.ids import new_order_id
+from easel.orders.queue import notify_new_order
+from easel.orders.request import GenerationRequest
+
+
+def check_plan(catalog: Catalog, plan: Plan, req: GenerationRequest) -> None:
+    if not plan.allows_model(req.model.id):
+        allowed = [s for m in plan.models if m in catalog.models for s in catalog.models[m].styles]
+        raise Forbidden(
+            f"plan {plan.id} does not include {req.model_alias!r}; it allows "
+            f"{', '.join(allowed) or 'no styles'}. Upgrade to standard or above for all styles"
+        )
+    if req.product.is_animation and not plan.animation:
+        raise Forbidden(f"plan {plan.id} does not include animation; pro and mega do")
+    if req.n > plan.max_images:
+        raise Forbidden(
+            f"plan {plan.id} allows at most {plan.max_images} images per order, "
+            f"this order asks for {req.n}; ask for fewer or upgrade the plan"
+        )
+
+
+def check_served(catalog: Catalog, req: GenerationRequest) -> None:
+    served = served_families()
+    if req.model.family in served:
+        return
+    what = "animation" if req.product.is_animation else repr(req.model_alias)
+    available = [s for m in catalog.models.values() if m.family in served for s in m.styles]
+    raise InvalidRequest(
+        f"{what} needs the {req.model.family} backend, which this server does not run yet; "
+        f"available styles: {', '.join(available)}",
+        param="product_type" if req.product.is_animation else "style",
+    )
+
+
+def price(req: GenerationRequest) -> int:
+    if req.product.is_animation and req.product.credits is not None:
+        return req.product.credits
+    return req.model.credits[req.acceleration] * req.n
+
+
+async def find_by_idempotency_key(session: AsyncSession, account_id: str, key: str) -> Order | None:
+    return await session.scalar(
+        select(Order).where(Order.account_id == account_id, Order.idempotency_key == key)
+    )
+
+
+async def submit(
+    session: AsyncSession, catalog: Catalog, account: Account, req: GenerationRequest, now: datetime
+) -> tuple[Order, bool]:
+    """The order and whether it was created now (False: an idempotent replay)."""
+    plan = catalog.plans.get(account.plan)
+    if plan is None:
+        raise InvalidRequest(f"account plan {account.plan!r} is not in the catalog")
+    check_plan(catalog, plan, req)
+    check_served(catalog, req)
+    cost = price(req)
+    await lock_account(session, account.id)
+    if req.idempotency_key:
+        earlier = await find_by_idempotency_key(session, account.id, req.idempotency_key)
+        if earlier is not None:
+            if earlier.request_hash != req.request_hash:
+                raise Conflict(
+                    f"Idempotency-Key {req.idempotency_key!r} was used for another request "
+                    f"(order {earlier.id}); use a new key for a new request"
+                )
+            return earlier, False
+    if req.external_task_id:
+        taken = await session.scalar(
+            select(Order.id).where(
+                Order.account_id == account.id, Order.external_task_id == req.external_task_id
+            )
+        )
+        if taken:
+            raise Conflict(
+                f"external_task_id {req.external_task_id!r} is already used by task {taken}",
+                param="external_task_id",
+            )
+    await ledger.ensure_grant(session, account.id, plan, now)
+    order_id = new_order_id(now)
+    await ledger.debit(session, account.id, order_id, cost, now)
+    order = Order(
+        id=order_id,
+        account_id=account.id,
+        dialect=req.dialect,
+        external_task_id=req.external_task_id,
+        idempotency_key=req.idempotency_key,
+        request_hash=req.request_hash,
+        model=req.model.id,
+        model_alias=req.model_alias,
+        product_type=req.product.id,
+        task_type=req.task_type,
+        prompt=req.prompt,
+        negative_prompt=req.negative_prompt,
+        width=req.width,
+        height=req.height,
+        n=req.n,
+        frames=req.product.frames,
+        steps=req.steps,
+        guidance=req.guidance,
+        seed=req.seed,
+        acceleration=req.acceleration,
+        output_format=req.output_format,
+        llm_enhance=req.llm_enhance,
+        safety_check=req.safety_check,
+        webhook_url=req.webhook_url,
+        extra=req.extra,
+        status="pending",
+        progress=0,
+        step=0,
+        total_steps=req.steps,
+        priority=plan.priority,
+        cost_credits=cost,
+        attempts=0,
+        cancel_requested=False,
+        created_at=now,
+    )
+    session.add(order)
+    await session.flush()
+    await notify_new_order(session)
+    return order, True

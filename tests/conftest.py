@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from easel.catalog import load_catalog
+from easel.config import Settings
+from tests.support import databases
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+POSTGRES_REQUIRED = os.environ.get("CI", "") not in ("", "0", "false") or bool(
+    os.environ.get("EASEL_REQUIRE_POSTGRES")
+)
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[databases.PostgresTemplate]:
+    why = databases.postgres_reachable()
+    if why is not None:
+        message = f"PostgreSQL is not reachable at {databases.ADMIN_URL} ({why})"
+        if POSTGRES_REQUIRED:
+            pytest.fail(message + "; CI requires it", pytrace=False)
+        pytest.skip(message + "; skipping the PostgreSQL half (set EASEL_TEST_POSTGRES_URL)")
+    template = databases.PostgresTemplate()
+    template.create()
+    yield template
+    template.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield databases.sqlite_url(tmp_path)
+        return
+    template: databases.PostgresTemplate = request.getfixturevalue("pg_template")
+    url = template.copy()
+    yield url
+    template.drop(url)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        secret_key="test-secret-key",
+        poll_interval=0.05,
+        reaper_interval=0.2,
+        progress_interval=0.0,
+        webhook_backoff=0.1,
+        port=7000,
+    )
+
+
+@pytest.fixture(scope="session")
+def catalog_default():  # type: ignore[no-untyped-def]
+    return load_catalog()

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from easel.catalog import load_catalog
+from easel.catalog.loader import CatalogError
+
+
+def test_default_plans_follow_seed_000() -> None:
+    c = load_catalog()
+    table = {p.id: (p.credits, p.priority, p.max_images, p.animation) for p in c.plans.values()}
+    assert table == {
+        "free": (20, 0, 1, False),
+        "standard": (300, 2, 3, False),
+        "pro": (800, 3, 8, True),
+        "mega": (2000, 4, 12, True),
+    }
+    assert not c.plans["free"].api_access
+    assert c.plans["free"].models == ("sdxl-turbo",)
+    assert all(p.api_access for k, p in c.plans.items() if k != "free")
+
+
+def test_seed_000_styles_and_seed_names_resolve() -> None:
+    c = load_catalog()
+    assert sorted(c.style_names) == sorted(
+        ["guofeng", "anime", "realistic", "general", "turbo", "zanime", "zimage"]
+    )
+    for name in [
+        "qwen",
+        "gpt-image-2",
+        "nano-banana-2",
+        "seedance-2",
+        "qh-draw-x2-preview",
+        "qh-draw-x1-pro",
+        "dall-e-3",
+        "即梦4.0",
+        "kirin_v2_image",
+    ]:
+        assert c.resolve(name) is not None, name
+    assert c.products["batch_4"].images == 4
+    assert c.products["animation_24f"].frames == 24
+
+
+def test_operator_catalog_merges_over_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.toml"
+    path.write_text(
+        '[models.sdxl-general]\nsource = "/weights/sdxl"\nsteps = 12\n'
+        "[plans.standard]\ncredits = 500\n"
+    )
+    c = load_catalog(path)
+    assert c.models["sdxl-general"].source == "/weights/sdxl"
+    assert c.models["sdxl-general"].steps == 12
+    assert c.models["sdxl-general"].styles == ("general",)
+    assert c.plans["standard"].credits == 500
+    assert c.plans["standard"].priority == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[models.sdxl-general]\nsteeps = 3\n", "unknown field"),
+        ('[plans.free]\nmodels = ["nope"]\n', "unknown model 'nope'"),
+        ('[models.x]\nfamily = "sdxl"\nsource = "a"\nstyles = ["anime"]\n', "name 'anime' is used"),
+        ("not toml = = =", "not valid TOML"),
+    ],
+)
+def test_bad_operator_catalog_is_refused_with_the_entry_named(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "catalog.toml"
+    path.write_text(text)
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(path)
+
+
+def test_missing_operator_catalog(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="does not exist"):
+        load_catalog(tmp_path / "missing.toml")
