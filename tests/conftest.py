@@ -66,3 +66,10 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
 @pytest.fixture(scope="session")
 def catalog_default():  # type: ignore[no-untyped-def]
     return load_catalog()
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.support.tiny_models import build_tiny_sdxl
+
+    return build_tiny_sdxl(tmp_path_factory.mktemp("models") / "tiny-sdxl")

@@ -88,6 +88,10 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
     admin = run_with_state(_bootstrap_admin)
     if admin:
         click.echo(f"Created the first account. Save this key, it is shown only once:\n  {admin}")
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turn that into a clean exit
+    # that still runs the `finally` below, which lets the worker finish its order.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     worker = None
     if not no_worker:
         worker = subprocess.Popen([sys.executable, "-m", "easel", "worker"], env=os.environ.copy())
@@ -107,6 +111,10 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
                 worker.wait(timeout=settings.lease_seconds)
             except subprocess.TimeoutExpired:
                 worker.kill()
+
+
+def _exit_cleanly(signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
 
 
 @main.command()

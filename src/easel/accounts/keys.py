@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.clock import utcnow
@@ -38,19 +38,25 @@ async def create_key(session: AsyncSession, account_id: str, name: str = "") -> 
     return row, plain
 
 
-async def authenticate(session: AsyncSession, plain: str) -> Account:
+async def authenticate(session: AsyncSession, plain: str) -> tuple[Account, ApiKey]:
+    """The key's account; read-only, so it can run in a read transaction."""
     row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(plain)))
     if row is None:
         raise Unauthorized("unknown API key; create one with `easel keys create --account EMAIL`")
     if row.revoked_at is not None:
         raise Unauthorized(f"API key {row.prefix}… was revoked; use another key")
-    now = utcnow()
-    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
-        row.last_used_at = now
     account = await session.get(Account, row.account_id)
     if account is None:
         raise Unauthorized("the account of this API key no longer exists")
-    return account
+    return account, row
+
+
+def last_used_is_stale(key: ApiKey, now: datetime) -> bool:
+    return key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION
+
+
+async def touch_key(session: AsyncSession, key_id: str, now: datetime) -> None:
+    await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
 
 
 async def list_keys(session: AsyncSession, account_id: str) -> list[ApiKey]:

@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from easel.accounts.keys import authenticate
+from easel.accounts.keys import authenticate, last_used_is_stale, touch_key
 from easel.api.state import AppState
+from easel.clock import utcnow
 from easel.db.tables import Account
 from easel.errors import Forbidden, Unauthorized
 
@@ -32,7 +33,13 @@ async def get_session(state: State) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_read_session(state: State) -> AsyncIterator[AsyncSession]:
+    async with state.db.transaction(readonly=True) as session:
+        yield session
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 
 
 def api_key_from(request: Request) -> str:
@@ -48,8 +55,12 @@ def api_key_from(request: Request) -> str:
 
 async def current_account(request: Request, state: State) -> Account:
     plain = api_key_from(request)
-    async with state.db.transaction() as session:
-        account = await authenticate(session, plain)
+    async with state.db.transaction(readonly=True) as session:
+        account, key = await authenticate(session, plain)
+    now = utcnow()
+    if last_used_is_stale(key, now):
+        async with state.db.transaction() as session:
+            await touch_key(session, key.id, now)
     plan = state.catalog.plans.get(account.plan)
     if plan is None or not plan.api_access:
         raise Forbidden(API_ACCESS_MESSAGE.format(plan=account.plan))

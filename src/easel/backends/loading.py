@@ -53,18 +53,18 @@ def load_pipeline(pipeline_cls: Any, model: Model, device: str) -> Any:
     looks_local = source.startswith(("/", "./", "../", "~")) or path.exists()
     try:
         if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
-            kwargs: dict[str, Any] = {"torch_dtype": dtype}
+            kwargs: dict[str, Any] = {"dtype": dtype}
             if model.config:
                 kwargs["config"] = model.config
             pipe = pipeline_cls.from_single_file(str(path), **kwargs)
         elif path.is_dir():
-            pipe = pipeline_cls.from_pretrained(str(path), torch_dtype=dtype)
+            pipe = pipeline_cls.from_pretrained(str(path), dtype=dtype)
         elif looks_local:
             raise ModelUnavailable(
                 f"model {model.id!r}: source {source} does not exist; " + _how_to_provide(model)
             )
         else:
-            kwargs = {"torch_dtype": dtype}
+            kwargs = {"dtype": dtype}
             if model.variant:
                 kwargs["variant"] = model.variant
             pipe = pipeline_cls.from_pretrained(source, **kwargs)

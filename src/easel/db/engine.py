@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,12 +37,29 @@ class Database:
         if self.is_sqlite:
             _sqlite_pragmas(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = async_sessionmaker(
+            self.engine.execution_options(easel_readonly=True), expire_on_commit=False
+        )
+        # SQLite has one writer at a time: writers of this process queue here in order instead
+        # of polling the file lock through busy_timeout's backoff.
+        self._sqlite_writer = asyncio.Lock()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed on success, rolled back on error."""
-        async with self.sessions() as session, session.begin():
-            yield session
+    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on success, rolled back on error.
+
+        On SQLite a write transaction holds the write lock from BEGIN; a `readonly` one reads a
+        snapshot without blocking writers. Do not open a transaction inside another.
+        """
+        if readonly:
+            async with self.read_sessions() as session, session.begin():
+                yield session
+        elif self.is_sqlite:
+            async with self._sqlite_writer, self.sessions() as session, session.begin():
+                yield session
+        else:
+            async with self.sessions() as session, session.begin():
+                yield session
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
@@ -53,7 +71,7 @@ class Database:
 
 
 def _sqlite_pragmas(engine: AsyncEngine) -> None:
-    # pysqlite's own transaction handling is off; every transaction takes the write lock at
+    # pysqlite's own transaction handling is off; a write transaction takes the write lock at
     # BEGIN, so read-check-write sequences (balance, claim) are serialised across processes.
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -67,7 +85,8 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        readonly = conn.get_execution_options().get("easel_readonly")
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def is_postgresql(session: AsyncSession) -> bool:

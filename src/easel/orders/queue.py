@@ -17,8 +17,9 @@ from easel.db.tables import Order, UTCDateTime
 log = logging.getLogger(__name__)
 
 # Highest priority first, then oldest; an order is skipped while its account is at its running
-# cap. PostgreSQL: rows another claimer holds are skipped; if the account row changed since the
-# snapshot, the lock re-checks `running_count < max_running` against the new row.
+# cap. PostgreSQL: order rows another claimer holds are skipped; the account row is waited for
+# (claims are short), and if it changed since the snapshot the lock re-checks
+# `running_count < max_running` against the new row, so concurrent claimers keep the cap.
 CLAIM_NEXT_POSTGRESQL = text(
     """
     WITH candidate AS (
@@ -27,7 +28,7 @@ CLAIM_NEXT_POSTGRESQL = text(
         WHERE o.status = 'pending' AND a.running_count < a.max_running
         ORDER BY o.priority DESC, o.created_at ASC, o.id ASC
         LIMIT 1
-        FOR UPDATE OF o, a SKIP LOCKED
+        FOR UPDATE OF o SKIP LOCKED FOR UPDATE OF a
     ), slot AS (
         UPDATE accounts SET running_count = accounts.running_count + 1
         FROM candidate WHERE accounts.id = candidate.account_id

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts import ledger
-from easel.api.deps import CurrentAccount, SessionDep, State
+from easel.api.deps import CurrentAccount, ReadSessionDep, SessionDep, State
 from easel.catalog import Catalog
 from easel.clock import utcnow
 from easel.db.tables import Order
@@ -124,7 +124,9 @@ async def _own_order(session: AsyncSession, account_id: str, order_id: str) -> O
 
 
 @router.get("/api/v1/status/{order_id}", summary="Query an order's status")
-async def status(order_id: str, account: CurrentAccount, session: SessionDep, state: State) -> Any:
+async def status(
+    order_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
+) -> Any:
     order = await _own_order(session, account.id, order_id)
     outputs = await lifecycle.get_outputs(session, order.id)
     position = await queue.queue_position(session, order) if order.status == "pending" else None
@@ -134,7 +136,7 @@ async def status(order_id: str, account: CurrentAccount, session: SessionDep, st
 @router.get("/api/v1/orders", summary="List this account's orders, newest first")
 async def list_orders(
     account: CurrentAccount,
-    session: SessionDep,
+    session: ReadSessionDep,
     state: State,
     limit: Annotated[int, Query(ge=1)] = 20,
     before: Annotated[

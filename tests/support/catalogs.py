@@ -1,0 +1,13 @@
+"""Operator catalogs that point Easel's SDXL styles at a local tiny pipeline folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SDXL_MODELS = ("sdxl-general", "sdxl-realistic", "sdxl-anime", "sdxl-guofeng", "sdxl-turbo")
+
+
+def tiny_catalog(path: Path, model_dir: Path | str, steps: int = 2, extra: str = "") -> Path:
+    text = "".join(f'[models.{m}]\nsource = "{model_dir}"\nsteps = {steps}\n' for m in SDXL_MODELS)
+    path.write_text(text + extra)
+    return path

@@ -1,0 +1,61 @@
+"""A real HTTP server on loopback that records the webhooks it receives."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Receiver:
+    url: str
+    calls: list[Received] = field(default_factory=list)
+
+    def wait_for(self, count: int, timeout: float = 30) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while len(self.calls) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} webhook calls, got {len(self.calls)}")
+            time.sleep(0.02)
+        return self.calls
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[Receiver]:
+    calls: list[Received] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", 0))
+            raw = self.rfile.read(length)
+            calls.append(
+                Received(self.path, dict(self.headers.items()), json.loads(raw or b"null"))
+            )
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/hook", calls=calls)
+    finally:
+        server.shutdown()
+        server.server_close()
