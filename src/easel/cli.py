@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -92,9 +90,11 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
     # that still runs the `finally` below, which lets the worker finish its order.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
-    worker = None
-    if not no_worker:
-        worker = subprocess.Popen([sys.executable, "-m", "easel", "worker"], env=os.environ.copy())
+    from easel.worker.supervisor import WorkerSupervisor
+
+    worker = None if no_worker else WorkerSupervisor(stop_timeout=settings.worker_stop_timeout)
+    if worker is not None:
+        worker.start()
     try:
         from easel.api.app import create_app
 
@@ -106,11 +106,7 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
         )
     finally:
         if worker is not None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=settings.lease_seconds)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            worker.stop()
 
 
 def _exit_cleanly(signum: int, _frame: Any) -> None:

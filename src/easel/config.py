@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     worker_id: str = ""
     device: str = "auto"
     max_loaded_models: int = 2
+    worker_stop_timeout: float = 600.0
 
     # Outputs and webhooks.
     url_ttl_seconds: int = 24 * 3600

@@ -48,7 +48,7 @@ async def test_seed_000_order_completes_with_a_png_of_the_asked_size(
             order_id = r.json()["order_id"]
             async with running_worker(state):
                 status = await wait_status(client, order_id, auth(key))
-                calls = hooks.wait_for(1)
+                calls = await hooks.arrived(1)
         assert status["status"] == "completed", status
         assert status["progress"] == 100
         assert len(status["output_urls"]) == 1

@@ -120,6 +120,17 @@ def test_easel_serve_generates_notifies_and_stops_cleanly(
         assert call.body["status"] == "completed"
         assert call.body["output_urls"][0].split("?")[0] == status["output_urls"][0].split("?")[0]
 
+        # A worker that dies is restarted by `easel serve`; the next order still runs.
+        children = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert len(children) == 1
+        os.kill(int(children[0]), signal.SIGKILL)
+        again = client.post("/api/v1/generate", json=SEED_000_BODY | {"width": 256, "height": 256})
+        assert wait(client, again.json()["order_id"], ("completed", "failed"))["status"] == (
+            "completed"
+        )
+
         # SIGTERM while an order runs: the worker finishes it, then everything exits.
         long_body = SEED_000_BODY | {"steps": 30, "width": 512, "height": 512}
         long = client.post("/api/v1/generate", json=long_body).json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -30,6 +31,15 @@ class Receiver:
             if time.monotonic() > deadline:
                 raise AssertionError(f"expected {count} webhook calls, got {len(self.calls)}")
             time.sleep(0.02)
+        return self.calls
+
+    async def arrived(self, count: int, timeout: float = 30) -> list[Received]:
+        """`wait_for` that lets the test's event loop (and an in-process worker) run."""
+        deadline = time.monotonic() + timeout
+        while len(self.calls) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} webhook calls, got {len(self.calls)}")
+            await asyncio.sleep(0.02)
         return self.calls
 
 
