@@ -87,6 +87,8 @@ async def test_signed_urls_refuse_tampering_and_expiry(
         query = parse_qs(parts.query)
         bad_sig = f"{parts.path}?expires={query['expires'][0]}&signature={'0' * 64}"
         assert (await client.get(bad_sig)).status_code == 403
+        non_ascii = f"{parts.path}?expires={query['expires'][0]}&signature=%C3%A9"
+        assert (await client.get(non_ascii)).status_code == 403
         later = int(query["expires"][0]) + 10
         stretched = f"{parts.path}?expires={later}&signature={query['signature'][0]}"
         assert (await client.get(stretched)).status_code == 403

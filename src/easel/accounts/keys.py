@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.clock import utcnow
 from easel.db.tables import Account, ApiKey
-from easel.errors import NotFound, Unauthorized
+from easel.errors import Conflict, NotFound, Unauthorized
 from easel.ids import new_id, random_chars
 
 KEY_PREFIX = "cfy-"
@@ -68,13 +68,18 @@ async def list_keys(session: AsyncSession, account_id: str) -> list[ApiKey]:
 
 async def revoke_key(session: AsyncSession, ref: str) -> ApiKey:
     """Revoke a key by id, display prefix or the plain key itself."""
-    row = await session.scalar(
-        select(ApiKey).where(
-            (ApiKey.id == ref) | (ApiKey.prefix == ref) | (ApiKey.key_hash == hash_key(ref))
+    rows = list(
+        await session.scalars(
+            select(ApiKey).where(
+                (ApiKey.id == ref) | (ApiKey.prefix == ref) | (ApiKey.key_hash == hash_key(ref))
+            )
         )
     )
-    if row is None:
+    if not rows:
         raise NotFound(f"no API key with id or prefix {ref!r}")
+    if len(rows) > 1:
+        raise Conflict(f"{len(rows)} keys start with {ref!r}; revoke by key id instead")
+    row = rows[0]
     if row.revoked_at is None:
         row.revoked_at = utcnow()
     return row

@@ -111,9 +111,9 @@ async def refund(session: AsyncSession, order_id: str, now: datetime, note: str)
     """Give back what the order was charged; a second call adds nothing (unique constraint)."""
     debits = (
         await session.execute(
-            select(LedgerEntry.account_id, LedgerEntry.bucket, LedgerEntry.amount).where(
-                LedgerEntry.order_id == order_id, LedgerEntry.kind == "debit"
-            )
+            select(
+                LedgerEntry.account_id, LedgerEntry.bucket, LedgerEntry.amount, LedgerEntry.period
+            ).where(LedgerEntry.order_id == order_id, LedgerEntry.kind == "debit")
         )
     ).all()
     if not debits:
@@ -124,12 +124,12 @@ async def refund(session: AsyncSession, order_id: str, now: datetime, note: str)
             "kind": "refund",
             "bucket": bucket,
             "amount": -amount,
-            "period": period_of(now),
+            "period": period,  # plan credits go back to the month they came from
             "order_id": order_id,
             "note": note[:256],
             "created_at": now,
         }
-        for account_id, bucket, amount in debits
+        for account_id, bucket, amount, period in debits
     ]
     result = await session.execute(
         _insert_ignoring_conflicts(session, rows).returning(LedgerEntry.amount)

@@ -68,18 +68,23 @@ def load_pipeline(pipeline_cls: Any, model: Model, device: str) -> Any:
             if model.variant:
                 kwargs["variant"] = model.variant
             pipe = pipeline_cls.from_pretrained(source, **kwargs)
+        pipe.to(device)
     except ModelUnavailable:
         raise
-    except (OSError, ValueError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        why = "not in the local Hugging Face cache" + (
-            " and HF_HUB_OFFLINE is set" if offline else " and the hub could not be reached"
-        )
+    except (OSError, ValueError, NotImplementedError) as exc:
+        # NotImplementedError: weights missing from a checkpoint stay on the meta device.
+        if looks_local:
+            why = "the local weights are incomplete or do not match the model family"
+        else:
+            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+            why = "not in the local Hugging Face cache" + (
+                " and HF_HUB_OFFLINE is set" if offline else " and the hub could not be reached"
+            )
+        detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise ModelUnavailable(
-            f"model {model.id!r} could not be loaded from {source!r} ({why}: "
-            f"{str(exc).splitlines()[0][:300]}); " + _how_to_provide(model)
+            f"model {model.id!r} could not be loaded from {source!r} ({why}: {detail}); "
+            + _how_to_provide(model)
         ) from exc
-    pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     log.info("model loaded", extra={"action": "load", "model": model.id, "device": device})
     return pipe

@@ -16,10 +16,11 @@ from easel.db.tables import Order, UTCDateTime
 
 log = logging.getLogger(__name__)
 
-# Highest priority first, then oldest; an order is skipped while its account is at its running
-# cap. PostgreSQL: order rows another claimer holds are skipped; the account row is waited for
-# (claims are short), and if it changed since the snapshot the lock re-checks
-# `running_count < max_running` against the new row, so concurrent claimers keep the cap.
+# Highest priority first, then oldest, among accounts under their running cap. PostgreSQL: order
+# rows another claimer holds are skipped; the account row is only taken by the `slot` UPDATE,
+# which waits for it and re-checks the cap on its newest version, so concurrent claimers keep the
+# cap, and a claim holds at most one account lock (no lock-order deadlocks). When the cap filled
+# up between the snapshot and the slot, `candidate_id` comes back without `claimed_id`: try again.
 CLAIM_NEXT_POSTGRESQL = text(
     """
     WITH candidate AS (
@@ -28,16 +29,23 @@ CLAIM_NEXT_POSTGRESQL = text(
         WHERE o.status = 'pending' AND a.running_count < a.max_running
         ORDER BY o.priority DESC, o.created_at ASC, o.id ASC
         LIMIT 1
-        FOR UPDATE OF o SKIP LOCKED FOR UPDATE OF a
+        FOR UPDATE OF o SKIP LOCKED
     ), slot AS (
         UPDATE accounts SET running_count = accounts.running_count + 1
-        FROM candidate WHERE accounts.id = candidate.account_id
+        FROM candidate
+        WHERE accounts.id = candidate.account_id
+          AND accounts.running_count < accounts.max_running
+        RETURNING accounts.id
+    ), claimed AS (
+        UPDATE orders
+        SET status = 'running', worker_id = :worker_id, lease_until = :lease_until,
+            started_at = COALESCE(orders.started_at, :now), attempts = orders.attempts + 1
+        FROM candidate, slot
+        WHERE orders.id = candidate.id
+        RETURNING orders.id
     )
-    UPDATE orders
-    SET status = 'running', worker_id = :worker_id, lease_until = :lease_until,
-        started_at = COALESCE(orders.started_at, :now), attempts = orders.attempts + 1
-    FROM candidate WHERE orders.id = candidate.id
-    RETURNING orders.id
+    SELECT candidate.id AS candidate_id, claimed.id AS claimed_id
+    FROM candidate LEFT JOIN claimed ON true
     """
 ).bindparams(bindparam("lease_until", type_=UTCDateTime), bindparam("now", type_=UTCDateTime))
 
@@ -59,17 +67,22 @@ CLAIM_NEXT_SQLITE = text(
 TAKE_SLOT_SQLITE = text(
     "UPDATE accounts SET running_count = running_count + 1 WHERE id = :account_id"
 )
+CLAIM_RACE_RETRIES = 5
 
 
 async def claim_next(
     session: AsyncSession, worker_id: str, now: datetime, lease: timedelta
 ) -> Order | None:
     params = {"worker_id": worker_id, "lease_until": now + lease, "now": now}
+    order_id = None
     if is_postgresql(session):
-        order_id = await session.scalar(CLAIM_NEXT_POSTGRESQL, params)
+        for _ in range(CLAIM_RACE_RETRIES):
+            row = (await session.execute(CLAIM_NEXT_POSTGRESQL, params)).first()
+            if row is None or row.claimed_id is not None:
+                order_id = None if row is None else row.claimed_id
+                break
     else:
         row = (await session.execute(CLAIM_NEXT_SQLITE, params)).first()
-        order_id = None
         if row is not None:
             order_id = row.id
             await session.execute(TAKE_SLOT_SQLITE, {"account_id": row.account_id})

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from easel.catalog import Model, Product
 from easel.catalog.loader import ACCELERATIONS
 from easel.config import Settings
@@ -88,8 +90,13 @@ def check_webhook_url(settings: Settings, url: str | None, param: str) -> str | 
         raise InvalidRequest(
             f"{param} is longer than {settings.max_webhook_url_chars} characters", param=param
         )
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        httpx.URL(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except (ValueError, httpx.InvalidURL):
+        valid = False
+    if not valid:
         raise InvalidRequest(
             f"{param} must be an http(s) URL with a host, got {url!r}", param=param
         )

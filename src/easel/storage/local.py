@@ -53,7 +53,8 @@ class LocalStorage:
         return f"{self.base_url}/files/{key}?expires={expires}&signature={self.sign(key, expires)}"
 
     def verify(self, key: str, expires: int, signature: str) -> Path:
-        if not hmac.compare_digest(self.sign(check_key(key), expires), signature):
+        expected = self.sign(check_key(key), expires).encode()
+        if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
             raise SignatureError("the file URL's signature is invalid")
         if expires < time.time():
             raise SignatureError("the file URL has expired; read the order's status for a new one")

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy.exc import DBAPIError
 
 from easel.backends.base import Canceled, GeneratedImage, Job
 from easel.backends.loading import pick_device
@@ -29,6 +30,7 @@ from easel.worker.models import ModelCache
 
 log = logging.getLogger(__name__)
 
+REAP_BATCH = 100
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
@@ -68,7 +70,12 @@ class Worker:
                     if task.done():
                         task.result()  # a dead side task stops the worker
                 self.wake.clear()
-                order = await self.claim()
+                try:
+                    order = await self.claim()
+                except (DBAPIError, OSError):
+                    log.exception("claim failed; retrying", extra={"action": "claim_error"})
+                    await _wait_any(stop, timeout=self.settings.poll_interval)
+                    continue
                 if order is not None:
                     await self.process(order)
                     continue
@@ -117,7 +124,12 @@ class Worker:
             await self._end(order.id, exc.code, exc.message)
         except Exception as exc:
             log.exception("generation failed", extra={"action": "fail", "order_id": order.id})
-            await self._end(order.id, "generation_failed", f"{type(exc).__name__}: {exc}")
+            await self._end(
+                order.id,
+                "generation_failed",
+                f"generation failed ({type(exc).__name__}); the order was refunded and the "
+                f"worker log has the details (order {order.id})",
+            )
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -168,7 +180,8 @@ class Worker:
                 return
             last = now
             report = self._report(order.id, step, total)
-            if asyncio.run_coroutine_threadsafe(report, loop).result():
+            future = asyncio.run_coroutine_threadsafe(report, loop)
+            if future.result(timeout=self.settings.lease_seconds):
                 raise Canceled(order.id)
 
         return await asyncio.to_thread(backend.generate, job, progress)
@@ -191,12 +204,17 @@ class Worker:
         return canceled
 
     async def _heartbeat(self, order_id: str, lost: asyncio.Event) -> None:
+        """Renew the lease every third of it; a failed renewal is retried, a lost lease ends it."""
         while True:
             await asyncio.sleep(self.settings.lease_seconds / 3)
-            async with self.db.transaction() as session:
-                held = await queue.renew_lease(
-                    session, order_id, self.worker_id, utcnow(), self.lease
-                )
+            try:
+                async with self.db.transaction() as session:
+                    held = await queue.renew_lease(
+                        session, order_id, self.worker_id, utcnow(), self.lease
+                    )
+            except (DBAPIError, OSError):
+                log.exception("lease renewal failed", extra={"action": "heartbeat_error"})
+                continue
             if held is None:
                 lost.set()
                 return
@@ -221,20 +239,27 @@ class Worker:
 
     async def _reap_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await self.reap()
+            try:
+                await self.reap()
+            except (DBAPIError, OSError):
+                log.exception("reaper pass failed", extra={"action": "reap_error"})
             await _wait_any(stop, timeout=self.settings.reaper_interval)
 
     async def reap(self) -> int:
-        async with self.db.transaction() as session:
-            expired = await queue.expired_leases(session, utcnow())
-            for order in expired:
+        """Expired leases back to the queue (or failed), one order per transaction."""
+        reaped = 0
+        while reaped < REAP_BATCH:
+            async with self.db.transaction() as session:
+                expired = await queue.expired_leases(session, utcnow(), limit=1)
+                if not expired:
+                    return reaped
                 outcome = await lifecycle.requeue_or_fail(
-                    session, order, self.settings.max_attempts, self.storage, utcnow()
+                    session, expired[0], self.settings.max_attempts, self.storage, utcnow()
                 )
-                log.warning("lease expired", extra={"action": outcome, "order_id": order.id})
-            if expired:
                 await queue.notify_new_order(session)
-        return len(expired)
+            reaped += 1
+            log.warning("lease expired", extra={"action": outcome, "order_id": expired[0].id})
+        return reaped
 
     async def _send_loop(self, stop: asyncio.Event) -> None:
         async with httpx.AsyncClient() as client:
