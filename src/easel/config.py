@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from easel.webhooks.urls import URLPolicy
+
 DEV_SECRET = "dev-secret-change-me"
 
 
@@ -45,11 +47,25 @@ class Settings(BaseSettings):
     max_loaded_models: int = 2
     worker_stop_timeout: float = 600.0
 
-    # Outputs and webhooks.
+    # Outputs.
     url_ttl_seconds: int = 24 * 3600
+    output_retention_days: float = 14.0
+    sweep_interval: float = 300.0
+    storage: Literal["local", "s3"] = "local"
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_public_base: str = ""
+
+    # Webhooks: attempt k waits first * factor**(k-1) after the previous one (~21 h in all).
     webhook_timeout: float = 10.0
-    webhook_max_attempts: int = 5
-    webhook_backoff: float = 2.0
+    webhook_max_attempts: int = 10
+    webhook_retry_first: float = 30.0
+    webhook_retry_factor: float = 2.5
+    webhook_max_redirects: int = 3
+    allow_private_urls: bool = False
+    allowed_networks: list[str] = []
 
     admin_email: str = "admin@localhost"
     admin_plan: str = "mega"
@@ -62,9 +78,15 @@ class Settings(BaseSettings):
                 "random value (`python -c 'import secrets; print(secrets.token_urlsafe(48))'`) "
                 "or run with EASEL_ENVIRONMENT=development"
             )
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("EASEL_STORAGE=s3 needs EASEL_S3_BUCKET")
         if self.min_side % 8 or self.max_side % 8 or self.min_side > self.max_side:
             raise ValueError("EASEL_MIN_SIDE and EASEL_MAX_SIDE must be multiples of 8, min <= max")
         return self
+
+    @property
+    def url_policy(self) -> URLPolicy:
+        return URLPolicy(self.allow_private_urls, tuple(self.allowed_networks))
 
     @property
     def db_url(self) -> str:

@@ -18,6 +18,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: Any
+    raw: bytes = b""
 
 
 @dataclass
@@ -44,15 +45,33 @@ class Receiver:
 
 
 @contextmanager
-def webhook_receiver() -> Iterator[Receiver]:
+def webhook_receiver(
+    refuse_first: int = 0, redirect_to: str | None = None, delay: float = 0.0
+) -> Iterator[Receiver]:
+    """Records POSTs. `refuse_first`: answer 503 to that many requests first; `redirect_to`:
+    answer 307 to there; `delay`: seconds to wait before answering."""
     calls: list[Received] = []
+    refused = [0]
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
+            time.sleep(delay)
             length = int(self.headers.get("content-length", 0))
             raw = self.rfile.read(length)
+            if refused[0] < refuse_first:
+                refused[0] += 1
+                self.send_response(503)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
+            if redirect_to:
+                self.send_response(307)
+                self.send_header("location", redirect_to)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
             calls.append(
-                Received(self.path, dict(self.headers.items()), json.loads(raw or b"null"))
+                Received(self.path, dict(self.headers.items()), json.loads(raw or b"null"), raw)
             )
             self.send_response(200)
             self.send_header("content-length", "0")

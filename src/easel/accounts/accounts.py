@@ -10,6 +10,7 @@ from easel.clock import utcnow
 from easel.db.tables import Account
 from easel.errors import Conflict, InvalidRequest, NotFound
 from easel.ids import new_id
+from easel.webhooks.signing import new_secret
 
 
 def _plan_or_raise(catalog: Catalog, plan: str) -> int:
@@ -35,6 +36,7 @@ async def create_account(
         is_admin=is_admin,
         running_count=0,
         max_running=max_running,
+        webhook_secret=new_secret(),
         created_at=utcnow(),
     )
     session.add(account)

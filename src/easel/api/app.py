@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from easel import __version__
 from easel.api import errors
 from easel.api.dialects import native
-from easel.api.routes import files, health
+from easel.api.routes import files, health, webhooks
 from easel.api.state import AppState
 from easel.config import Settings, get_settings
 
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     )
     errors.install(app)
     app.include_router(native.router)
+    app.include_router(webhooks.router)
     app.include_router(files.router)
     app.include_router(health.router)
     return app

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from easel.catalog import Catalog, load_catalog
 from easel.config import Settings
 from easel.db.engine import Database
-from easel.storage import LocalStorage
+from easel.storage import LocalStorage, Storage
 
 
 @dataclass
@@ -15,7 +15,7 @@ class AppState:
     settings: Settings
     catalog: Catalog
     db: Database
-    storage: LocalStorage
+    storage: Storage
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -27,7 +27,18 @@ class AppState:
         )
 
 
-def build_storage(settings: Settings) -> LocalStorage:
+def build_storage(settings: Settings) -> Storage:
+    if settings.storage == "s3":
+        from easel.storage.s3 import S3Storage
+
+        return S3Storage(
+            settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url or None,
+            region=settings.s3_region or None,
+            public_base=settings.s3_public_base,
+            ttl_seconds=settings.url_ttl_seconds,
+        )
     return LocalStorage(
         settings.outputs_dir, settings.secret_key, settings.base_url, settings.url_ttl_seconds
     )

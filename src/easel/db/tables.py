@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -62,6 +63,7 @@ class Account(Base):
     # Denormalised so the claim statement can keep the running cap under concurrency.
     running_count: Mapped[int] = mapped_column(Integer, default=0)
     max_running: Mapped[int] = mapped_column(Integer)
+    webhook_secret: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -117,6 +119,7 @@ class Order(Base):
         UniqueConstraint("account_id", "external_task_id", name="uq_orders_account_external"),
         Index("ix_orders_queue", "status", "priority", "created_at"),
         Index("ix_orders_account_created", "account_id", "created_at"),
+        Index("ix_orders_sweep", "outputs_swept", "outputs_expire_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -166,6 +169,7 @@ class Order(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     outputs_expire_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    outputs_swept: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Output(Base):
@@ -200,6 +204,7 @@ class WebhookDelivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -41,6 +41,7 @@ class GenerationRequest:
     llm_enhance: bool
     safety_check: bool
     webhook_url: str | None
+    webhook_param: str
     idempotency_key: str | None
     external_task_id: str | None
     request_hash: str
@@ -190,6 +191,7 @@ def build_request(
         llm_enhance=llm_enhance,
         safety_check=safety_check,
         webhook_url=check_webhook_url(settings, webhook_url, webhook_param),
+        webhook_param=webhook_param,
         idempotency_key=idempotency_key,
         external_task_id=external_task_id,
         request_hash=hash_body(body),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,11 +11,17 @@ from easel.accounts import ledger
 from easel.accounts.accounts import lock_account
 from easel.backends.registry import served_families
 from easel.catalog import Catalog, Plan
+from easel.clock import utcnow
+from easel.config import Settings
+from easel.db.engine import Database
 from easel.db.tables import Account, Order
 from easel.errors import Conflict, Forbidden, InvalidRequest
 from easel.ids import new_order_id
 from easel.orders.queue import notify_new_order
 from easel.orders.request import GenerationRequest
+from easel.webhooks.urls import check_url
+
+DEFAULT_RETENTION = timedelta(days=14)
 
 
 def check_plan(catalog: Catalog, plan: Plan, req: GenerationRequest) -> None:
@@ -59,8 +65,24 @@ async def find_by_idempotency_key(session: AsyncSession, account_id: str, key: s
     )
 
 
+async def place_order(
+    db: Database, catalog: Catalog, settings: Settings, account: Account, req: GenerationRequest
+) -> tuple[Order, bool]:
+    """What every dialect calls: outbound URL checks (outside any lock), then one transaction."""
+    if req.webhook_url:
+        await check_url(req.webhook_url, req.webhook_param, settings.url_policy)
+    retention = timedelta(days=settings.output_retention_days)
+    async with db.transaction() as session:
+        return await submit(session, catalog, account, req, utcnow(), retention=retention)
+
+
 async def submit(
-    session: AsyncSession, catalog: Catalog, account: Account, req: GenerationRequest, now: datetime
+    session: AsyncSession,
+    catalog: Catalog,
+    account: Account,
+    req: GenerationRequest,
+    now: datetime,
+    retention: timedelta = DEFAULT_RETENTION,
 ) -> tuple[Order, bool]:
     """The order and whether it was created now (False: an idempotent replay)."""
     plan = catalog.plans.get(account.plan)
@@ -128,6 +150,7 @@ async def submit(
         attempts=0,
         cancel_requested=False,
         created_at=now,
+        outputs_expire_at=now + retention,
     )
     session.add(order)
     await session.flush()

@@ -9,12 +9,12 @@ from easel.db.tables import Order, Output
 from easel.storage import Storage
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
 def output_urls(order: Order, outputs: list[Output], storage: Storage) -> list[str]:
-    if order.status != "completed":
+    if order.status != "completed" or order.outputs_swept:
         return []
     return [storage.url(o.storage_key) for o in sorted(outputs, key=lambda o: o.index)]
 
@@ -44,15 +44,20 @@ def native_status(
         "llm_enhance": order.llm_enhance,
         "cost": order.cost_credits,
         "attempts": order.attempts,
-        "created_at": _iso(order.created_at),
-        "started_at": _iso(order.started_at),
-        "completed_at": _iso(order.completed_at),
+        "created_at": iso(order.created_at),
+        "started_at": iso(order.started_at),
+        "completed_at": iso(order.completed_at),
+        "outputs_expire_at": iso(order.outputs_expire_at),
     }
     if order.status == "pending":
         body["queue_position"] = position
     if order.status == "running" and order.cancel_requested:
         body["cancel_requested"] = True
-    if order.status == "completed":
+    if order.status == "completed" and order.outputs_swept:
+        body["output_urls"] = []
+        body["outputs_expired"] = True
+        body["message"] = f"the outputs expired at {iso(order.outputs_expire_at)} and were deleted"
+    elif order.status == "completed":
         body["output_urls"] = output_urls(order, outputs, storage)
         body["outputs"] = [
             {

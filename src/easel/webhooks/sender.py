@@ -1,9 +1,16 @@
-"""Deliver due outbox rows: POST JSON, retry with exponential backoff, give up after the limit."""
+"""Deliver due outbox rows: signed POSTs to the checked address, retried with backoff.
+
+At least once: a row is claimed for a while before it is sent, and a sender that dies mid-way
+leaves it to be sent again later with the same `webhook-id`.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from datetime import timedelta
+from urllib.parse import urljoin
 
 import httpx
 from sqlalchemy import select
@@ -11,9 +18,49 @@ from sqlalchemy import select
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
-from easel.db.tables import WebhookDelivery
+from easel.db.tables import Account, WebhookDelivery
+from easel.webhooks import signing
+from easel.webhooks.urls import Target, pin
 
 log = logging.getLogger(__name__)
+
+USER_AGENT = "easel-webhooks/1"
+
+
+def retry_delay(settings: Settings, attempts: int) -> float:
+    """Seconds to wait after the `attempts`-th failed attempt."""
+    return settings.webhook_retry_first * settings.webhook_retry_factor ** (attempts - 1)
+
+
+def _pinned_request(target: Target, body: bytes, headers: dict[str, str]) -> httpx.Request:
+    """A request that connects to the address that passed the check, not a fresh DNS answer."""
+    url = httpx.URL(target.url)
+    host_header = target.host if url.port is None else f"{target.host}:{url.port}"
+    request = httpx.Request(
+        "POST",
+        url.copy_with(host=target.address),
+        content=body,
+        headers=headers | {"host": host_header, "user-agent": USER_AGENT},
+    )
+    if url.scheme == "https":
+        request.extensions["sni_hostname"] = target.host
+    return request
+
+
+async def post_signed(
+    client: httpx.AsyncClient, settings: Settings, url: str, body: bytes, headers: dict[str, str]
+) -> int:
+    """POST `body`, following redirects that pass the same address check. The final status."""
+    for _ in range(settings.webhook_max_redirects + 1):
+        target = await pin(url, "webhook_url", settings.url_policy)
+        response = await client.send(_pinned_request(target, body, headers))
+        await response.aclose()
+        location = response.headers.get("location")
+        if response.is_redirect and location:
+            url = urljoin(url, location)
+            continue
+        return response.status_code
+    raise httpx.TooManyRedirects(f"more than {settings.webhook_max_redirects} redirects")
 
 
 async def deliver_due(
@@ -22,49 +69,53 @@ async def deliver_due(
     """Attempt every due delivery once; return how many were attempted."""
     async with db.transaction() as session:
         query = (
-            select(WebhookDelivery)
+            select(WebhookDelivery, Account.webhook_secret)
+            .join(Account, Account.id == WebhookDelivery.account_id)
             .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= utcnow())
             .order_by(WebhookDelivery.next_attempt_at)
             .limit(limit)
         )
         if not db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
-        due = list(await session.scalars(query))
-        # Claim them for a while so another sender does not send them at the same time.
-        for row in due:
-            row.next_attempt_at = utcnow() + timedelta(seconds=settings.webhook_timeout * 3)
-    for row in due:
+            query = query.with_for_update(of=WebhookDelivery, skip_locked=True)
+        due = [(row, secret) for row, secret in (await session.execute(query)).all()]
+        hold = timedelta(seconds=settings.webhook_timeout * (settings.webhook_max_redirects + 2))
+        for row, _ in due:
+            row.next_attempt_at = utcnow() + hold
+    for row, secret in due:
+        body = json.dumps(row.payload, separators=(",", ":"), ensure_ascii=False).encode()
+        headers = signing.headers(secret, row.id, int(time.time()), body)
         status: int | None = None
         error: str | None = None
         try:
-            response = await client.post(
-                row.url,
-                json=row.payload,
-                headers={"webhook-id": row.id, "user-agent": "easel-webhooks"},
-                timeout=settings.webhook_timeout,
-            )
-            status = response.status_code
+            status = await post_signed(client, settings, row.url, body, headers)
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        async with db.transaction() as session:
-            fresh = await session.get(WebhookDelivery, row.id, with_for_update=True)
-            if fresh is None:
-                continue
-            fresh.attempts += 1
-            fresh.last_status = status
-            fresh.last_error = error
-            if error is None:
-                fresh.state = "delivered"
-                fresh.delivered_at = utcnow()
-            elif fresh.attempts >= settings.webhook_max_attempts:
-                fresh.state = "failed"
-            else:
-                delay = settings.webhook_backoff**fresh.attempts
-                fresh.next_attempt_at = utcnow() + timedelta(seconds=delay)
+        except Exception as exc:  # any failure of one delivery must not stop the sender
+            error = f"{type(exc).__name__}: {exc}"[:1000]
+        await _record(db, settings, row.id, status, error)
         log.info(
             "webhook attempt",
             extra={"action": "webhook", "order_id": row.order_id, "status": status, "error": error},
         )
     return len(due)
+
+
+async def _record(
+    db: Database, settings: Settings, delivery_id: str, status: int | None, error: str | None
+) -> None:
+    async with db.transaction() as session:
+        row = await session.get(WebhookDelivery, delivery_id, with_for_update=True)
+        if row is None:
+            return
+        now = utcnow()
+        row.attempts += 1
+        row.last_status = status
+        row.last_error = error
+        row.last_attempt_at = now
+        if error is None:
+            row.state = "delivered"
+            row.delivered_at = now
+        elif row.attempts >= settings.webhook_max_attempts:
+            row.state = "failed"
+        else:
+            row.next_attempt_at = now + timedelta(seconds=retry_delay(settings, row.attempts))

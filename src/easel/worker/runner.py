@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +24,7 @@ from easel.db.engine import Database
 from easel.db.tables import Order
 from easel.errors import ModelUnavailable
 from easel.orders import lifecycle, queue
+from easel.orders.retention import sweep_expired
 from easel.storage import Storage
 from easel.webhooks.sender import deliver_due
 from easel.worker.models import ModelCache
@@ -56,7 +57,8 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set; the order in hand is finished first."""
         side = [
-            self._watch(self._reap_loop(stop), "reaper"),
+            self._periodic(stop, self.settings.reaper_interval, self.reap, "reaper"),
+            self._periodic(stop, self.settings.sweep_interval, self.sweep, "retention sweeper"),
             self._watch(self._send_loop(stop), "webhook sender"),
         ]
         if not self.db.is_sqlite:
@@ -237,13 +239,16 @@ class Worker:
             )
         return outputs
 
-    async def _reap_loop(self, stop: asyncio.Event) -> None:
+    async def _periodic(
+        self, stop: asyncio.Event, interval: float, step: Callable[[], Awaitable[object]], name: str
+    ) -> None:
+        """Run `step` every `interval` seconds; a failed pass is logged and tried again later."""
         while not stop.is_set():
             try:
-                await self.reap()
-            except (DBAPIError, OSError):
-                log.exception("reaper pass failed", extra={"action": "reap_error"})
-            await _wait_any(stop, timeout=self.settings.reaper_interval)
+                await step()
+            except Exception:
+                log.exception("periodic task failed", extra={"action": "side_task", "task": name})
+            await _wait_any(stop, timeout=interval)
 
     async def reap(self) -> int:
         """Expired leases back to the queue (or failed), one order per transaction."""
@@ -261,11 +266,18 @@ class Worker:
             log.warning("lease expired", extra={"action": outcome, "order_id": expired[0].id})
         return reaped
 
+    async def sweep(self) -> int:
+        return await sweep_expired(self.db, self.storage, utcnow())
+
     async def _send_loop(self, stop: asyncio.Event) -> None:
         async with httpx.AsyncClient() as client:
             while not stop.is_set():
                 self.deliveries_due.clear()
-                sent = await deliver_due(self.db, client, self.settings)
+                try:
+                    sent = await deliver_due(self.db, client, self.settings)
+                except Exception:
+                    log.exception("webhook pass failed", extra={"action": "webhook_error"})
+                    sent = 0
                 if not sent:
                     await _wait_any(self.deliveries_due, stop, timeout=1.0)
 

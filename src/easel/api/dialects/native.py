@@ -18,7 +18,7 @@ from easel.db.tables import Order
 from easel.errors import InvalidRequest, NotFound
 from easel.orders import lifecycle, queue
 from easel.orders.request import GenerationRequest, build_request
-from easel.orders.submit import submit
+from easel.orders.submit import place_order
 from easel.orders.views import native_status
 
 router = APIRouter(tags=["native (seed 000)"])
@@ -100,8 +100,7 @@ async def generate(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     req = to_request(state, body, idempotency_key)
-    async with state.db.transaction() as session:
-        order, created = await submit(session, state.catalog, account, req, utcnow())
+    order, created = await place_order(state.db, state.catalog, state.settings, account, req)
     content = {
         "ok": True,
         "order_id": order.id,
@@ -203,6 +202,7 @@ async def account_info(account: CurrentAccount, session: SessionDep, state: Stat
         "max_images_per_order": plan.max_images,
         "animation": plan.animation,
         "max_running": plan.max_running,
+        "webhook_secret": account.webhook_secret,
     }
 
 

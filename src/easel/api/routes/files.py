@@ -7,7 +7,7 @@ from fastapi.responses import FileResponse
 
 from easel.api.deps import State
 from easel.errors import Forbidden, NotFound
-from easel.storage.local import SignatureError
+from easel.storage.local import LocalStorage, SignatureError
 
 router = APIRouter(tags=["files"])
 
@@ -22,6 +22,8 @@ MEDIA_TYPES = {
 
 @router.get("/files/{key:path}", summary="Download an output by its signed URL")
 async def get_file(key: str, expires: int, signature: str, state: State) -> FileResponse:
+    if not isinstance(state.storage, LocalStorage):
+        raise NotFound("outputs are served by the object store; read the order's status for URLs")
     try:
         path = state.storage.verify(key, expires, signature)
     except (SignatureError, ValueError) as exc:
