@@ -25,6 +25,12 @@ class Received:
 class Receiver:
     url: str
     calls: list[Received] = field(default_factory=list)
+    started: list[float] = field(default_factory=list)
+
+    @property
+    def receiving(self) -> bool:
+        """A request has arrived (it may still be held by `delay`)."""
+        return bool(self.started)
 
     def wait_for(self, count: int, timeout: float = 30) -> list[Received]:
         deadline = time.monotonic() + timeout
@@ -51,10 +57,12 @@ def webhook_receiver(
     """Records POSTs. `refuse_first`: answer 503 to that many requests first; `redirect_to`:
     answer 307 to there; `delay`: seconds to wait before answering."""
     calls: list[Received] = []
+    started: list[float] = []
     refused = [0]
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
+            started.append(time.monotonic())
             time.sleep(delay)
             length = int(self.headers.get("content-length", 0))
             raw = self.rfile.read(length)
@@ -84,7 +92,9 @@ def webhook_receiver(
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/hook", calls=calls)
+        yield Receiver(
+            url=f"http://127.0.0.1:{server.server_address[1]}/hook", calls=calls, started=started
+        )
     finally:
         server.shutdown()
         server.server_close()
