@@ -38,6 +38,14 @@ def pg_template() -> Iterator[databases.PostgresTemplate]:
     template.close()
 
 
+@pytest.fixture
+def postgres_url(pg_template: databases.PostgresTemplate) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database, for tests that exist only for PostgreSQL."""
+    url = pg_template.copy()
+    yield url
+    pg_template.drop(url)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
