@@ -17,18 +17,12 @@ from easel.config import Settings
 from tests.support.app import app_client, auth, new_account
 from tests.support.catalogs import tiny_catalog
 from tests.support.receiver import webhook_receiver
+from tests.support.seeds import SEED_000_BODY as SEED_000
 from tests.support.worker import running_worker, wait_status
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-SEED_000_BODY = {
-    "style": "guofeng",
-    "product_type": "static_image",
-    "prompt": "a warrior in red standing in bamboo forest holding a sword, ink wash painting style",
-    "width": 768,
-    "height": 1152,
-    "llm_enhance": True,
-}
+SEED_000_BODY = {k: v for k, v in SEED_000.items() if k != "webhook_url"}
 
 
 def tiny(settings: Settings, tmp_path: Path, model_dir: Path | str, **kw: object) -> Settings:

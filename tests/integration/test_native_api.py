@@ -16,18 +16,9 @@ from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.tables import Account, LedgerEntry, Order
 from tests.support.app import app_client, auth, new_account
+from tests.support.seeds import SEED_000_BODY
 
 pytestmark = pytest.mark.anyio
-
-SEED_000_BODY = {
-    "style": "guofeng",
-    "product_type": "static_image",
-    "prompt": "a warrior in red standing in bamboo forest holding a sword, ink wash painting style",
-    "width": 768,
-    "height": 1152,
-    "llm_enhance": True,
-    "webhook_url": "https://your-app.com/callback",
-}
 
 
 async def nothing_happened(state: AppState, account_id: str, credits_before: int) -> None:
