@@ -160,6 +160,8 @@ def accounts_grant(ref: str, amount: int, note: str) -> None:
         async with state.db.transaction() as session:
             account = await find_account(session, ref)
             await ledger.top_up(session, account.id, amount, utcnow(), note)
+            plan = state.catalog.plans[account.plan]
+            await ledger.ensure_grant(session, account.id, plan, utcnow())
             return await ledger.balance(session, account.id, utcnow())
 
     bal = run_with_state(_grant)
