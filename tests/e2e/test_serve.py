@@ -93,6 +93,7 @@ def test_easel_serve_generates_notifies_and_stops_cleanly(
         # PostgreSQL: only LISTEN/NOTIFY can wake the worker within this test.
         "EASEL_POLL_INTERVAL": "60" if is_pg else "0.1",
         "EASEL_LOG_LEVEL": "WARNING",
+        "EASEL_ALLOWED_NETWORKS": '["127.0.0.0/8"]',  # the webhook receiver is on loopback
     }
     with ExitStack() as stack:
         hooks = stack.enter_context(webhook_receiver())

@@ -64,7 +64,7 @@ async def test_outputs_are_served_then_expire(
                 assert done["outputs_expire_at"] is not None
                 url = done["output_urls"][0]
                 if s3 is not None:
-                    assert url.startswith(s3.endpoint + "/easel-outputs/easel/" + order_id)
+                    assert url.startswith(f"{s3.endpoint}/{s3.bucket}/easel/{order_id}")
                     assert s3.keys() == [f"easel/{order_id}/0.png"]
                     async with httpx.AsyncClient() as outside:
                         fetched = await outside.get(url)

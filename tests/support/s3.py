@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ class S3Server:
 
 
 @contextmanager
-def s3_server(bucket: str = "easel-outputs") -> Iterator[S3Server]:
+def s3_server(bucket: str = "") -> Iterator[S3Server]:
+    """moto keeps its buckets in process-wide memory, so each server gets a fresh bucket."""
+    bucket = bucket or f"easel-outputs-{uuid.uuid4().hex[:8]}"
     from moto.server import ThreadedMotoServer
 
     old = {k: os.environ.get(k) for k in CREDENTIALS}
