@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -23,6 +24,13 @@ from tests.support.worker import running_worker, wait_status
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 SEED_000_BODY = {k: v for k, v in SEED_000.items() if k != "webhook_url"}
+
+
+async def submit(client: httpx.AsyncClient, key: str, body: dict[str, object]) -> str:
+    r = await client.post("/api/v1/generate", json=body, headers=auth(key))
+    assert r.status_code == 200, r.text
+    order_id: str = r.json()["order_id"]
+    return order_id
 
 
 def tiny(settings: Settings, tmp_path: Path, model_dir: Path | str, **kw: object) -> Settings:
@@ -70,9 +78,7 @@ async def test_signed_urls_refuse_tampering_and_expiry(
     async with app_client(settings) as (client, state):
         _, key = await new_account(state, "standard")
         body = SEED_000_BODY | {"width": 256, "height": 256}
-        order_id = (await client.post("/api/v1/generate", json=body, headers=auth(key))).json()[
-            "order_id"
-        ]
+        order_id = await submit(client, key, body)
         async with running_worker(state):
             status = await wait_status(client, order_id, auth(key))
         url = status["output_urls"][0]
@@ -123,9 +129,7 @@ async def test_unloadable_model_fails_with_how_to_fix_and_refunds(
     settings = tiny(settings, tmp_path, "/nonexistent/weights/sdxl")
     async with app_client(settings) as (client, state):
         account, key = await new_account(state, "standard")
-        order_id = (
-            await client.post("/api/v1/generate", json=SEED_000_BODY, headers=auth(key))
-        ).json()["order_id"]
+        order_id = await submit(client, key, SEED_000_BODY)
         async with running_worker(state):
             status = await wait_status(client, order_id, auth(key))
         assert status["status"] == "failed"
@@ -144,9 +148,7 @@ async def test_uncached_hub_model_offline_names_the_repo(
     settings = tiny(settings, tmp_path, "easel-test/not-a-cached-model")
     async with app_client(settings) as (client, state):
         _, key = await new_account(state, "standard")
-        order_id = (
-            await client.post("/api/v1/generate", json=SEED_000_BODY, headers=auth(key))
-        ).json()["order_id"]
+        order_id = await submit(client, key, SEED_000_BODY)
         async with running_worker(state):
             status = await wait_status(client, order_id, auth(key))
         assert status["status"] == "failed"
@@ -162,9 +164,7 @@ async def test_cancel_running_order_stops_at_next_step_and_refunds(
     settings = tiny(settings, tmp_path, tiny_sdxl, steps=60)
     async with app_client(settings) as (client, state):
         account, key = await new_account(state, "standard")
-        order_id = (
-            await client.post("/api/v1/generate", json=SEED_000_BODY, headers=auth(key))
-        ).json()["order_id"]
+        order_id = await submit(client, key, SEED_000_BODY)
         async with running_worker(state):
             running = await wait_status(
                 client, order_id, auth(key), until=("running",), check=lambda b: b["step"] >= 1
