@@ -107,10 +107,7 @@ async def test_same_seed_same_image_and_seed_reported(
     async with app_client(settings) as (client, state):
         _, key = await new_account(state, "standard")
         body = SEED_000_BODY | {"width": 512, "height": 512, "seed": 1234}
-        ids = [
-            (await client.post("/api/v1/generate", json=b, headers=auth(key))).json()["order_id"]
-            for b in (body, body, body | {"seed": 99})
-        ]
+        ids = [await submit(client, key, b) for b in (body, body, body | {"seed": 99})]
         async with running_worker(state):
             results = [await wait_status(client, i, auth(key)) for i in ids]
         pixels = []
