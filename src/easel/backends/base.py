@@ -24,18 +24,43 @@ class Canceled(Exception):
 
 
 @dataclass(frozen=True)
-class Job:
+class ImageSpec:
+    """One output of a job: an image, or a clip when the job has frames."""
+
     order_id: str
-    model: Model
+    index: int  # position within its order
     prompt: str
     negative_prompt: str
+    seed: int
+    reference: bytes | None = None  # image-to-image input (PNG/JPEG/WebP bytes, checked)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One pipeline call: the images of one order, or of several compatible orders (a batch).
+
+    Everything but `images` is shared by every output; outputs come back in `images` order.
+    """
+
+    model: Model
     width: int
     height: int
-    seeds: list[int]
     steps: int
     guidance: float
+    images: list[ImageSpec]
     output_format: str = "png"
+    frames: int = 0  # > 0: each output is an animation of exactly this many frames
+    strength: float = 0.8  # image-to-image: how far from the reference (0 keeps it, 1 ignores it)
+    scheduler: str | None = None  # catalog scheduler name; None keeps the pipeline's own
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def order_ids(self) -> list[str]:
+        return list(dict.fromkeys(i.order_id for i in self.images))
+
+    @property
+    def seeds(self) -> list[int]:
+        return [i.seed for i in self.images]
 
 
 @dataclass(frozen=True)

@@ -35,11 +35,10 @@ class SDXLBackend(Backend):
         generators = [torch.Generator("cpu").manual_seed(s) for s in job.seeds]
         with torch.inference_mode():
             result = self.pipe(
-                prompt=job.prompt,
-                negative_prompt=job.negative_prompt or None,
+                prompt=[i.prompt for i in job.images],
+                negative_prompt=[i.negative_prompt for i in job.images],
                 width=job.width,
                 height=job.height,
-                num_images_per_prompt=len(job.seeds),
                 num_inference_steps=job.steps,
                 guidance_scale=job.guidance,
                 generator=generators,
@@ -47,8 +46,6 @@ class SDXLBackend(Backend):
                 output_type="pil",
             )
         meta = {
-            "prompt": job.prompt,
-            "negative_prompt": job.negative_prompt,
             "model": self.model.id,
             "steps": job.steps,
             "guidance": job.guidance,
@@ -56,6 +53,11 @@ class SDXLBackend(Backend):
             "height": job.height,
         }
         return [
-            encode_image(img, job.output_format, seed, meta)
-            for img, seed in zip(result.images, job.seeds, strict=True)
+            encode_image(
+                img,
+                job.output_format,
+                spec.seed,
+                {"prompt": spec.prompt, "negative_prompt": spec.negative_prompt, **meta},
+            )
+            for img, spec in zip(result.images, job.images, strict=True)
         ]

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from sqlalchemy.exc import DBAPIError
 
-from easel.backends.base import Canceled, GeneratedImage, Job
+from easel.backends.base import Canceled, GeneratedImage, ImageSpec, Job
 from easel.backends.loading import pick_device
 from easel.catalog import Catalog
 from easel.clock import utcnow
@@ -157,17 +157,19 @@ class Worker:
         if model is None:
             raise ModelUnavailable(f"model {order.model!r} is no longer in this worker's catalog")
         backend = await asyncio.to_thread(self.models.get, model)
+        prompt = model.render_prompt(order.prompt)
         job = Job(
-            order_id=order.id,
             model=model,
-            prompt=model.render_prompt(order.prompt),
-            negative_prompt=order.negative_prompt,
             width=order.width,
             height=order.height,
-            seeds=[order.seed + i for i in range(order.n)],
             steps=order.steps,
             guidance=order.guidance,
+            images=[
+                ImageSpec(order.id, i, prompt, order.negative_prompt, order.seed + i)
+                for i in range(order.n)
+            ],
             output_format=order.output_format,
+            frames=order.frames or 0,
             extra=dict(order.extra or {}),
         )
         loop = asyncio.get_running_loop()
