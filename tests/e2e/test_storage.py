@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,8 @@ import pytest
 from PIL import Image
 
 from easel.config import Settings
+from easel.storage import LocalStorage, MissingObject, Storage
+from easel.storage.s3 import S3Storage
 from tests.support.app import app_client, auth, new_account
 from tests.support.catalogs import tiny_catalog
 from tests.support.s3 import S3Server, s3_server
@@ -83,3 +86,26 @@ async def test_outputs_are_served_then_expire(
                     assert (await outside.get(url)).status_code in (403, 404)
             else:
                 assert (await client.get(url)).status_code == 404
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_get_returns_what_put_stored(kind: str, tmp_path: Path) -> None:
+    with contextlib.ExitStack() as stack:
+        store: Storage
+        if kind == "local":
+            store = LocalStorage(tmp_path / "outputs", "secret", "http://127.0.0.1:1", 60)
+        else:
+            s3 = stack.enter_context(s3_server())
+            store = S3Storage(s3.bucket, prefix="easel", client=s3.client())
+        data = bytes(range(256)) * 40
+        store.put("refs/ORD-1/reference.png", data, "image/png")
+        store.put("refs/ORD-1/other.png", b"other", "image/png")
+        assert store.get("refs/ORD-1/reference.png") == data
+        assert store.get("refs/ORD-1/other.png") == b"other"
+        with pytest.raises(MissingObject):
+            store.get("refs/ORD-1/never-stored.png")
+        store.delete("refs/ORD-1/reference.png")
+        with pytest.raises(MissingObject):
+            store.get("refs/ORD-1/reference.png")
+        with pytest.raises(ValueError, match="invalid storage key"):
+            store.get("../outside.png")

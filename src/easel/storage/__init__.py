@@ -1,4 +1,4 @@
-from easel.storage.base import Storage, StoredObject
+from easel.storage.base import MissingObject, Storage, StoredObject
 from easel.storage.local import LocalStorage
 
-__all__ = ["LocalStorage", "Storage", "StoredObject"]
+__all__ = ["LocalStorage", "MissingObject", "Storage", "StoredObject"]

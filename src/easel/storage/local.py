@@ -9,7 +9,7 @@ import re
 import time
 from pathlib import Path
 
-from easel.storage.base import StoredObject
+from easel.storage.base import MissingObject, StoredObject
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 
@@ -41,6 +41,12 @@ class LocalStorage:
         tmp.write_bytes(data)
         os.replace(tmp, path)
         return StoredObject(key=key, content_type=content_type, size=len(data))
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise MissingObject(key) from exc
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)

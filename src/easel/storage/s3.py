@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from easel.storage.base import StoredObject
+from easel.storage.base import MissingObject, StoredObject
 from easel.storage.local import check_key
 
 
@@ -41,6 +41,18 @@ class S3Storage:
             Bucket=self.bucket, Key=self._object(key), Body=data, ContentType=content_type
         )
         return StoredObject(key=key, content_type=content_type, size=len(data))
+
+    def get(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._object(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise MissingObject(key) from exc
+            raise
+        data: bytes = response["Body"].read()
+        return data
 
     def url(self, key: str, ttl_seconds: int | None = None) -> str:
         if self.public_base:
