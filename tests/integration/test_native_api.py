@@ -7,35 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 
-from easel.accounts import ledger
 from easel.accounts.keys import revoke_key
-from easel.api.state import AppState
-from easel.clock import utcnow
 from easel.config import Settings
-from easel.db.tables import Account, LedgerEntry, Order
 from tests.support.app import app_client, auth, new_account
+from tests.support.audit import nothing_happened
 from tests.support.seeds import SEED_000_BODY
 
 pytestmark = pytest.mark.anyio
-
-
-async def nothing_happened(state: AppState, account_id: str, credits_before: int) -> None:
-    async with state.db.transaction() as s:
-        orders = await s.scalar(
-            select(func.count()).select_from(Order).where(Order.account_id == account_id)
-        )
-        debits = await s.scalar(
-            select(func.count())
-            .select_from(LedgerEntry)
-            .where(LedgerEntry.account_id == account_id, LedgerEntry.kind == "debit")
-        )
-        account = await s.get(Account, account_id)
-        assert account is not None
-        await ledger.ensure_grant(s, account_id, state.catalog.plans[account.plan], utcnow())
-        bal = await ledger.balance(s, account_id, utcnow())
-    assert (orders, debits, bal.total) == (0, 0, credits_before)
 
 
 async def test_seed_000_example_verbatim(settings: Settings) -> None:

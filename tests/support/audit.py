@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts import ledger
+from easel.api.state import AppState
 from easel.clock import utcnow
 from easel.db.tables import Account, LedgerEntry, Order, Output
 
@@ -62,3 +63,21 @@ async def audit_account(session: AsyncSession, account_id: str, granted: int) ->
         balance=balance,
         expected_balance=granted - spent,
     )
+
+
+async def nothing_happened(state: AppState, account_id: str, credits_before: int) -> None:
+    """No order, no debit, and the balance unchanged: what every refused request must leave."""
+    async with state.db.transaction() as s:
+        orders = await s.scalar(
+            select(func.count()).select_from(Order).where(Order.account_id == account_id)
+        )
+        debits = await s.scalar(
+            select(func.count())
+            .select_from(LedgerEntry)
+            .where(LedgerEntry.account_id == account_id, LedgerEntry.kind == "debit")
+        )
+        account = await s.get(Account, account_id)
+        assert account is not None
+        await ledger.ensure_grant(s, account_id, state.catalog.plans[account.plan], utcnow())
+        bal = await ledger.balance(s, account_id, utcnow())
+    assert (orders, debits, bal.total) == (0, 0, credits_before)

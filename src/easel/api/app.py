@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from easel import __version__
 from easel.api import errors
-from easel.api.dialects import native
+from easel.api.dialects import kie, kirin, native, tasks
 from easel.api.routes import files, health, webhooks
 from easel.api.state import AppState
 from easel.config import Settings, get_settings
@@ -33,8 +33,16 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         description="Self-hosted image and animation generation, speaking several providers' APIs.",
         lifespan=lifespan,
     )
-    errors.install(app)
-    app.include_router(native.router)
+    errors.install(
+        app,
+        [
+            (kie.PREFIX, kie.error_response),
+            (tasks.PREFIX, tasks.error_response),
+            (kirin.PREFIX, kirin.error_response),
+        ],
+    )
+    for router in (native.router, kie.router, tasks.router, kirin.router):
+        app.include_router(router)
     app.include_router(webhooks.router)
     app.include_router(files.router)
     app.include_router(health.router)

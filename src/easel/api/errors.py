@@ -1,7 +1,12 @@
-"""EaselError and validation errors -> HTTP, in each dialect's own error shape. The one place."""
+"""EaselError and validation errors -> HTTP, in each dialect's own error shape. The one place.
+
+Each dialect module offers `error_response(exc) -> JSONResponse`; `install` maps path prefixes to
+them, so a bad key on /v1/... gets OpenAI's shape and on /api/v1/tasks/... the task API's.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -41,11 +46,23 @@ def native_body(exc: EaselError) -> dict[str, Any]:
     return {"ok": False, "error": error}
 
 
-def render(request: Request, exc: EaselError) -> JSONResponse:
+Shape = Callable[[EaselError], JSONResponse]
+
+
+def native_response(exc: EaselError) -> JSONResponse:
     return JSONResponse(native_body(exc), status_code=exc.status_code)
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, shapes: Sequence[tuple[str, Shape]] = ()) -> None:
+    """`shapes`: (path prefix, renderer) pairs; other paths get the native shape."""
+
+    def render(request: Request, exc: EaselError) -> JSONResponse:
+        path = request.url.path
+        for prefix, shape in shapes:
+            if path.startswith(prefix):
+                return shape(exc)
+        return native_response(exc)
+
     @app.exception_handler(EaselError)
     async def _easel(request: Request, exc: EaselError) -> JSONResponse:
         return render(request, exc)

@@ -13,7 +13,7 @@ from easel.accounts import ledger
 from easel.accounts.accounts import release_running_slot
 from easel.db.tables import Order, Output
 from easel.errors import Conflict, NotFound
-from easel.orders.views import native_webhook
+from easel.orders.payloads import webhook_payload
 from easel.storage import Storage
 from easel.webhooks import outbox
 
@@ -81,7 +81,7 @@ async def complete(
     session.add_all(rows)
     await release_running_slot(session, order.account_id)
     await session.flush()
-    outbox.enqueue(session, order, "order.completed", native_webhook(order, rows, storage), now)
+    outbox.enqueue(session, order, "order.completed", webhook_payload(order, rows, storage), now)
     return order
 
 
@@ -115,7 +115,7 @@ async def fail(
         "order ended without output",
         extra={"action": status, "order_id": order_id, "code": code, "refunded": refunded},
     )
-    outbox.enqueue(session, order, f"order.{status}", native_webhook(order, [], storage), now)
+    outbox.enqueue(session, order, f"order.{status}", webhook_payload(order, [], storage), now)
     return order
 
 

@@ -33,8 +33,15 @@ async def sweep_expired(db: Database, storage: Storage, now: datetime, limit: in
                 .limit(limit)
             )
         ).all()
-    order_ids = sorted({order_id for order_id, _ in rows})
-    keys = [key for _, key in rows if key is not None]
+        order_ids = sorted({order_id for order_id, _ in rows})
+        references = list(
+            await session.scalars(
+                select(Order.reference_key).where(
+                    Order.id.in_(order_ids), Order.reference_key.is_not(None)
+                )
+            )
+        )
+    keys = [key for _, key in rows if key is not None] + [k for k in references if k]
     for key in keys:
         await asyncio.to_thread(storage.delete, key)
     if order_ids:

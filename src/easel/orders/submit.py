@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -19,6 +20,7 @@ from easel.errors import Conflict, Forbidden, InvalidRequest
 from easel.ids import new_order_id
 from easel.orders.queue import notify_new_order
 from easel.orders.request import GenerationRequest
+from easel.storage import Storage
 from easel.webhooks.urls import check_url
 
 DEFAULT_RETENTION = timedelta(days=14)
@@ -66,14 +68,46 @@ async def find_by_idempotency_key(session: AsyncSession, account_id: str, key: s
 
 
 async def place_order(
-    db: Database, catalog: Catalog, settings: Settings, account: Account, req: GenerationRequest
+    db: Database,
+    catalog: Catalog,
+    settings: Settings,
+    account: Account,
+    req: GenerationRequest,
+    storage: Storage,
 ) -> tuple[Order, bool]:
-    """What every dialect calls: outbound URL checks (outside any lock), then one transaction."""
+    """What every dialect calls: outbound URL checks (outside any lock), the reference image
+    stored under the order's id, then one transaction. A refused order leaves nothing stored."""
     if req.webhook_url:
         await check_url(req.webhook_url, req.webhook_param, settings.url_policy)
     retention = timedelta(days=settings.output_retention_days)
-    async with db.transaction() as session:
-        return await submit(session, catalog, account, req, utcnow(), retention=retention)
+    now = utcnow()
+    order_id = new_order_id(now)
+    reference_key = None
+    if req.reference is not None:
+        extension = req.reference.content_type.removeprefix("image/")
+        reference_key = f"{order_id}/reference.{extension}"
+        await asyncio.to_thread(
+            storage.put, reference_key, req.reference.data, req.reference.content_type
+        )
+    try:
+        async with db.transaction() as session:
+            order, created = await submit(
+                session,
+                catalog,
+                account,
+                req,
+                now,
+                retention=retention,
+                order_id=order_id,
+                reference_key=reference_key,
+            )
+    except BaseException:
+        if reference_key:
+            await asyncio.to_thread(storage.delete, reference_key)
+        raise
+    if reference_key and not created:
+        await asyncio.to_thread(storage.delete, reference_key)
+    return order, created
 
 
 async def submit(
@@ -83,6 +117,8 @@ async def submit(
     req: GenerationRequest,
     now: datetime,
     retention: timedelta = DEFAULT_RETENTION,
+    order_id: str | None = None,
+    reference_key: str | None = None,
 ) -> tuple[Order, bool]:
     """The order and whether it was created now (False: an idempotent replay)."""
     plan = catalog.plans.get(account.plan)
@@ -113,7 +149,7 @@ async def submit(
                 param="external_task_id",
             )
     await ledger.ensure_grant(session, account.id, plan, now)
-    order_id = new_order_id(now)
+    order_id = order_id or new_order_id(now)
     await ledger.debit(session, account.id, order_id, cost, now)
     order = Order(
         id=order_id,
@@ -137,6 +173,8 @@ async def submit(
         seed=req.seed,
         acceleration=req.acceleration,
         output_format=req.output_format,
+        reference_key=reference_key,
+        strength=req.strength,
         llm_enhance=req.llm_enhance,
         safety_check=req.safety_check,
         webhook_url=req.webhook_url,

@@ -100,7 +100,9 @@ async def generate(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     req = to_request(state, body, idempotency_key)
-    order, created = await place_order(state.db, state.catalog, state.settings, account, req)
+    order, created = await place_order(
+        state.db, state.catalog, state.settings, account, req, state.storage
+    )
     content = {
         "ok": True,
         "order_id": order.id,

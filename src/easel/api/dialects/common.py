@@ -1,0 +1,64 @@
+"""What every dialect's translator shares: finding the caller's order and resolving model names."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from easel.api.state import AppState
+from easel.catalog import Catalog, Model
+from easel.db.tables import Order
+from easel.errors import InvalidRequest, NotFound
+from easel.orders.references import load_reference
+from easel.orders.request import GenerationRequest
+
+
+async def own_order(
+    session: AsyncSession, account_id: str, order_id: str, dialect: str | None = None
+) -> Order:
+    """The caller's order; another account's, or one made through another dialect, is not found."""
+    query = select(Order).where(Order.id == order_id, Order.account_id == account_id)
+    if dialect is not None:
+        query = query.where(Order.dialect == dialect)
+    order = await session.scalar(query)
+    if order is None:
+        raise NotFound(f"no task {order_id} in this account" if dialect else f"no order {order_id}")
+    return order
+
+
+def resolve_model(catalog: Catalog, dialect: str, name: str, param: str) -> Model:
+    accepted = catalog.accepted(dialect)
+    model = catalog.resolve(name) if name in accepted else None
+    if model is None:
+        raise InvalidRequest(
+            f"unknown {param} {name!r}; accepted: {', '.join(accepted)}", param=param
+        )
+    return model
+
+
+async def with_references(
+    req: GenerationRequest,
+    values: Sequence[str],
+    param: str,
+    state: AppState,
+    *,
+    allow_data_url: bool = True,
+    strength: float | None = None,
+) -> GenerationRequest:
+    """Fetch and check reference images (after the cheap checks, before anything is charged)."""
+    limit = state.settings.max_reference_images
+    if len(values) > limit:
+        raise InvalidRequest(
+            f"{param} takes at most {limit} reference image(s), got {len(values)}", param=param
+        )
+    if strength is not None and not 0 < strength <= 1:
+        raise InvalidRequest(f"strength must be in (0, 1], got {strength}", param="strength")
+    if not values:
+        return req
+    reference = await load_reference(
+        state.settings, values[0], param, allow_data_url=allow_data_url
+    )
+    return replace(req, reference=reference, strength=strength or state.settings.default_strength)

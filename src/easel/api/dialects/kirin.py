@@ -1,0 +1,126 @@
+"""Seed 004, kirin_v2_image: /kirin/v1/images/generations, by task id or external_task_id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from easel.api.deps import CurrentAccount, ReadSessionDep, State
+from easel.api.dialects.common import own_order, resolve_model, with_references
+from easel.db.tables import Order
+from easel.errors import EaselError, InvalidRequest, NotFound
+from easel.orders import lifecycle
+from easel.orders.payloads import kirin_task
+from easel.orders.request import build_request, size_for_aspect
+from easel.orders.submit import place_order
+
+PREFIX = "/kirin/"
+router = APIRouter(tags=["kirin (seed 004)"])
+
+ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9")
+MAX_N = 9
+MAX_EXTERNAL_ID = 128
+
+SEED_004_EXAMPLE: dict[str, Any] = {
+    "model": "kirin_v2_image",
+    "prompt": "a lighthouse on a cliff at dawn, oil painting",
+    "negative_prompt": "blurry, low quality",
+    "n": 2,
+    "aspect_ratio": "16:9",
+    "external_task_id": "my-task-0001",
+}
+
+
+class KirinBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SEED_004_EXAMPLE]})
+
+    model: str = Field(description="kirin_v2_image")
+    prompt: str = Field(description="At most 2,500 characters")
+    image: str | None = Field(
+        default=None, description="Reference image: a URL or a raw base64 string (no data: prefix)"
+    )
+    negative_prompt: str | None = Field(default=None, description="At most 2,500 characters")
+    n: int = Field(default=1, description="1 to 9")
+    aspect_ratio: str = Field(default="16:9", description=" / ".join(ASPECT_RATIOS))
+    callback_url: str | None = Field(default=None, description="POSTed on every status change")
+    external_task_id: str | None = Field(default=None, description="Your id, unique per account")
+
+
+def error_response(exc: EaselError) -> JSONResponse:
+    error: dict[str, Any] = {"code": exc.code, "error_message": exc.message}
+    if exc.param:
+        error["param"] = exc.param
+    return JSONResponse({"error": error}, status_code=exc.status_code)
+
+
+@router.post("/kirin/v1/images/generations", summary="Create an image task")
+async def create(body: KirinBody, account: CurrentAccount, state: State) -> Any:
+    model = resolve_model(state.catalog, "kirin", body.model, "model")
+    if not 1 <= body.n <= MAX_N:
+        raise InvalidRequest(f"n must be between 1 and {MAX_N}, got {body.n}", param="n")
+    if body.aspect_ratio not in ASPECT_RATIOS:
+        raise InvalidRequest(
+            f"aspect_ratio must be one of {', '.join(ASPECT_RATIOS)}, got {body.aspect_ratio!r}",
+            param="aspect_ratio",
+        )
+    external = body.external_task_id
+    if external is not None and not 0 < len(external) <= MAX_EXTERNAL_ID:
+        raise InvalidRequest(
+            f"external_task_id must be 1 to {MAX_EXTERNAL_ID} characters", param="external_task_id"
+        )
+    width, height = size_for_aspect(model, body.aspect_ratio)
+    req = build_request(
+        state.settings,
+        dialect="kirin",
+        model=model,
+        model_alias=body.model,
+        product=state.catalog.products["static_image"],
+        prompt=body.prompt,
+        negative_prompt=body.negative_prompt,
+        width=width,
+        height=height,
+        n=body.n,
+        webhook_url=body.callback_url,
+        webhook_param="callback_url",
+        external_task_id=external,
+        body=body.model_dump(),
+    )
+    refs = [body.image] if body.image else []
+    req = await with_references(req, refs, "image", state, allow_data_url=False)
+    order, _ = await place_order(
+        state.db, state.catalog, state.settings, account, req, state.storage
+    )
+    return kirin_task(order, [], state.storage)
+
+
+@router.get("/kirin/v1/images/generations/{task_id}", summary="Query a task by its id")
+async def query(
+    task_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
+) -> Any:
+    order = await own_order(session, account.id, task_id, "kirin")
+    outputs = await lifecycle.get_outputs(session, order.id)
+    return kirin_task(order, outputs, state.storage)
+
+
+@router.get("/kirin/v1/images/generations", summary="Find a task by your external_task_id")
+async def find(
+    account: CurrentAccount,
+    session: ReadSessionDep,
+    state: State,
+    external_task_id: str = Query(description="The external_task_id you created the task with"),
+) -> Any:
+    order = await session.scalar(
+        select(Order).where(
+            Order.account_id == account.id,
+            Order.dialect == "kirin",
+            Order.external_task_id == external_task_id,
+        )
+    )
+    if order is None:
+        raise NotFound(f"no task with external_task_id {external_task_id!r} in this account")
+    outputs = await lifecycle.get_outputs(session, order.id)
+    return kirin_task(order, outputs, state.storage)
