@@ -16,7 +16,14 @@ from easel.catalog import Model
 # Called after each denoising step with (step, total); raises `Canceled` to stop the run.
 ProgressFn = Callable[[int, int], None]
 
-CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+CONTENT_TYPES = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "mp4": "video/mp4",
+}
+ANIMATION_FORMATS = ("mp4", "gif", "webp")  # the first is the default
 
 
 class Canceled(Exception):

@@ -32,7 +32,13 @@ from easel.worker.models import ModelCache
 log = logging.getLogger(__name__)
 
 REAP_BATCH = 100
-EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "video/mp4": "mp4",
+}
 
 
 class LeaseLost(Exception):
