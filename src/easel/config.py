@@ -67,6 +67,19 @@ class Settings(BaseSettings):
     allow_private_urls: bool = False
     allowed_networks: list[str] = []
 
+    # Reference images: by URL (fetched with the webhooks' address checks) or base64.
+    reference_max_bytes: int = 10 * 1024 * 1024
+    reference_min_side: int = 300
+    reference_max_aspect: float = 2.5
+    reference_max_pixels: int = 50_000_000
+    reference_fetch_timeout: float = 15.0
+    reference_max_redirects: int = 3
+
+    # Server-sent order events.
+    events_poll_interval: float = 0.25
+    events_keepalive_interval: float = 15.0
+    events_max_duration: float = 3600.0
+
     admin_email: str = "admin@localhost"
     admin_plan: str = "mega"
 

@@ -10,7 +10,6 @@ import json
 import logging
 import time
 from datetime import timedelta
-from urllib.parse import urljoin
 
 import httpx
 from sqlalchemy import select
@@ -20,7 +19,7 @@ from easel.config import Settings
 from easel.db.engine import Database
 from easel.db.tables import Account, WebhookDelivery
 from easel.webhooks import signing
-from easel.webhooks.urls import Target, pin
+from easel.webhooks.urls import send_checked
 
 log = logging.getLogger(__name__)
 
@@ -32,35 +31,22 @@ def retry_delay(settings: Settings, attempts: int) -> float:
     return settings.webhook_retry_first * settings.webhook_retry_factor ** (attempts - 1)
 
 
-def _pinned_request(target: Target, body: bytes, headers: dict[str, str]) -> httpx.Request:
-    """A request that connects to the address that passed the check, not a fresh DNS answer."""
-    url = httpx.URL(target.url)
-    host_header = target.host if url.port is None else f"{target.host}:{url.port}"
-    request = httpx.Request(
-        "POST",
-        url.copy_with(host=target.address),
-        content=body,
-        headers=headers | {"host": host_header, "user-agent": USER_AGENT},
-    )
-    if url.scheme == "https":
-        request.extensions["sni_hostname"] = target.host
-    return request
-
-
 async def post_signed(
     client: httpx.AsyncClient, settings: Settings, url: str, body: bytes, headers: dict[str, str]
 ) -> int:
     """POST `body`, following redirects that pass the same address check. The final status."""
-    for _ in range(settings.webhook_max_redirects + 1):
-        target = await pin(url, "webhook_url", settings.url_policy)
-        response = await client.send(_pinned_request(target, body, headers))
-        await response.aclose()
-        location = response.headers.get("location")
-        if response.is_redirect and location:
-            url = urljoin(url, location)
-            continue
-        return response.status_code
-    raise httpx.TooManyRedirects(f"more than {settings.webhook_max_redirects} redirects")
+    response = await send_checked(
+        client,
+        "POST",
+        url,
+        "webhook_url",
+        settings.url_policy,
+        max_redirects=settings.webhook_max_redirects,
+        headers=headers | {"user-agent": USER_AGENT},
+        content=body,
+    )
+    await response.aclose()
+    return response.status_code
 
 
 async def deliver_due(

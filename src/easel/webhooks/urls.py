@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
+
+import httpx
 
 from easel.errors import InvalidRequest
 
@@ -112,3 +115,47 @@ async def pin(url: str, param: str, policy: URLPolicy) -> Target:
         if policy.forbids(ip):
             raise _refusal(param, url, ip)
     return Target(url=url, host=host, port=port, address=str(addresses[0]))
+
+
+def pinned_request(
+    method: str, target: Target, headers: Mapping[str, str], content: bytes | None = None
+) -> httpx.Request:
+    """A request that connects to the address that passed the check, not a fresh DNS answer."""
+    url = httpx.URL(target.url)
+    host_header = target.host if url.port is None else f"{target.host}:{url.port}"
+    request = httpx.Request(
+        method,
+        url.copy_with(host=target.address),
+        content=content,
+        headers={**headers, "host": host_header},
+    )
+    if url.scheme == "https":
+        request.extensions["sni_hostname"] = target.host
+    return request
+
+
+async def send_checked(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    param: str,
+    policy: URLPolicy,
+    *,
+    max_redirects: int,
+    headers: Mapping[str, str],
+    content: bytes | None = None,
+) -> httpx.Response:
+    """Send to the pinned address, following redirects that pass the same check.
+
+    The final response is streamed: the caller reads or closes it.
+    """
+    for _ in range(max_redirects + 1):
+        target = await pin(url, param, policy)
+        request = pinned_request(method, target, headers, content)
+        response = await client.send(request, stream=True)
+        location = response.headers.get("location")
+        if not (response.is_redirect and location):
+            return response
+        await response.aclose()
+        url = urljoin(url, location)
+    raise httpx.TooManyRedirects(f"more than {max_redirects} redirects")
