@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from easel import __version__
 from easel.api import errors
 from easel.api.dialects import kie, kirin, native, tasks
-from easel.api.routes import files, health, webhooks
+from easel.api.routes import events, files, health, webhooks
 from easel.api.state import AppState
 from easel.config import Settings, get_settings
 
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     )
     for router in (native.router, kie.router, tasks.router, kirin.router):
         app.include_router(router)
+    app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(files.router)
     app.include_router(health.router)
