@@ -1,10 +1,21 @@
-"""The queue is the `orders` table. Claim, lease renewal and reaping are named statements here."""
+"""The queue is the `orders` table. Claim, lease renewal and reaping are named statements here.
+
+Which order a worker takes next (the claim rule):
+1. plan priority first, always: a higher-priority pending order is taken before any other;
+2. within one priority, orders for a model the worker already holds in memory come first, so a
+   worker does not swap pipelines while work for its loaded ones waits; an order passed over
+   this way for longer than EASEL_PREFER_LOADED_SECONDS loses that handicap, so none starves;
+3. then the oldest first.
+A worker started with `--models` only sees orders for those models. After taking one order (the
+leader) it may take compatible followers into the same pipeline call (`claim_followers`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,18 +27,26 @@ from easel.db.tables import Order, UTCDateTime
 
 log = logging.getLogger(__name__)
 
+# Image-to-image strength an order without one runs at (the backends' Job default).
+DEFAULT_STRENGTH = 0.8
+
 # Highest priority first, then oldest, among accounts under their running cap. PostgreSQL: order
 # rows another claimer holds are skipped; the account row is only taken by the `slot` UPDATE,
 # which waits for it and re-checks the cap on its newest version, so concurrent claimers keep the
 # cap, and a claim holds at most one account lock (no lock-order deadlocks). When the cap filled
 # up between the snapshot and the slot, `candidate_id` comes back without `claimed_id`: try again.
+# :models NULL serves every model; :loaded and :passed_over_since order within a priority.
 CLAIM_NEXT_POSTGRESQL = text(
     """
     WITH candidate AS (
         SELECT o.id, o.account_id
         FROM orders AS o JOIN accounts AS a ON a.id = o.account_id
         WHERE o.status = 'pending' AND a.running_count < a.max_running
-        ORDER BY o.priority DESC, o.created_at ASC, o.id ASC
+          AND (CAST(:models AS text[]) IS NULL OR o.model = ANY(CAST(:models AS text[])))
+        ORDER BY o.priority DESC,
+                 CASE WHEN o.model = ANY(CAST(:loaded AS text[]))
+                        OR o.created_at < :passed_over_since THEN 0 ELSE 1 END,
+                 o.created_at ASC, o.id ASC
         LIMIT 1
         FOR UPDATE OF o SKIP LOCKED
     ), slot AS (
@@ -47,9 +66,14 @@ CLAIM_NEXT_POSTGRESQL = text(
     SELECT candidate.id AS candidate_id, claimed.id AS claimed_id
     FROM candidate LEFT JOIN claimed ON true
     """
-).bindparams(bindparam("lease_until", type_=UTCDateTime), bindparam("now", type_=UTCDateTime))
+).bindparams(
+    bindparam("lease_until", type_=UTCDateTime),
+    bindparam("now", type_=UTCDateTime),
+    bindparam("passed_over_since", type_=UTCDateTime),
+)
 
-# SQLite: the transaction began with BEGIN IMMEDIATE, so this pair runs alone.
+# SQLite: the transaction began with BEGIN IMMEDIATE, so this pair runs alone. :models and
+# :loaded are JSON arrays (:models NULL serves every model).
 CLAIM_NEXT_SQLITE = text(
     """
     UPDATE orders
@@ -58,30 +82,180 @@ CLAIM_NEXT_SQLITE = text(
     WHERE id = (
         SELECT o.id FROM orders AS o JOIN accounts AS a ON a.id = o.account_id
         WHERE o.status = 'pending' AND a.running_count < a.max_running
-        ORDER BY o.priority DESC, o.created_at ASC, o.id ASC
+          AND (:models IS NULL OR o.model IN (SELECT value FROM json_each(:models)))
+        ORDER BY o.priority DESC,
+                 CASE WHEN o.model IN (SELECT value FROM json_each(:loaded))
+                        OR o.created_at < :passed_over_since THEN 0 ELSE 1 END,
+                 o.created_at ASC, o.id ASC
         LIMIT 1
     )
     RETURNING id, account_id
     """
-).bindparams(bindparam("lease_until", type_=UTCDateTime), bindparam("now", type_=UTCDateTime))
+).bindparams(
+    bindparam("lease_until", type_=UTCDateTime),
+    bindparam("now", type_=UTCDateTime),
+    bindparam("passed_over_since", type_=UTCDateTime),
+)
 TAKE_SLOT_SQLITE = text(
     "UPDATE accounts SET running_count = running_count + 1 WHERE id = :account_id"
 )
 CLAIM_RACE_RETRIES = 5
 
+# Followers of a claimed leader: pending orders that can share its pipeline call (same model,
+# size, steps, guidance, acceleration, frames and output format; all text-to-image, or all
+# image-to-image at the same strength), in claim order, at most :room images in all, and no
+# account past its running cap. Taken as a prefix: the first one that does not fit ends the batch.
+# PostgreSQL: order rows another claimer holds are skipped; the accounts of the candidates are
+# locked in id order (a batch may span accounts; every other statement holds at most one account
+# lock, so the fixed order keeps it deadlock-free) and their newest running counts decide.
+CLAIM_FOLLOWERS_POSTGRESQL = text(
+    """
+    WITH candidate AS (
+        SELECT o.id, o.account_id, o.n, o.priority, o.created_at
+        FROM orders AS o JOIN accounts AS a ON a.id = o.account_id
+        WHERE o.status = 'pending' AND a.running_count < a.max_running
+          AND o.model = :model AND o.width = :width AND o.height = :height
+          AND o.steps = :steps AND o.guidance = :guidance AND o.acceleration = :acceleration
+          AND o.frames = :frames AND o.output_format = :output_format
+          AND (o.reference_key IS NOT NULL OR (o.extra -> 'references' -> 0) IS NOT NULL)
+              = :with_reference
+          AND (NOT :with_reference
+               OR COALESCE(o.strength, CAST(o.extra ->> 'strength' AS double precision),
+                           :default_strength) = :strength)
+          AND o.n <= :room
+        ORDER BY o.priority DESC, o.created_at ASC, o.id ASC
+        LIMIT :room
+        FOR UPDATE OF o SKIP LOCKED
+    ), account AS (
+        SELECT accounts.id, accounts.max_running - accounts.running_count AS free
+        FROM accounts
+        WHERE accounts.id IN (SELECT account_id FROM candidate)
+        ORDER BY accounts.id
+        FOR UPDATE
+    ), ranked AS (
+        SELECT c.id, c.account_id, c.n, c.priority, c.created_at, account.free,
+               ROW_NUMBER() OVER (
+                   PARTITION BY c.account_id ORDER BY c.priority DESC, c.created_at, c.id
+               ) AS nth
+        FROM candidate AS c JOIN account ON account.id = c.account_id
+    ), chosen AS (
+        SELECT fitting.id, fitting.account_id
+        FROM (
+            SELECT r.id, r.account_id,
+                   SUM(r.n) OVER (ORDER BY r.priority DESC, r.created_at, r.id) AS images
+            FROM ranked AS r
+            WHERE r.nth <= r.free
+        ) AS fitting
+        WHERE fitting.images <= :room
+    ), slot AS (
+        UPDATE accounts SET running_count = accounts.running_count + taken.count
+        FROM (SELECT account_id, COUNT(*) AS count FROM chosen GROUP BY account_id) AS taken
+        WHERE accounts.id = taken.account_id
+        RETURNING accounts.id
+    ), claimed AS (
+        UPDATE orders
+        SET status = 'running', worker_id = :worker_id, lease_until = :lease_until,
+            started_at = COALESCE(orders.started_at, :now), attempts = orders.attempts + 1
+        FROM chosen JOIN slot ON slot.id = chosen.account_id
+        WHERE orders.id = chosen.id
+        RETURNING orders.id
+    )
+    SELECT id FROM claimed
+    """
+).bindparams(bindparam("lease_until", type_=UTCDateTime), bindparam("now", type_=UTCDateTime))
+
+# SQLite: the same choice in one UPDATE (BEGIN IMMEDIATE: it runs alone); TAKE_SLOT_SQLITE then
+# takes one running slot per claimed order.
+CLAIM_FOLLOWERS_SQLITE = text(
+    """
+    UPDATE orders
+    SET status = 'running', worker_id = :worker_id, lease_until = :lease_until,
+        started_at = COALESCE(started_at, :now), attempts = attempts + 1
+    WHERE id IN (
+        SELECT fitting.id FROM (
+            SELECT r.id, SUM(r.n) OVER (ORDER BY r.priority DESC, r.created_at, r.id) AS images
+            FROM (
+                SELECT c.id, c.n, c.priority, c.created_at, a.max_running - a.running_count AS free,
+                       ROW_NUMBER() OVER (
+                           PARTITION BY c.account_id ORDER BY c.priority DESC, c.created_at, c.id
+                       ) AS nth
+                FROM (
+                    SELECT o.id, o.account_id, o.n, o.priority, o.created_at
+                    FROM orders AS o JOIN accounts AS a ON a.id = o.account_id
+                    WHERE o.status = 'pending' AND a.running_count < a.max_running
+                      AND o.model = :model AND o.width = :width AND o.height = :height
+                      AND o.steps = :steps AND o.guidance = :guidance
+                      AND o.acceleration = :acceleration AND o.frames = :frames
+                      AND o.output_format = :output_format
+                      AND (o.reference_key IS NOT NULL
+                           OR json_extract(o.extra, '$.references[0]') IS NOT NULL)
+                          = :with_reference
+                      AND (NOT :with_reference
+                           OR COALESCE(o.strength, json_extract(o.extra, '$.strength'),
+                                       :default_strength) = :strength)
+                      AND o.n <= :room
+                    ORDER BY o.priority DESC, o.created_at ASC, o.id ASC
+                    LIMIT :room
+                ) AS c JOIN accounts AS a ON a.id = c.account_id
+            ) AS r
+            WHERE r.nth <= r.free
+        ) AS fitting
+        WHERE fitting.images <= :room
+    )
+    RETURNING id, account_id
+    """
+).bindparams(bindparam("lease_until", type_=UTCDateTime), bindparam("now", type_=UTCDateTime))
+
+
+def reference_key(order: Order) -> str | None:
+    """The stored reference image an order starts from, if any (first of extra["references"])."""
+    if order.reference_key:
+        return order.reference_key
+    keys = (order.extra or {}).get("references")
+    if isinstance(keys, list) and keys:
+        return str(keys[0])
+    return None
+
+
+def strength(order: Order) -> float:
+    if order.strength is not None:
+        return float(order.strength)
+    return float((order.extra or {}).get("strength", DEFAULT_STRENGTH))
+
 
 async def claim_next(
-    session: AsyncSession, worker_id: str, now: datetime, lease: timedelta
+    session: AsyncSession,
+    worker_id: str,
+    now: datetime,
+    lease: timedelta,
+    *,
+    models: Sequence[str] | None = None,
+    loaded: Sequence[str] = (),
+    prefer_loaded_for: timedelta = timedelta(0),
 ) -> Order | None:
-    params = {"worker_id": worker_id, "lease_until": now + lease, "now": now}
+    """The next order by the claim rule above, running for `worker_id`; None when none is due.
+
+    `models`: only these catalog ids (None: any). `loaded`: the models the worker holds.
+    """
+    params: dict[str, Any] = {
+        "worker_id": worker_id,
+        "lease_until": now + lease,
+        "now": now,
+        "passed_over_since": now - prefer_loaded_for,
+    }
     order_id = None
     if is_postgresql(session):
+        params |= {"models": None if models is None else list(models), "loaded": list(loaded)}
         for _ in range(CLAIM_RACE_RETRIES):
             row = (await session.execute(CLAIM_NEXT_POSTGRESQL, params)).first()
             if row is None or row.claimed_id is not None:
                 order_id = None if row is None else row.claimed_id
                 break
     else:
+        params |= {
+            "models": None if models is None else json.dumps(list(models)),
+            "loaded": json.dumps(list(loaded)),
+        }
         row = (await session.execute(CLAIM_NEXT_SQLITE, params)).first()
         if row is not None:
             order_id = row.id
@@ -91,23 +265,80 @@ async def claim_next(
     return await session.get(Order, order_id, populate_existing=True)
 
 
-async def renew_lease(
+async def claim_followers(
     session: AsyncSession,
-    order_id: str,
+    leader: Order,
+    worker_id: str,
+    now: datetime,
+    lease: timedelta,
+    room: int,
+) -> list[Order]:
+    """Pending orders compatible with `leader`, at most `room` images, running for `worker_id`.
+
+    Run it in a transaction of its own after the leader's claim has committed.
+    """
+    if room < 1:
+        return []
+    params: dict[str, Any] = {
+        "worker_id": worker_id,
+        "lease_until": now + lease,
+        "now": now,
+        "room": room,
+        "model": leader.model,
+        "width": leader.width,
+        "height": leader.height,
+        "steps": leader.steps,
+        "guidance": leader.guidance,
+        "acceleration": leader.acceleration,
+        "frames": leader.frames or 0,
+        "output_format": leader.output_format,
+        "with_reference": reference_key(leader) is not None,
+        "strength": strength(leader),
+        "default_strength": DEFAULT_STRENGTH,
+    }
+    if is_postgresql(session):
+        ids = list((await session.scalars(CLAIM_FOLLOWERS_POSTGRESQL, params)).all())
+    else:
+        rows = (await session.execute(CLAIM_FOLLOWERS_SQLITE, params)).all()
+        for row in rows:
+            await session.execute(TAKE_SLOT_SQLITE, {"account_id": row.account_id})
+        ids = [row.id for row in rows]
+    if not ids:
+        return []
+    orders = await session.scalars(
+        select(Order)
+        .where(Order.id.in_(ids))
+        .order_by(Order.priority.desc(), Order.created_at, Order.id)
+        .execution_options(populate_existing=True)
+    )
+    return list(orders)
+
+
+async def renew_leases(
+    session: AsyncSession,
+    order_ids: Sequence[str],
     worker_id: str,
     now: datetime,
     lease: timedelta,
     **progress: Any,
-) -> bool | None:
-    """Extend the lease (and record progress). None: the lease is lost; else cancel_requested."""
+) -> dict[str, bool]:
+    """Extend the leases (and record progress) of the orders `worker_id` still holds.
+
+    Returns each held order's cancel_requested; an order missing from it was lost.
+    """
+    if not order_ids:
+        return {}
     result = await session.execute(
         update(Order)
-        .where(Order.id == order_id, Order.worker_id == worker_id, Order.status == "running")
+        .where(
+            Order.id.in_(list(order_ids)),
+            Order.worker_id == worker_id,
+            Order.status == "running",
+        )
         .values(lease_until=now + lease, **progress)
-        .returning(Order.cancel_requested)
+        .returning(Order.id, Order.cancel_requested)
     )
-    row = result.first()
-    return None if row is None else bool(row[0])
+    return {row.id: bool(row.cancel_requested) for row in result}
 
 
 async def expired_leases(session: AsyncSession, now: datetime, limit: int = 100) -> list[Order]:
