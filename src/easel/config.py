@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     events_keepalive_interval: float = 15.0
     events_max_duration: float = 3600.0
 
+    # OpenAI Images: a request waits for its order (polling the database) up to the timeout.
+    openai_wait_timeout: float = 300.0
+    openai_wait_interval: float = 0.25
+    openai_max_user_chars: int = 256
+
     admin_email: str = "admin@localhost"
     admin_plan: str = "mega"
 

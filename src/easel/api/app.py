@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from easel import __version__
 from easel.api import errors
-from easel.api.dialects import kie, kirin, native, tasks
+from easel.api.dialects import kie, kirin, native, openai_images, tasks
 from easel.api.routes import events, files, health, webhooks
 from easel.api.state import AppState
 from easel.config import Settings, get_settings
@@ -39,9 +39,10 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             (kie.PREFIX, kie.error_response),
             (tasks.PREFIX, tasks.error_response),
             (kirin.PREFIX, kirin.error_response),
+            (openai_images.PREFIX, openai_images.error_response),
         ],
     )
-    for router in (native.router, kie.router, tasks.router, kirin.router):
+    for router in (native.router, kie.router, tasks.router, kirin.router, openai_images.router):
         app.include_router(router)
     app.include_router(events.router)
     app.include_router(webhooks.router)

@@ -1,0 +1,380 @@
+"""Seed 003, the OpenAI Images API: /v1/images/generations, /v1/images/edits and /v1/models.
+
+A request waits for its order (up to EASEL_OPENAI_WAIT_TIMEOUT) and answers as OpenAI does. Every
+error carries `x-should-retry: false`: the official SDK would otherwise resubmit, and pay again
+for, a request that timed out while its order goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import re
+from dataclasses import replace
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+
+from easel.api.deps import CurrentAccount, State
+from easel.api.dialects.common import resolve_model
+from easel.api.errors import explain_validation
+from easel.api.state import AppState
+from easel.catalog import Model
+from easel.config import Settings
+from easel.db.tables import Account, Order, Output
+from easel.errors import EaselError, InvalidRequest, NotFound, QuotaExceeded, Unauthorized
+from easel.orders.references import Reference, check_image
+from easel.orders.request import (
+    MAX_STEPS,
+    GenerationRequest,
+    build_request,
+    check_size,
+    size_for_aspect,
+)
+from easel.orders.submit import place_order
+from easel.orders.waiting import wait_until_final
+from easel.storage import Storage
+
+PREFIX = "/v1/"
+router = APIRouter(tags=["OpenAI Images (seed 003)"])
+log = logging.getLogger(__name__)
+
+DIALECT = "openai"
+# quality -> a multiple of the model's default denoising steps (the price does not change)
+QUALITY_STEPS = {"low": 0.5, "medium": 1.0, "standard": 1.0, "auto": 1.0, "high": 1.5, "hd": 1.5}
+# style -> words added to the prompt (the order records the prompt the model was given)
+STYLE_SUFFIXES = {"vivid": ", vivid colors, dramatic lighting, high contrast", "natural": ""}
+SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+FORM_FIELD_BYTES = 64 * 1024  # room for the text fields of an edit next to its files
+
+SEED_003_EXAMPLE: dict[str, Any] = {
+    "model": "qh-draw-x2-preview",
+    "prompt": "A futuristic city skyline at dusk, cyberpunk style, neon lights reflecting on "
+    "rain-slicked streets, cinematic quality",
+    "size": "1280x720",
+    "n": 1,
+}
+
+
+class WaitTimedOut(EaselError):
+    """The image was not ready within the wait timeout; the order goes on."""
+
+    status_code = 504
+    code = "timeout"
+
+
+class OrderFailed(EaselError):
+    """The order failed; its credits were refunded."""
+
+    status_code = 500
+    code = "generation_failed"
+
+
+class GenerationsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SEED_003_EXAMPLE]})
+
+    model: str | None = Field(default=None, description="Required: one of GET /v1/models")
+    prompt: str = Field(description="What to draw, at most 2,500 characters")
+    size: str | None = Field(
+        default=None, description="WIDTHxHEIGHT, e.g. 1280x720 (multiples of 8), or auto"
+    )
+    n: int | None = Field(default=None, description="Images, default 1")
+    response_format: Literal["url", "b64_json"] | None = Field(default=None, description="url")
+    quality: Literal[tuple(QUALITY_STEPS)] | None = Field(  # type: ignore[valid-type]
+        default=None, description="low: half the model's steps; high / hd: 1.5 times"
+    )
+    style: Literal["vivid", "natural"] | None = Field(
+        default=None, description="vivid adds color and lighting words to the prompt"
+    )
+    output_format: str | None = Field(default=None, description="png (default), jpeg or webp")
+    user: str | None = Field(default=None, description="Your end user's id, recorded")
+    negative_prompt: str | None = Field(default=None, description="Easel extra")
+    seed: int | None = Field(default=None, description="Easel extra: image k gets seed + k")
+
+
+class EditFields(GenerationsBody):
+    """The text fields of an edit; the files come as `image` (or `image[]`) and `mask`."""
+
+    strength: float | None = Field(
+        default=None, gt=0, le=1, description="Easel extra: how far from the image (0.8)"
+    )
+
+
+def error_response(exc: EaselError) -> JSONResponse:
+    status = {422: 400, 402: 429}.get(exc.status_code, exc.status_code)
+    code: str | None = exc.code
+    if isinstance(exc, Unauthorized):
+        kind, code = "invalid_request_error", "invalid_api_key"
+    elif isinstance(exc, QuotaExceeded):
+        kind = code = "insufficient_quota"
+    elif isinstance(exc, WaitTimedOut):
+        kind = "timeout"
+    elif status >= 500:
+        kind = "server_error"
+    else:
+        kind = "invalid_request_error"
+    error = {"message": exc.message, "type": kind, "param": exc.param, "code": code}
+    return JSONResponse({"error": error}, status_code=status, headers={"x-should-retry": "false"})
+
+
+def parse_size(settings: Settings, value: str | None, default: tuple[int, int]) -> tuple[int, int]:
+    if value is None or value == "auto":
+        return default
+    match = SIZE.match(value)
+    if match is None:
+        raise InvalidRequest(
+            f"size must be WIDTHxHEIGHT such as 1024x1024 or 1280x720, or auto; got {value!r}",
+            param="size",
+        )
+    width, height = int(match.group(1)), int(match.group(2))
+    try:
+        check_size(settings, width, height)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"size {value}: {exc.message}", param="size") from None
+    return width, height
+
+
+def steps_for(model: Model, quality: str | None) -> int:
+    return min(MAX_STEPS, max(1, round(model.steps * QUALITY_STEPS[quality or "auto"])))
+
+
+def to_request(
+    state: AppState,
+    body: GenerationsBody,
+    *,
+    auto_size: tuple[int, int] | None = None,
+    idempotency_key: str | None = None,
+    body_hash: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> GenerationRequest:
+    catalog, settings = state.catalog, state.settings
+    model = model_for(state, body.model)
+    width, height = parse_size(settings, body.size, auto_size or (model.width, model.height))
+    if body.user is not None and len(body.user) > settings.openai_max_user_chars:
+        raise InvalidRequest(
+            f"user is longer than {settings.openai_max_user_chars} characters", param="user"
+        )
+    asked = body.model_dump(include={"user", "quality", "style", "response_format"})
+    req = build_request(
+        settings,
+        dialect=DIALECT,
+        model=model,
+        model_alias=str(body.model),
+        product=catalog.products["static_image"],
+        prompt=body.prompt,
+        negative_prompt=body.negative_prompt,
+        width=width,
+        height=height,
+        n=1 if body.n is None else body.n,
+        steps=steps_for(model, body.quality),
+        seed=body.seed,
+        output_format=body.output_format or "png",
+        idempotency_key=idempotency_key,
+        body=body.model_dump() | (body_hash or {}),
+        extra={k: v for k, v in asked.items() if v is not None} | (extra or {}),
+    )
+    suffix = STYLE_SUFFIXES[body.style] if body.style else ""
+    return replace(req, prompt=req.prompt + suffix) if suffix else req
+
+
+def model_for(state: AppState, name: str | None) -> Model:
+    if name is None:
+        accepted = ", ".join(state.catalog.accepted(DIALECT))
+        raise InvalidRequest(f"model is required; accepted: {accepted}", param="model")
+    return resolve_model(state.catalog, DIALECT, name, "model")
+
+
+async def generate_and_wait(
+    state: AppState, account: Account, req: GenerationRequest, response_format: str | None
+) -> dict[str, Any]:
+    settings = state.settings
+    order, _ = await place_order(state.db, state.catalog, settings, account, req, state.storage)
+    timeout = settings.openai_wait_timeout
+    done = await wait_until_final(state.db, order.id, timeout, settings.openai_wait_interval)
+    if done is None:
+        log.info("wait timed out", extra={"action": "openai_wait", "order_id": order.id})
+        raise WaitTimedOut(
+            f"the image was not ready within {timeout:g} s (EASEL_OPENAI_WAIT_TIMEOUT); order "
+            f"{order.id} goes on and was charged once: read it with "
+            f"GET {settings.base_url}/api/v1/status/{order.id} and the same key (or resend with "
+            "the same Idempotency-Key header to wait again without paying twice)"
+        )
+    order, outputs = done
+    if order.status != "completed":
+        failed = OrderFailed(
+            f"order {order.id} {order.status}: {order.error_message or 'no reason given'}; "
+            "its credits were refunded"
+        )
+        failed.code = order.error_code or order.status
+        raise failed
+    return await images_response(order, outputs, state.storage, response_format or "url")
+
+
+async def images_response(
+    order: Order, outputs: list[Output], storage: Storage, response_format: str
+) -> dict[str, Any]:
+    if order.outputs_swept:  # an idempotent replay of an old order
+        raise NotFound(f"the images of order {order.id} expired and were deleted")
+    data: list[dict[str, Any]] = []
+    for output in outputs:
+        if response_format == "b64_json":
+            raw = await asyncio.to_thread(storage.get, output.storage_key)
+            item = {"b64_json": base64.b64encode(raw).decode("ascii")}
+        else:
+            item = {"url": storage.url(output.storage_key)}
+        if order.enhanced_prompt:
+            item["revised_prompt"] = order.enhanced_prompt
+        data.append(item)
+    finished = order.completed_at or order.created_at
+    return {"created": int(finished.timestamp()), "data": data}
+
+
+@router.post("/v1/images/generations", summary="Create images (waits for them)")
+async def generations(
+    body: GenerationsBody,
+    account: CurrentAccount,
+    state: State,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Any:
+    req = to_request(state, body, idempotency_key=idempotency_key)
+    return await generate_and_wait(state, account, req, body.response_format)
+
+
+EDITS_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image", "prompt"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "mask": {"type": "string", "format": "binary"},
+                        **EditFields.model_json_schema()["properties"],
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+async def read_form(request: Request, settings: Settings) -> FormData:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise InvalidRequest(
+            "send the edit as multipart/form-data with the picture in the file field `image`",
+            param="image",
+        )
+    files = settings.max_reference_images + 1  # the images and a mask
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > files * settings.reference_max_bytes + 1024**2:
+        raise InvalidRequest(
+            f"the upload is {declared} bytes; send at most {settings.max_reference_images} "
+            f"image(s) and a mask of at most {settings.reference_max_bytes} bytes each",
+            param="image",
+        )
+    try:
+        return await request.form(max_files=files, max_part_size=FORM_FIELD_BYTES)
+    except HTTPException as exc:
+        raise InvalidRequest(f"the multipart body was refused: {exc.detail}") from None
+
+
+async def read_image(settings: Settings, upload: UploadFile, param: str) -> Reference:
+    data = await upload.read(settings.reference_max_bytes + 1)
+    return await asyncio.to_thread(check_image, settings, data, param)
+
+
+def parse_fields(fields: dict[str, Any]) -> EditFields:
+    for name, value in fields.items():
+        if name in EditFields.model_fields and not isinstance(value, str):
+            raise InvalidRequest(f"{name} must be a text field, not a file", param=name)
+    try:
+        return EditFields.model_validate(fields)
+    except ValidationError as exc:
+        raise explain_validation(RequestValidationError(exc.errors())) from None
+
+
+@router.post(
+    "/v1/images/edits", summary="Image-to-image (waits for the images)", openapi_extra=EDITS_OPENAPI
+)
+async def edits(
+    request: Request,
+    account: CurrentAccount,
+    state: State,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Any:
+    form = await read_form(request, state.settings)
+    try:
+        req, response_format = await edit_request(state, form, idempotency_key)
+    finally:
+        await form.close()
+    return await generate_and_wait(state, account, req, response_format)
+
+
+async def edit_request(
+    state: AppState, form: FormData, idempotency_key: str | None
+) -> tuple[GenerationRequest, str | None]:
+    settings = state.settings
+    files = ("image", "image[]", "mask")
+    body = parse_fields({k: v for k, v in form.multi_items() if k not in files})
+    model = model_for(state, body.model)
+    images = form.getlist("image") + form.getlist("image[]")
+    uploads = [i for i in images if isinstance(i, UploadFile)]
+    if not images or len(uploads) < len(images):
+        raise InvalidRequest(
+            "image is required as a file upload (PNG, JPEG or WebP) in the field `image`",
+            param="image",
+        )
+    limit = settings.max_reference_images
+    if len(images) > limit:
+        raise InvalidRequest(
+            f"image takes at most {limit} image(s), got {len(images)}; send fewer", param="image"
+        )
+    reference = await read_image(settings, uploads[0], "image")
+    extra: dict[str, Any] = {}
+    mask = form.get("mask")
+    if isinstance(mask, UploadFile):  # checked and recorded; inpainting does not use it yet
+        checked = await read_image(settings, mask, "mask")
+        extra["mask"] = {
+            "width": checked.width,
+            "height": checked.height,
+            "bytes": len(checked.data),
+        }
+    elif mask is not None:
+        raise InvalidRequest("mask must be a file upload (PNG)", param="mask")
+    req = to_request(
+        state,
+        body,
+        auto_size=size_for_aspect(model, f"{reference.width}:{reference.height}", "size"),
+        idempotency_key=idempotency_key,
+        body_hash={"image_sha256": hashlib.sha256(reference.data).hexdigest()},
+        extra=extra,
+    )
+    strength = body.strength or settings.default_strength
+    return replace(req, reference=reference, strength=strength), body.response_format
+
+
+def model_card(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "easel"}
+
+
+@router.get("/v1/models", summary="The image models this API accepts")
+async def models(account: CurrentAccount, state: State) -> Any:
+    return {"object": "list", "data": [model_card(n) for n in state.catalog.accepted(DIALECT)]}
+
+
+@router.get("/v1/models/{model}", summary="One image model")
+async def one_model(model: str, account: CurrentAccount, state: State) -> Any:
+    accepted = state.catalog.accepted(DIALECT)
+    if model not in accepted:
+        raise NotFound(f"no model {model!r}; accepted: {', '.join(accepted)}", param="model")
+    return model_card(model)
