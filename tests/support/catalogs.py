@@ -11,3 +11,8 @@ def tiny_catalog(path: Path, model_dir: Path | str, steps: int = 2, extra: str =
     text = "".join(f'[models.{m}]\nsource = "{model_dir}"\nsteps = {steps}\n' for m in SDXL_MODELS)
     path.write_text(text + extra)
     return path
+
+
+def animatediff_table(adapter: Path | str, base: Path | str, steps: int = 2) -> str:
+    """`[models.animatediff]` on local adapter and base folders, for `tiny_catalog(extra=...)`."""
+    return f'[models.animatediff]\nsource = "{adapter}"\nbase = "{base}"\nsteps = {steps}\n'

@@ -37,35 +37,48 @@ def pick_dtype(device: str) -> Any:
     return torch.float32
 
 
-def _how_to_provide(model: Model) -> str:
+def _how_to_provide(model: Model, field: str = "source") -> str:
     return (
-        f"download it on this machine (`huggingface-cli download {model.source}`) or point "
-        f"the model at a local diffusers folder or .safetensors file in the operator catalog "
-        f'(EASEL_CATALOG: [models.{model.id}] source = "/path/to/weights")'
+        f"download it on this machine (`huggingface-cli download {getattr(model, field)}`) "
+        f"or point the model at a local diffusers folder or .safetensors file in the operator "
+        f'catalog (EASEL_CATALOG: [models.{model.id}] {field} = "/path/to/weights")'
     )
 
 
-def load_pipeline(pipeline_cls: Any, model: Model, device: str) -> Any:
-    """Load `model.source` with `pipeline_cls`; ModelUnavailable says how to fix a failure."""
-    source = model.source
+def load_pipeline(
+    pipeline_cls: Any,
+    model: Model,
+    device: str,
+    *,
+    field: str = "source",
+    part: str = "",
+    **components: Any,
+) -> Any:
+    """Load the model's `field` (a catalog key naming weights) with `pipeline_cls`.
+
+    `part` names what is loaded in messages (e.g. "motion adapter"); `components` go to
+    `from_pretrained` / `from_single_file`. ModelUnavailable says how to fix a failure.
+    """
+    source = str(getattr(model, field) or "")
+    what = f"model {model.id!r}" + (f" {part}" if part else "")
     path = Path(source).expanduser()
     dtype = pick_dtype(device)
     looks_local = source.startswith(("/", "./", "../", "~")) or path.exists()
     try:
         if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
-            kwargs: dict[str, Any] = {"dtype": dtype}
-            if model.config:
+            kwargs: dict[str, Any] = {"dtype": dtype, **components}
+            if model.config and field == "source":
                 kwargs["config"] = model.config
             pipe = pipeline_cls.from_single_file(str(path), **kwargs)
         elif path.is_dir():
-            pipe = pipeline_cls.from_pretrained(str(path), dtype=dtype)
+            pipe = pipeline_cls.from_pretrained(str(path), dtype=dtype, **components)
         elif looks_local:
             raise ModelUnavailable(
-                f"model {model.id!r}: source {source} does not exist; " + _how_to_provide(model)
+                f"{what}: {field} {source} does not exist; " + _how_to_provide(model, field)
             )
         else:
-            kwargs = {"dtype": dtype}
-            if model.variant:
+            kwargs = {"dtype": dtype, **components}
+            if model.variant and field == "source":
                 kwargs["variant"] = model.variant
             pipe = pipeline_cls.from_pretrained(source, **kwargs)
         pipe.to(device)
@@ -82,9 +95,10 @@ def load_pipeline(pipeline_cls: Any, model: Model, device: str) -> Any:
             )
         detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise ModelUnavailable(
-            f"model {model.id!r} could not be loaded from {source!r} ({why}: {detail}); "
-            + _how_to_provide(model)
+            f"{what} could not be loaded from {source!r} ({why}: {detail}); "
+            + _how_to_provide(model, field)
         ) from exc
-    pipe.set_progress_bar_config(disable=True)
+    if hasattr(pipe, "set_progress_bar_config"):  # a pipeline, not a single model
+        pipe.set_progress_bar_config(disable=True)
     log.info("model loaded", extra={"action": "load", "model": model.id, "device": device})
     return pipe

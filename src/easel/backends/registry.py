@@ -9,6 +9,7 @@ from easel.backends.base import Backend
 FAMILIES: dict[str, str] = {
     "sdxl": "easel.backends.sdxl:SDXLBackend",
     "sdxl-turbo": "easel.backends.sdxl:SDXLBackend",
+    "animatediff": "easel.backends.animatediff:AnimateDiffBackend",
 }
 
 

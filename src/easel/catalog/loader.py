@@ -58,6 +58,8 @@ class Model:
     credits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ACCELERATIONS, 1))
     config: str | None = None  # component configs for a single-file checkpoint
     variant: str | None = None
+    base: str | None = None  # animatediff: the SD 1.5 model its motion adapter animates
+    fps: int = 8  # animations: frames per second of the exported clip
 
     def render_prompt(self, prompt: str) -> str:
         return self.prompt_template.replace("{prompt}", prompt)
@@ -124,6 +126,13 @@ def _check(catalog: Catalog) -> None:
                     f"name {name!r} is used by models {seen[name]!r} and {model.id!r}"
                 )
             seen[name] = model.id
+        if model.family == "animatediff" and not model.base:
+            raise CatalogError(
+                f"models.{model.id}: family animatediff needs `base`, the Stable Diffusion 1.5 "
+                'model its motion adapter animates (e.g. base = "emilianJR/epiCRealism")'
+            )
+        if model.fps < 1:
+            raise CatalogError(f"models.{model.id}.fps must be at least 1, got {model.fps}")
         missing = [a for a in ACCELERATIONS if a not in model.credits]
         if missing:
             raise CatalogError(f"models.{model.id}.credits lacks {missing}")

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from easel.backends.base import ANIMATION_FORMATS
 from easel.catalog import Model, Product
 from easel.catalog.loader import ACCELERATIONS
 from easel.config import Settings
@@ -160,9 +161,13 @@ def build_request(
             f"acceleration must be one of {', '.join(ACCELERATIONS)}, got {acceleration!r}",
             param="acceleration",
         )
-    if output_format not in IMAGE_FORMATS:
+    formats = ANIMATION_FORMATS if product.is_animation else IMAGE_FORMATS
+    if product.is_animation and output_format == IMAGE_FORMATS[0]:
+        output_format = ANIMATION_FORMATS[0]  # the image default: the client did not choose
+    if output_format not in formats:
+        kind = " for an animation" if product.is_animation else ""
         raise InvalidRequest(
-            f"output_format must be one of {', '.join(IMAGE_FORMATS)}, got {output_format!r}",
+            f"output_format must be one of {', '.join(formats)}{kind}, got {output_format!r}",
             param="output_format",
         )
     if (
