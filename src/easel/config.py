@@ -85,6 +85,18 @@ class Settings(BaseSettings):
     openai_wait_interval: float = 0.25
     openai_max_user_chars: int = 256
 
+    # Speedups applied to a pipeline after it loads (backends/speedups.py); each can be turned off.
+    # Compiling costs minutes per model and again per new batch or image size: off by default.
+    compile: bool = False
+    compile_mode: Literal[
+        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = "max-autotune-no-cudagraphs"  # reduce-overhead / max-autotune add CUDA graphs
+    channels_last: bool = True  # UNet and VAE convolutions in NHWC layout
+    fuse_qkv: bool = True  # one projection matrix for attention's query, key and value
+    sdpa: bool = True  # attention through torch's scaled_dot_product_attention
+    vae_upcast: Literal["auto", "always", "off"] = "auto"  # auto: float16 VAEs that overflow
+    vae_fp16_fix: str = ""  # local AutoencoderKL folder with fp16-safe weights (SDXL's fp16-fix)
+
     admin_email: str = "admin@localhost"
     admin_plan: str = "mega"
 
