@@ -84,3 +84,17 @@ def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.tiny_models import build_tiny_sdxl
 
     return build_tiny_sdxl(tmp_path_factory.mktemp("models") / "tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_zimage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.support.tiny_zimage import build_tiny_zimage
+
+    return build_tiny_zimage(tmp_path_factory.mktemp("models") / "tiny-zimage")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.support.tiny_qwen_image import build_tiny_qwen_image
+
+    return build_tiny_qwen_image(tmp_path_factory.mktemp("models") / "tiny-qwen-image")

@@ -90,7 +90,6 @@ async def test_free_plan_has_no_api_access(settings: Settings) -> None:
         ({"output_format": "bmp"}, 422, "output_format must be one of png, jpeg, webp"),
         ({"product_type": "batch_4"}, 403, "at most 3 images per order"),
         ({"product_type": "animation_16f"}, 403, "does not include animation"),
-        ({"style": "zimage"}, 422, "needs the z-image backend"),
     ],
 )
 async def test_bad_requests_are_refused_and_nothing_is_charged(

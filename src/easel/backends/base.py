@@ -115,7 +115,8 @@ def encode_image(
         image.save(buf, format="PNG", pnginfo=info)
     else:
         exif = Image.Exif()
-        exif[0x010E] = text  # ImageDescription
+        # ImageDescription is ASCII-only: escape non-ASCII (a Chinese prompt) inside the JSON.
+        exif[0x010E] = json.dumps({**metadata, "seed": seed}, ensure_ascii=True)
         image.convert("RGB").save(buf, format=fmt.upper(), exif=exif.tobytes(), quality=92)
     return GeneratedImage(
         data=buf.getvalue(),

@@ -10,6 +10,8 @@ FAMILIES: dict[str, str] = {
     "sdxl": "easel.backends.sdxl:SDXLBackend",
     "sdxl-turbo": "easel.backends.sdxl:SDXLBackend",
     "animatediff": "easel.backends.animatediff:AnimateDiffBackend",
+    "z-image": "easel.backends.zimage:ZImageBackend",
+    "qwen-image": "easel.backends.qwen_image:QwenImageBackend",
 }
 
 

@@ -1,0 +1,213 @@
+"""What every diffusers image family shares: one pipeline call per Job, text- or image-to-image.
+
+A family file subclasses `DiffusersBackend`, names its two diffusers pipeline classes and, where
+its pipeline takes guidance differently, overrides `guidance_kwargs`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any, ClassVar
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from easel.backends.base import (
+    Backend,
+    GeneratedImage,
+    ImageSpec,
+    Job,
+    ProgressFn,
+    encode_image,
+)
+from easel.backends.loading import load_pipeline
+from easel.backends.numerics import checked_images
+from easel.catalog import Model
+
+# Catalog scheduler name -> diffusers class and the options it is built with.
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+}
+# Longest schedule image-to-image may stretch to so a small strength still runs one step.
+MAX_SCHEDULE = 1000
+
+
+def make_scheduler(default: Any, name: str | None) -> Any:
+    """The scheduler a job names, configured like the pipeline's own; `default` for None."""
+    if name is None:
+        return default
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; known: {sorted(SCHEDULERS)}")
+    import diffusers
+
+    cls_name, options = SCHEDULERS[name]
+    return getattr(diffusers, cls_name).from_config(default.config, **options)
+
+
+def fit_reference(data: bytes, width: int, height: int) -> Image.Image:
+    """Decode a reference image and scale and center-crop it to exactly width x height."""
+    try:
+        decoded = Image.open(io.BytesIO(data))
+        decoded.load()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"the reference image cannot be decoded: {exc}") from exc
+    image = ImageOps.exif_transpose(decoded).convert("RGB")
+    return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
+
+
+def references(job: Job, width: int, height: int) -> list[Image.Image] | None:
+    """Every output's fitted reference, or None for text-to-image."""
+    given = [spec.reference for spec in job.images]
+    if all(data is None for data in given):
+        return None
+    if any(data is None for data in given):
+        raise ValueError(
+            "a job mixes image-to-image and text-to-image outputs; batch them separately"
+        )
+    return [fit_reference(data, width, height) for data in given if data is not None]
+
+
+def schedule_length(steps: int, strength: float) -> int:
+    """Steps to schedule so that image-to-image at `strength` runs at least one of them.
+
+    The pipelines run about steps x strength steps and refuse to run none.
+    """
+    length = max(steps, math.ceil(1 / strength))
+    while int(length * strength) < 1:
+        length += 1
+    return length
+
+
+def generators(job: Job) -> list[Any]:
+    """One CPU generator per output, seeded with its seed: the same on every device."""
+    import torch
+
+    return [torch.Generator("cpu").manual_seed(seed) for seed in job.seeds]
+
+
+def step_callback(progress: ProgressFn) -> Any:
+    """A `callback_on_step_end` reporting step k of the pipeline's own step count."""
+
+    def on_step_end(pipe: Any, step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        progress(step + 1, pipe.num_timesteps)
+        return kwargs
+
+    return on_step_end
+
+
+def metadata(model: Model, job: Job, spec: ImageSpec) -> dict[str, Any]:
+    """The generation parameters embedded in each output file (the seed is added on encoding)."""
+    meta: dict[str, Any] = {
+        "model": model.id,
+        "prompt": spec.prompt,
+        "negative_prompt": spec.negative_prompt,
+        "steps": job.steps,
+        "guidance": job.guidance,
+        "width": job.width,
+        "height": job.height,
+    }
+    if job.scheduler is not None:
+        meta["scheduler"] = job.scheduler
+    if spec.reference is not None:
+        meta["strength"] = job.strength
+    return meta
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def crop_center(image: Image.Image, width: int, height: int) -> Image.Image:
+    if image.size == (width, height):
+        return image
+    left, top = (image.width - width) // 2, (image.height - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+class DiffusersBackend(Backend):
+    """A diffusers text-to-image pipeline plus its image-to-image twin on the same weights."""
+
+    text_to_image: ClassVar[str]  # diffusers pipeline class names
+    image_to_image: ClassVar[str]
+    # Sides the pipeline accepts are multiples of this; others are generated larger and cropped.
+    size_multiple: ClassVar[int] = 8
+    flow_matching: ClassVar[bool] = False
+    image_to_image_sized: ClassVar[bool] = True  # its img2img takes width and height
+
+    def __init__(self, model: Model, device: str) -> None:
+        super().__init__(model, device)
+        self.pipe: Any = None
+        self.img2img: Any = None
+        self.default_scheduler: Any = None
+
+    def load(self) -> None:
+        import diffusers
+
+        self.pipe = load_pipeline(getattr(diffusers, self.text_to_image), self.model, self.device)
+        # Shares every component: no second copy of the weights.
+        self.img2img = getattr(diffusers, self.image_to_image).from_pipe(self.pipe)
+        self.img2img.set_progress_bar_config(disable=True)
+        self.default_scheduler = self.pipe.scheduler
+
+    def unload(self) -> None:
+        self.pipe = self.img2img = self.default_scheduler = None
+
+    def guidance_kwargs(self, job: Job) -> dict[str, Any]:
+        """Prompts and guidance in this family's pipeline arguments."""
+        return {
+            "prompt": [spec.prompt for spec in job.images],
+            "negative_prompt": [spec.negative_prompt for spec in job.images],
+            "guidance_scale": job.guidance,
+        }
+
+    def generate(self, job: Job, progress: ProgressFn) -> list[GeneratedImage]:
+        import torch
+
+        if job.scheduler is not None and self.flow_matching:
+            raise ValueError(
+                f"{self.model.id} is a flow-matching model; scheduler {job.scheduler!r} cannot "
+                "drive it (only steps change for it)"
+            )
+        width = round_up(job.width, self.size_multiple)
+        height = round_up(job.height, self.size_multiple)
+        refs = references(job, width, height)
+        kwargs = self.guidance_kwargs(job)
+        if refs is None:
+            pipe = self.pipe
+            kwargs |= {"width": width, "height": height, "num_inference_steps": job.steps}
+        elif job.strength * MAX_SCHEDULE < 1:  # nothing to change: the reference is the answer
+            return self._encode(job, refs)
+        else:
+            pipe = self.img2img
+            kwargs |= {
+                "image": refs,
+                "strength": job.strength,
+                "num_inference_steps": schedule_length(job.steps, job.strength),
+            }
+            if self.image_to_image_sized:
+                kwargs |= {"width": width, "height": height}
+        pipe.scheduler = make_scheduler(self.default_scheduler, job.scheduler)
+        with torch.inference_mode():
+            result = pipe(
+                generator=generators(job),
+                callback_on_step_end=step_callback(progress),
+                output_type="np",  # checked for NaN / black before encoding
+                **kwargs,
+            )
+        return self._encode(job, checked_images(result.images, job.images))
+
+    def _encode(self, job: Job, images: list[Image.Image]) -> list[GeneratedImage]:
+        return [
+            encode_image(
+                crop_center(image, job.width, job.height),
+                job.output_format,
+                spec.seed,
+                metadata(self.model, job, spec),
+            )
+            for image, spec in zip(images, job.images, strict=True)
+        ]
