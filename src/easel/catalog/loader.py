@@ -9,6 +9,12 @@ from pathlib import Path
 from typing import Any
 
 ACCELERATIONS = ("none", "regular", "high")
+# Scheduler names an acceleration level may pick (backends/common.py maps them to diffusers).
+SCHEDULERS = ("euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "ddim")
+# Families sampled by flow matching: a discrete-time scheduler cannot drive them.
+FLOW_MATCHING_FAMILIES = ("z-image", "qwen-image")
+ACCELERATION_KEYS = ("steps", "scheduler")
+KEEP_SCHEDULER = "default"  # the pipeline's own scheduler (undoes a shipped choice)
 
 
 class CatalogError(ValueError):
@@ -58,11 +64,24 @@ class Model:
     credits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ACCELERATIONS, 1))
     config: str | None = None  # component configs for a single-file checkpoint
     variant: str | None = None
+    # level -> {steps = share of the steps kept (0-1], scheduler = name}; a level not listed
+    # changes nothing
+    acceleration: dict[str, dict[str, Any]] = field(default_factory=dict)
     base: str | None = None  # animatediff: the SD 1.5 model its motion adapter animates
     fps: int = 8  # animations: frames per second of the exported clip
 
     def render_prompt(self, prompt: str) -> str:
         return self.prompt_template.replace("{prompt}", prompt)
+
+    def plan_steps(self, acceleration: str, steps: int) -> int:
+        """The steps to run for `steps` asked at this acceleration level (at least 1)."""
+        share = self.acceleration.get(acceleration, {}).get("steps", 1)
+        return max(1, int(steps * share + 0.5))
+
+    def scheduler_for(self, acceleration: str) -> str | None:
+        """The scheduler this level names; None keeps the pipeline's own."""
+        name: str = self.acceleration.get(acceleration, {}).get("scheduler", KEEP_SCHEDULER)
+        return None if name == KEEP_SCHEDULER else name
 
 
 @dataclass(frozen=True)
@@ -117,6 +136,41 @@ def _build(kind: type[Any], key: str, raw: dict[str, Any]) -> Any:
         raise CatalogError(f"{key}: {exc}") from exc
 
 
+def _check_acceleration(model: Model) -> None:
+    where = f"models.{model.id}.acceleration"
+    if not isinstance(model.acceleration, dict):
+        raise CatalogError(f"{where} must be a table like {{ regular = {{ steps = 0.7 }} }}")
+    for level, plan in model.acceleration.items():
+        if level not in ACCELERATIONS:
+            raise CatalogError(f"{where}: unknown level {level!r}; known: {list(ACCELERATIONS)}")
+        if not isinstance(plan, dict):
+            raise CatalogError(f"{where}.{level} must be a table like {{ steps = 0.7 }}")
+        unknown = sorted(set(plan) - set(ACCELERATION_KEYS))
+        if unknown:
+            raise CatalogError(
+                f"{where}.{level}: unknown key(s) {unknown}; known: steps, scheduler"
+            )
+        share = plan.get("steps", 1)
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+            raise CatalogError(
+                f"{where}.{level}.steps is the share of the steps kept, above 0 and at most 1 "
+                f"(0.5 runs half), got {share!r}"
+            )
+        scheduler = plan.get("scheduler", KEEP_SCHEDULER)
+        if scheduler == KEEP_SCHEDULER:
+            continue
+        if scheduler not in SCHEDULERS:
+            raise CatalogError(
+                f"{where}.{level}.scheduler {scheduler!r} is unknown; known: "
+                f"{[KEEP_SCHEDULER, *SCHEDULERS]}"
+            )
+        if model.family in FLOW_MATCHING_FAMILIES:
+            raise CatalogError(
+                f"{where}.{level}.scheduler: {model.family} is a flow-matching model and cannot "
+                f"use {scheduler!r}; remove the scheduler (only steps change for this family)"
+            )
+
+
 def _check(catalog: Catalog) -> None:
     seen: dict[str, str] = {}
     for model in catalog.models.values():
@@ -133,6 +187,7 @@ def _check(catalog: Catalog) -> None:
             )
         if model.fps < 1:
             raise CatalogError(f"models.{model.id}.fps must be at least 1, got {model.fps}")
+        _check_acceleration(model)
         missing = [a for a in ACCELERATIONS if a not in model.credits]
         if missing:
             raise CatalogError(f"models.{model.id}.credits lacks {missing}")
