@@ -255,3 +255,23 @@ async def test_every_key_works_with_every_dialect_and_errors_keep_their_shape(
         for path, shaped in shapes.items():
             r = await client.post(path, content=b"{not json", headers=auth(key))
             assert r.status_code == 422 and shaped(r.json()), (path, r.text)
+
+
+async def test_openapi_groups_endpoints_by_dialect_with_the_seeds_examples(
+    settings: Settings,
+) -> None:
+    async with app_client(settings) as (client, _):
+        spec = (await client.get("/openapi.json")).json()
+    tags = {
+        path: op["tags"][0]
+        for path, ops in spec["paths"].items()
+        for op in ops.values()
+        if "tags" in op
+    }
+    assert tags["/api/v1/generate"] == "native (seed 000)"
+    assert tags["/api/v1/qwen/generate"] == "KIE Qwen Image (seed 001)"
+    assert tags["/api/v1/tasks/create"] == "task API (seed 002)"
+    assert tags["/kirin/v1/images/generations"] == "kirin (seed 004)"
+    schemas = spec["components"]["schemas"]
+    assert schemas["QwenGenerateBody"]["examples"] == [SEED_001_BODY]
+    assert schemas["CreateTaskBody"]["examples"] == [SEED_002_BODY]

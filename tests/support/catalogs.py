@@ -7,8 +7,14 @@ from pathlib import Path
 SDXL_MODELS = ("sdxl-general", "sdxl-realistic", "sdxl-anime", "sdxl-guofeng", "sdxl-turbo")
 
 
-def tiny_catalog(path: Path, model_dir: Path | str, steps: int = 2, extra: str = "") -> Path:
-    text = "".join(f'[models.{m}]\nsource = "{model_dir}"\nsteps = {steps}\n' for m in SDXL_MODELS)
+def tiny_catalog(
+    path: Path, model_dir: Path | str, steps: int = 2, extra: str = "", side: int | None = None
+) -> Path:
+    """`side`: every SDXL model's default width and height (aspect ratios scale from it)."""
+    size = f"width = {side}\nheight = {side}\n" if side else ""
+    text = "".join(
+        f'[models.{m}]\nsource = "{model_dir}"\nsteps = {steps}\n{size}' for m in SDXL_MODELS
+    )
     path.write_text(text + extra)
     return path
 

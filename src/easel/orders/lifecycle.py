@@ -13,7 +13,7 @@ from easel.accounts import ledger
 from easel.accounts.accounts import release_running_slot
 from easel.db.tables import Order, Output
 from easel.errors import Conflict, NotFound
-from easel.orders.payloads import webhook_payload
+from easel.orders.payloads import NOTIFY_ON_START, webhook_payload
 from easel.storage import Storage
 from easel.webhooks import outbox
 
@@ -61,6 +61,12 @@ async def _finish(
     if row is None:
         return None
     return await session.get(Order, order_id, populate_existing=True)
+
+
+def started(session: AsyncSession, order: Order, storage: Storage, now: datetime) -> None:
+    """In the claim's transaction: tell dialects whose callback reports every status change."""
+    if order.dialect in NOTIFY_ON_START:
+        outbox.enqueue(session, order, "order.started", webhook_payload(order, [], storage), now)
 
 
 async def complete(

@@ -29,14 +29,17 @@ def iso_seconds(moment: datetime | None) -> str | None:
     return iso(moment.replace(microsecond=0)) if moment else None
 
 
-def never_started(order: Order) -> bool:
-    return order.status == "failed" and order.started_at is None
+def creation_failed(order: Order) -> bool:
+    """Seed 001's successFlag 3: no generation could be set up (no start, or no model)."""
+    return order.status == "failed" and (
+        order.started_at is None or order.error_code == "model_unavailable"
+    )
 
 
 def kie_record(order: Order, outputs: list[Output], storage: Storage) -> dict[str, Any]:
     """Seed 001's record-info body."""
     urls = output_urls(order, outputs, storage)
-    flag = 3 if never_started(order) else KIE_FLAGS[order.status]
+    flag = 3 if creation_failed(order) else KIE_FLAGS[order.status]
     body: dict[str, Any] = {
         "taskId": order.id,
         "model": order.model_alias,

@@ -25,7 +25,7 @@ async def own_order(
         query = query.where(Order.dialect == dialect)
     order = await session.scalar(query)
     if order is None:
-        raise NotFound(f"no task {order_id} in this account" if dialect else f"no order {order_id}")
+        raise NotFound(f"no {'task' if dialect else 'order'} {order_id} in this account")
     return order
 
 

@@ -8,14 +8,14 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts import ledger
 from easel.api.deps import CurrentAccount, ReadSessionDep, SessionDep, State
+from easel.api.dialects.common import own_order, with_references
 from easel.catalog import Catalog
 from easel.clock import utcnow
 from easel.db.tables import Order
-from easel.errors import InvalidRequest, NotFound
+from easel.errors import InvalidRequest
 from easel.orders import lifecycle, queue
 from easel.orders.request import GenerationRequest, build_request
 from easel.orders.submit import place_order
@@ -53,7 +53,17 @@ class GenerateBody(BaseModel):
     seed: int | None = Field(default=None, description="Easel extra: reproducible output")
     steps: int | None = Field(default=None, description="Easel extra: denoising steps")
     guidance_scale: float | None = Field(default=None, description="Easel extra: CFG scale")
-    output_format: str = Field(default="png", description="Easel extra: png / jpeg / webp")
+    output_format: str = Field(
+        default="png",
+        description="Easel extra: png / jpeg / webp; animations mp4 (default) / gif / webp",
+    )
+    image: str | None = Field(
+        default=None,
+        description="Easel extra: reference image (URL, base64 or data URL) for image-to-image",
+    )
+    strength: float | None = Field(
+        default=None, description="Easel extra: image-to-image strength, (0, 1], default 0.8"
+    )
 
 
 def to_request(state: State, body: GenerateBody, idempotency_key: str | None) -> GenerationRequest:
@@ -100,6 +110,8 @@ async def generate(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     req = to_request(state, body, idempotency_key)
+    refs = [body.image] if body.image else []
+    req = await with_references(req, refs, "image", state, strength=body.strength)
     order, created = await place_order(
         state.db, state.catalog, state.settings, account, req, state.storage
     )
@@ -115,20 +127,11 @@ async def generate(
     return JSONResponse(content, headers={"Idempotent-Replayed": str(not created).lower()})
 
 
-async def _own_order(session: AsyncSession, account_id: str, order_id: str) -> Order:
-    order = await session.scalar(
-        select(Order).where(Order.id == order_id, Order.account_id == account_id)
-    )
-    if order is None:
-        raise NotFound(f"no order {order_id} in this account")
-    return order
-
-
 @router.get("/api/v1/status/{order_id}", summary="Query an order's status")
 async def status(
     order_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
 ) -> Any:
-    order = await _own_order(session, account.id, order_id)
+    order = await own_order(session, account.id, order_id)
     outputs = await lifecycle.get_outputs(session, order.id)
     position = await queue.queue_position(session, order) if order.status == "pending" else None
     return native_status(order, outputs, state.storage, position)
@@ -150,7 +153,7 @@ async def list_orders(
     if status:
         query = query.where(Order.status == status)
     if before:
-        anchor = await _own_order(session, account.id, before)
+        anchor = await own_order(session, account.id, before)
         query = query.where(
             (Order.created_at < anchor.created_at)
             | ((Order.created_at == anchor.created_at) & (Order.id < anchor.id))
