@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from easel.api.state import AppState
+from easel.catalog import Catalog
 from easel.config import Settings, get_settings
 from easel.errors import EaselError
 from easel.logging import setup_logging
@@ -114,18 +115,55 @@ def _exit_cleanly(signum: int, _frame: Any) -> None:
 
 
 @main.command()
-def worker() -> None:
-    """Claim and run orders until SIGTERM (the running order is finished first)."""
+@click.option(
+    "--models",
+    default="",
+    help="Comma-separated catalog models (ids, styles or aliases) this worker claims; "
+    "default: all.",
+)
+@click.option("--preload", is_flag=True, help="Load the --models before claiming any order.")
+def worker(models: str, preload: bool) -> None:
+    """Claim and run orders until SIGTERM (the running batch is finished first)."""
     from easel.worker.runner import Worker
 
+    if preload and not models.strip():
+        raise click.UsageError("--preload needs --models (the models to load)")
+
     async def _run(state: AppState) -> None:
+        served = resolve_models(state.catalog, models) if models.strip() else None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Worker(state.settings, state.catalog, state.db, state.storage).run(stop)
+        await Worker(
+            state.settings, state.catalog, state.db, state.storage, models=served, preload=preload
+        ).run(stop)
 
     run_with_state(_run)
+
+
+def resolve_models(catalog: Catalog, names: str) -> list[str]:
+    """Catalog ids for `--models` (ids, styles or aliases); a ClickException names the bad one."""
+    from easel.backends.registry import served_families
+
+    ids: list[str] = []
+    for name in (n.strip() for n in names.split(",")):
+        if not name:
+            continue
+        model = catalog.resolve(name)
+        if model is None:
+            known = ", ".join(sorted(catalog.models))
+            raise click.BadParameter(
+                f"no catalog model {name!r}; models: {known}", param_hint="--models"
+            )
+        if model.family not in served_families():
+            raise click.BadParameter(
+                f"{name!r} is a {model.family} model, which this worker has no backend for",
+                param_hint="--models",
+            )
+        if model.id not in ids:
+            ids.append(model.id)
+    return ids
 
 
 @main.group()

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     device: str = "auto"
     max_loaded_models: int = 2
     worker_stop_timeout: float = 600.0
+    max_batch_images: int = 8  # images one pipeline call may make for compatible orders
+    model_memory_gb: float = 0.0  # GiB of loaded models a worker keeps; 0: only the count cap
+    prefer_loaded_seconds: float = 60.0  # longest an order waits behind loaded-model orders
+    worker_heartbeat_seconds: float = 15.0  # `workers` table refresh; offline after 3 missed
+    workers_listed_seconds: float = 24 * 3600.0  # GET /api/v1/workers: seen within this
 
     # Outputs.
     url_ttl_seconds: int = 24 * 3600

@@ -15,8 +15,9 @@ from easel.worker.runner import Worker
 
 
 @asynccontextmanager
-async def running_worker(state: AppState) -> AsyncIterator[Worker]:
-    worker = Worker(state.settings, state.catalog, state.db, state.storage)
+async def running_worker(state: AppState, **options: Any) -> AsyncIterator[Worker]:
+    """`options`: Worker's keyword options (models, preload)."""
+    worker = Worker(state.settings, state.catalog, state.db, state.storage, **options)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from easel import __version__
 from easel.api import errors
 from easel.api.dialects import kie, kirin, native, openai_images, tasks
-from easel.api.routes import events, files, health, webhooks
+from easel.api.routes import events, files, health, webhooks, workers
 from easel.api.state import AppState
 from easel.config import Settings, get_settings
 
@@ -48,4 +48,5 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     app.include_router(webhooks.router)
     app.include_router(files.router)
     app.include_router(health.router)
+    app.include_router(workers.router)
     return app

@@ -208,3 +208,19 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Worker(Base):
+    """A worker process as it last reported itself (on start, heartbeat, model load and unload)."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    device: Mapped[str] = mapped_column(String(255))
+    loaded_models: Mapped[list[str]] = mapped_column(JSON, default=list)  # least recent first
+    loaded_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    served_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # None: all
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

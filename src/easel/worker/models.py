@@ -1,29 +1,54 @@
-"""Loaded pipelines held by one worker, least recently used unloaded first."""
+"""Loaded pipelines held by one worker within a memory budget, least recently used unloaded first.
+
+A model's size is measured when it loads: on CUDA the growth of `torch.cuda.memory_allocated`,
+elsewhere the bytes of the parameters and buffers of the torch modules the backend holds. Before
+loading a model the cache makes room for its size as last measured or, the first time, for its
+weight files on disk; after loading it evicts until the budget holds. A model larger than the
+whole budget still loads, alone.
+"""
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from easel.backends.base import Backend
 from easel.backends.registry import backend_class
 from easel.catalog import Model
+from easel.worker.memory import cuda_allocated, free_memory, oom_errors
 
 log = logging.getLogger(__name__)
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".gguf")
+
 
 class ModelCache:
-    def __init__(self, device: str, max_loaded: int) -> None:
+    def __init__(self, device: str, max_loaded: int, budget_bytes: int = 0) -> None:
+        """`budget_bytes` 0: no byte budget, only the `max_loaded` cap."""
         self.device = device
         self.max_loaded = max(1, max_loaded)
+        self.budget_bytes = budget_bytes
         self._loaded: OrderedDict[str, Backend] = OrderedDict()
+        self._sizes: dict[str, int] = {}  # last measured size per model id
         self._lock = threading.Lock()
 
     @property
     def loaded(self) -> list[str]:
-        return list(self._loaded)
+        """Model ids, least recently used first."""
+        with self._lock:
+            return list(self._loaded)
+
+    @property
+    def loaded_bytes(self) -> int:
+        with self._lock:
+            return sum(self._sizes.get(model_id, 0) for model_id in self._loaded)
+
+    def size_of(self, model_id: str) -> int | None:
+        return self._sizes.get(model_id)
 
     def get(self, model: Model) -> Backend:
         """The loaded backend for `model`, loading it (blocking) if needed."""
@@ -32,12 +57,99 @@ class ModelCache:
             if backend is not None and backend.model == model:
                 self._loaded.move_to_end(model.id)
                 return backend
-            while len(self._loaded) >= self.max_loaded:
-                old_id, old = self._loaded.popitem(last=False)
-                old.unload()
-                log.info("model unloaded", extra={"action": "unload", "model": old_id})
-            backend = backend_class(model.family)(model, self.device)
-            backend.load()
+            if backend is not None:  # the catalog entry changed: load it afresh
+                self._unload(model.id)
+            self._make_room(self._sizes.get(model.id) or weights_on_disk(model), keep=None)
+            backend = self._load(model)
             self._loaded[model.id] = backend
-        gc.collect()
+            self._make_room(0, keep=model.id)
+            return backend
+
+    def _load(self, model: Model) -> Backend:
+        backend = backend_class(model.family)(model, self.device)
+        before = cuda_allocated(self.device)
+        try:
+            backend.load()
+        except oom_errors() as exc:
+            if not self._loaded:
+                raise
+            log.warning(
+                "out of memory loading a model; unloading the others and retrying",
+                extra={"action": "load_oom", "model": model.id, "error": str(exc)[:200]},
+            )
+            backend.unload()
+            while self._loaded:
+                self._unload(next(iter(self._loaded)))
+            before = cuda_allocated(self.device)
+            backend.load()
+        after = cuda_allocated(self.device)
+        size = after - before if after > before else module_bytes(backend)
+        self._sizes[model.id] = size
+        log.info(
+            "model cached",
+            extra={"action": "cache", "model": model.id, "bytes": size, "device": self.device},
+        )
         return backend
+
+    def _make_room(self, incoming: int, keep: str | None) -> None:
+        """Unload least recently used models (never `keep`) until the cap and budget hold."""
+        slots = self.max_loaded - (0 if keep else 1)
+        while True:
+            others = [m for m in self._loaded if m != keep]
+            if not others:
+                return
+            used = incoming + sum(self._sizes.get(m, 0) for m in self._loaded)
+            over_budget = self.budget_bytes > 0 and used > self.budget_bytes
+            if len(self._loaded) <= slots and not over_budget:
+                return
+            self._unload(others[0])
+
+    def _unload(self, model_id: str) -> None:
+        backend = self._loaded.pop(model_id)
+        backend.unload()
+        del backend
+        free_memory()
+        log.info("model unloaded", extra={"action": "unload", "model": model_id})
+
+
+def module_bytes(backend: Backend) -> int:
+    """Bytes of the parameters and buffers of every torch module the backend holds."""
+    seen: set[int] = set()
+    total = 0
+    for module in _modules(vars(backend).values()):
+        for tensor in (*module.parameters(), *module.buffers()):
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def _modules(values: Any) -> Iterator[Any]:
+    """torch modules among `values`, looking one level into diffusers pipelines' components."""
+    try:
+        import torch
+    except ImportError:
+        return
+    for value in values:
+        if isinstance(value, torch.nn.Module):
+            yield value
+        components = getattr(value, "components", None)
+        if isinstance(components, dict):
+            yield from (c for c in components.values() if isinstance(c, torch.nn.Module))
+
+
+def weights_on_disk(model: Model) -> int:
+    """Bytes of a local model's weight files (0 when its source is not local)."""
+    path = Path(model.source).expanduser()
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        if path.is_dir():
+            return sum(
+                f.stat().st_size
+                for f in path.rglob("*")
+                if f.is_file() and f.suffix in WEIGHT_SUFFIXES
+            )
+    except OSError:
+        pass
+    return 0

@@ -1,0 +1,43 @@
+"""GET /api/v1/workers: the workers seen lately, their device and the models they hold.
+
+Any API key may read it (which models are warm tells a client what will start fastest).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter
+
+from easel.api.deps import CurrentAccount, ReadSessionDep, State
+from easel.clock import utcnow
+from easel.orders.views import iso
+from easel.worker.presence import is_online, list_workers
+
+router = APIRouter(tags=["workers"])
+
+
+@router.get("/api/v1/workers", summary="Workers, their devices and loaded models")
+async def workers(_account: CurrentAccount, session: ReadSessionDep, state: State) -> Any:
+    settings = state.settings
+    now = utcnow()
+    heartbeat = timedelta(seconds=settings.worker_heartbeat_seconds)
+    rows = await list_workers(session, now - timedelta(seconds=settings.workers_listed_seconds))
+    return {
+        "workers": [
+            {
+                "id": row.id,
+                "host": row.host,
+                "device": row.device,
+                "online": is_online(row, now, heartbeat),
+                "loaded_models": row.loaded_models,
+                "loaded_bytes": row.loaded_bytes,
+                "served_models": row.served_models,
+                "started_at": iso(row.started_at),
+                "last_seen": iso(row.last_seen),
+                "stopped_at": iso(row.stopped_at),
+            }
+            for row in rows
+        ]
+    }

@@ -1,0 +1,68 @@
+"""The `workers` table: each worker's own row, rewritten on start, heartbeat, load and unload."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from easel.db.tables import Worker
+
+
+@dataclass(frozen=True)
+class Presence:
+    worker_id: str
+    host: str
+    device: str
+    served_models: Sequence[str] | None  # None: every model of the catalog
+    started_at: datetime
+
+
+async def report(
+    session: AsyncSession,
+    presence: Presence,
+    loaded: Sequence[str],
+    loaded_bytes: int,
+    now: datetime,
+    *,
+    stopped: bool = False,
+) -> None:
+    """Write the worker's row (only the worker itself writes it)."""
+    row = await session.get(Worker, presence.worker_id, populate_existing=True)
+    if row is None:
+        row = Worker(id=presence.worker_id)
+        session.add(row)
+    row.host = presence.host
+    row.device = presence.device
+    row.served_models = None if presence.served_models is None else list(presence.served_models)
+    row.started_at = presence.started_at
+    row.loaded_models = list(loaded)
+    row.loaded_bytes = loaded_bytes
+    row.last_seen = now
+    row.stopped_at = now if stopped else None
+    await session.flush()
+
+
+async def list_workers(session: AsyncSession, seen_since: datetime) -> list[Worker]:
+    """Workers seen since `seen_since` (stopped ones included until then), by id."""
+    rows = await session.scalars(
+        select(Worker).where(Worker.last_seen >= seen_since).order_by(Worker.id)
+    )
+    return list(rows)
+
+
+def is_online(worker: Worker, now: datetime, heartbeat: timedelta) -> bool:
+    """Running and heard from within three heartbeats."""
+    return worker.stopped_at is None and worker.last_seen >= now - 3 * heartbeat
+
+
+def describe_device(device: str) -> str:
+    """`cuda (NVIDIA H100 80GB HBM3)`, or the device name alone."""
+    if not device.startswith("cuda"):
+        return device
+    import torch
+
+    return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
