@@ -164,6 +164,8 @@ class Worker:
                 loaded=self.models.loaded,
                 prefer_loaded_for=prefer,
             )
+            if leader is not None:
+                lifecycle.started(session, leader, self.storage, utcnow())
         if leader is None:
             return []
         room = self.settings.max_batch_images - leader.n
@@ -174,6 +176,8 @@ class Worker:
                     followers = await queue.claim_followers(
                         session, leader, self.worker_id, utcnow(), self.lease, room
                     )
+                    for order in followers:
+                        lifecycle.started(session, order, self.storage, utcnow())
             except (DBAPIError, OSError):
                 log.exception(
                     "claiming a batch failed; running the order alone",
