@@ -21,6 +21,7 @@ from easel.backends.base import (
     encode_image,
 )
 from easel.backends.loading import load_pipeline
+from easel.backends.numerics import checked_images
 from easel.catalog import Model
 
 # Catalog scheduler name -> diffusers class and the options it is built with.
@@ -195,10 +196,10 @@ class DiffusersBackend(Backend):
             result = pipe(
                 generator=generators(job),
                 callback_on_step_end=step_callback(progress),
-                output_type="pil",
+                output_type="np",  # checked for NaN / black before encoding
                 **kwargs,
             )
-        return self._encode(job, result.images)
+        return self._encode(job, checked_images(result.images, job.images))
 
     def _encode(self, job: Job, images: list[Image.Image]) -> list[GeneratedImage]:
         return [
