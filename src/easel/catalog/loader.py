@@ -69,6 +69,7 @@ class Model:
     acceleration: dict[str, dict[str, Any]] = field(default_factory=dict)
     base: str | None = None  # animatediff: the SD 1.5 model its motion adapter animates
     fps: int = 8  # animations: frames per second of the exported clip
+    max_images: int = 0  # the most images one order may ask of this model; 0: no model limit
 
     def render_prompt(self, prompt: str) -> str:
         return self.prompt_template.replace("{prompt}", prompt)
@@ -91,6 +92,9 @@ class Catalog:
     models: dict[str, Model]
     animation_model: str
     default_style: str
+    # dialect -> the model names it accepts (its model field's enum), e.g. tasks -> gpt-image-2
+    dialect_models: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    video_product: str = "animation_16f"  # what a video model of the task API makes
 
     def style(self, name: str) -> Model | None:
         for model in self.models.values():
@@ -106,6 +110,12 @@ class Catalog:
             if name in model.styles or name in model.aliases:
                 return model
         return None
+
+    def accepted(self, dialect: str) -> tuple[str, ...]:
+        """The model names a dialect accepts; every id, style and alias when not listed."""
+        if dialect in self.dialect_models:
+            return self.dialect_models[dialect]
+        return tuple(n for m in self.models.values() for n in (m.id, *m.styles, *m.aliases))
 
     @property
     def style_names(self) -> list[str]:
@@ -197,6 +207,12 @@ def _check(catalog: Catalog) -> None:
                 raise CatalogError(f"plans.{plan.id}.models names unknown model {model_id!r}")
     if catalog.animation_model not in catalog.models:
         raise CatalogError(f"animation_model {catalog.animation_model!r} is not a model")
+    if catalog.video_product not in catalog.products:
+        raise CatalogError(f"video_product {catalog.video_product!r} is not a product")
+    for dialect, names in catalog.dialect_models.items():
+        unknown = [n for n in names if catalog.resolve(n) is None]
+        if unknown:
+            raise CatalogError(f"dialects.{dialect} names unknown models {unknown}")
     if catalog.style(catalog.default_style) is None:
         raise CatalogError(f"default_style {catalog.default_style!r} is no model's style")
 
@@ -219,6 +235,8 @@ def load_catalog(path: Path | None = None) -> Catalog:
         models={k: _build(Model, f"models.{k}", v) for k, v in raw.get("models", {}).items()},
         animation_model=raw.get("animation_model", "animatediff"),
         default_style=raw.get("default_style", "general"),
+        dialect_models={k: tuple(v) for k, v in raw.get("dialects", {}).items()},
+        video_product=raw.get("video_product", "animation_16f"),
     )
     _check(catalog)
     return catalog

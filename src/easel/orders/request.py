@@ -16,11 +16,27 @@ from easel.catalog import Model, Product
 from easel.catalog.loader import ACCELERATIONS
 from easel.config import Settings
 from easel.errors import InvalidRequest
+from easel.orders.references import Reference
 
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 MAX_SEED = 2**32 - 1
 MAX_STEPS = 150
 MAX_GUIDANCE = 30.0
+SIZE_STEP = 64
+
+
+def size_for_aspect(model: Model, ratio: str, param: str = "aspect_ratio") -> tuple[int, int]:
+    """Width x height for "W:H" at about the model's default pixel count, sides multiples of 64."""
+    try:
+        w, h = (int(part) for part in ratio.split(":"))
+        if w <= 0 or h <= 0:
+            raise ValueError(ratio)
+    except ValueError:
+        raise InvalidRequest(f"{param} must look like 16:9, got {ratio!r}", param=param) from None
+    area = model.width * model.height
+    width = round((area * w / h) ** 0.5 / SIZE_STEP) * SIZE_STEP
+    height = round((area * h / w) ** 0.5 / SIZE_STEP) * SIZE_STEP
+    return max(width, SIZE_STEP), max(height, SIZE_STEP)
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,8 @@ class GenerationRequest:
     external_task_id: str | None
     request_hash: str
     extra: dict[str, Any]
+    reference: Reference | None = None  # image-to-image input, checked
+    strength: float | None = None
 
     @property
     def task_type(self) -> str:
@@ -144,6 +162,11 @@ def build_request(
     n = product.images if n is None else n
     if n < 1:
         raise InvalidRequest(f"n must be at least 1, got {n}", param="n")
+    if model.max_images and n > model.max_images:
+        raise InvalidRequest(
+            f"{model_alias} makes at most {model.max_images} image(s) per request, got n={n}",
+            param="n",
+        )
     steps = model.steps if steps is None else steps
     if not 1 <= steps <= MAX_STEPS:
         raise InvalidRequest(f"steps must be between 1 and {MAX_STEPS}, got {steps}", param="steps")

@@ -89,7 +89,7 @@ def build_job(model: Model, orders: Sequence[Order], references: Mapping[str, by
         output_format=leader.output_format,
         frames=leader.frames or 0,
         strength=strength(leader),
-        scheduler=None,
+        scheduler=model.scheduler_for(leader.acceleration),
         extra=dict(leader.extra or {}),
     )
 
