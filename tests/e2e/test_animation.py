@@ -22,7 +22,6 @@ from easel.config import Settings
 from easel.errors import ModelUnavailable
 from tests.support.app import app_client, auth, new_account
 from tests.support.catalogs import animatediff_table, tiny_catalog
-from tests.support.tiny_animatediff import build_tiny_animatediff
 from tests.support.worker import running_worker, wait_status
 
 pytestmark = pytest.mark.slow
@@ -40,8 +39,8 @@ def one_torch_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def tiny_parts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return build_tiny_animatediff(tmp_path_factory.mktemp("models") / "tiny-animatediff")
+def tiny_parts(tiny_animatediff: tuple[Path, Path]) -> tuple[Path, Path]:
+    return tiny_animatediff
 
 
 def catalog_model(tmp_path: Path, adapter: Path | str, base: Path | str) -> Model:

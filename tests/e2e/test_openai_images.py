@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from easel.api.state import AppState
 from easel.config import Settings
 from easel.db.tables import LedgerEntry, Order
-from tests.support.app import auth, free_port, new_account, running_server
+from tests.support.app import auth, new_account, serving
 from tests.support.catalogs import tiny_catalog
 from tests.support.worker import running_worker, wait_status
 
@@ -65,17 +65,10 @@ ACCEPTED = ["qh-draw-x2-preview", "dall-e-3", "one-at-a-time", "broken-model"]
 async def served(
     settings: Settings, tmp_path: Path, model_dir: Path, **update: object
 ) -> AsyncIterator[tuple[AppState, str]]:
-    """A real server on loopback and the test's own handle on the same database and store."""
     extra = EXTRA.format(model_dir=model_dir)
     catalog = tiny_catalog(tmp_path / "catalog.toml", model_dir, side=256, extra=extra)
-    update = {"catalog": catalog, "host": "127.0.0.1", "port": free_port(), **update}
-    settings = settings.model_copy(update=update)
-    state = AppState.build(settings)
-    try:
-        with running_server(settings) as base:
-            yield state, base
-    finally:
-        await state.db.dispose()
+    async with serving(settings.model_copy(update={"catalog": catalog, **update})) as served:
+        yield served
 
 
 # The SDK sends through httpx2 (its own httpx); these clients also count what it sends.

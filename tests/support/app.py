@@ -58,6 +58,19 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[AppState, str]]:
+    """A real server on a free loopback port, and the test's own handle on its database and
+    store (for a worker on the test's loop, and for looking behind the API)."""
+    settings = settings.model_copy(update={"host": "127.0.0.1", "port": free_port()})
+    state = AppState.build(settings)
+    try:
+        with running_server(settings) as base:
+            yield state, base
+    finally:
+        await state.db.dispose()
+
+
 @contextmanager
 def running_server(settings: Settings) -> Iterator[str]:
     """A real uvicorn server for `settings` on 127.0.0.1:settings.port, in a thread."""
