@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from PIL import Image
+
 from easel.backends.base import (
     ANIMATION_FORMATS,
     Backend,
@@ -16,7 +18,9 @@ from easel.backends.base import (
     ProgressFn,
 )
 from easel.backends.loading import load_pipeline
+from easel.backends.numerics import check_outputs, to_uint8
 from easel.backends.video import encode_animation
+from easel.config import Settings
 
 CONTEXT_FRAMES = 16  # SD 1.5 motion adapters are trained on 16-frame clips
 CONTEXT_STRIDE = 4  # frames between the starts of overlapping context windows
@@ -25,8 +29,8 @@ CONTEXT_STRIDE = 4  # frames between the starts of overlapping context windows
 class AnimateDiffBackend(Backend):
     family = "animatediff"
 
-    def __init__(self, model: Any, device: str) -> None:
-        super().__init__(model, device)
+    def __init__(self, model: Any, device: str, settings: Settings | None = None) -> None:
+        super().__init__(model, device, settings)
         self.pipe: Any = None
 
     def load(self) -> None:
@@ -49,6 +53,7 @@ class AnimateDiffBackend(Backend):
             timestep_spacing="linspace",
             steps_offset=1,
         )
+        self.speed_up(pipe)
         self.pipe = pipe
 
     def unload(self) -> None:
@@ -103,9 +108,11 @@ class AnimateDiffBackend(Backend):
                     guidance_scale=job.guidance,
                     generator=torch.Generator("cpu").manual_seed(spec.seed),
                     callback_on_step_end=on_step_end,
-                    output_type="pil",
+                    output_type="np",
                 )
-            frames = result.frames[0]
+            clip = result.frames[0]  # (frames, H, W, C) floats in [0, 1]
+            check_outputs([clip], [spec])  # the clip as a whole: a fade to black is fine
+            frames = [Image.fromarray(to_uint8(frame)) for frame in clip]
             if len(frames) != job.frames:
                 raise RuntimeError(f"the pipeline made {len(frames)} frames, not {job.frames}")
             clips.append(

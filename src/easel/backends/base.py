@@ -12,6 +12,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from easel.catalog import Model
+from easel.config import Settings
 
 # Called after each denoising step with (step, total); raises `Canceled` to stop the run.
 ProgressFn = Callable[[int, int], None]
@@ -84,9 +85,18 @@ class Backend(ABC):
 
     family: str
 
-    def __init__(self, model: Model, device: str) -> None:
+    def __init__(self, model: Model, device: str, settings: Settings | None = None) -> None:
+        """`settings`: the worker's, for its speedups (None: the pipeline as diffusers loads it)."""
         self.model = model
         self.device = device
+        self.settings = settings
+
+    def speed_up(self, pipe: Any) -> None:
+        """The worker's speedups (speedups.py), applied in place after loading."""
+        if self.settings is not None:
+            from easel.backends.speedups import apply_speedups
+
+            apply_speedups(pipe, self.settings, self.device)
 
     @abstractmethod
     def load(self) -> None:

@@ -23,6 +23,7 @@ from easel.backends.base import (
 from easel.backends.loading import load_pipeline
 from easel.backends.numerics import checked_images
 from easel.catalog import Model
+from easel.config import Settings
 
 # Catalog scheduler name -> diffusers class and the options it is built with.
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -139,8 +140,8 @@ class DiffusersBackend(Backend):
     flow_matching: ClassVar[bool] = False
     image_to_image_sized: ClassVar[bool] = True  # its img2img takes width and height
 
-    def __init__(self, model: Model, device: str) -> None:
-        super().__init__(model, device)
+    def __init__(self, model: Model, device: str, settings: Settings | None = None) -> None:
+        super().__init__(model, device, settings)
         self.pipe: Any = None
         self.img2img: Any = None
         self.default_scheduler: Any = None
@@ -149,6 +150,7 @@ class DiffusersBackend(Backend):
         import diffusers
 
         self.pipe = load_pipeline(getattr(diffusers, self.text_to_image), self.model, self.device)
+        self.speed_up(self.pipe)
         # Shares every component: no second copy of the weights.
         self.img2img = getattr(diffusers, self.image_to_image).from_pipe(self.pipe)
         self.img2img.set_progress_bar_config(disable=True)

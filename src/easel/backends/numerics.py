@@ -47,9 +47,9 @@ def checked_images(decoded: Any, specs: Sequence[ImageSpec]) -> list[Image.Image
     after `check_outputs`."""
     arrays = [np.asarray(image) for image in decoded]
     check_outputs(arrays, specs)
-    return [Image.fromarray(_to_uint8(array)) for array in arrays]
+    return [Image.fromarray(to_uint8(array)) for array in arrays]
 
 
-def _to_uint8(array: np.ndarray) -> np.ndarray:
+def to_uint8(array: np.ndarray) -> np.ndarray:
     pixels: np.ndarray = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
     return pixels[..., 0] if pixels.shape[-1] == 1 else pixels

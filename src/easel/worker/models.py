@@ -19,6 +19,7 @@ from typing import Any
 from easel.backends.base import Backend
 from easel.backends.registry import backend_class
 from easel.catalog import Model
+from easel.config import Settings
 from easel.worker.memory import cuda_allocated, free_memory, oom_errors
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,16 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".gguf")
 
 
 class ModelCache:
-    def __init__(self, device: str, max_loaded: int, budget_bytes: int = 0) -> None:
-        """`budget_bytes` 0: no byte budget, only the `max_loaded` cap."""
+    def __init__(
+        self,
+        device: str,
+        max_loaded: int,
+        budget_bytes: int = 0,
+        settings: Settings | None = None,
+    ) -> None:
+        """`budget_bytes` 0: no byte budget, only the `max_loaded` cap. `settings`: speedups."""
         self.device = device
+        self.settings = settings
         self.max_loaded = max(1, max_loaded)
         self.budget_bytes = budget_bytes
         self._loaded: OrderedDict[str, Backend] = OrderedDict()
@@ -66,7 +74,7 @@ class ModelCache:
             return backend
 
     def _load(self, model: Model) -> Backend:
-        backend = backend_class(model.family)(model, self.device)
+        backend = backend_class(model.family)(model, self.device, self.settings)
         before = cuda_allocated(self.device)
         try:
             backend.load()

@@ -70,7 +70,7 @@ class Worker:
         self.preload = preload
         device = pick_device(settings.device)
         budget = int(settings.model_memory_gb * 2**30)
-        self.models = ModelCache(device, settings.max_loaded_models, budget)
+        self.models = ModelCache(device, settings.max_loaded_models, budget, settings)
         self.presence = presence.Presence(
             worker_id=self.worker_id,
             host=socket.gethostname(),
