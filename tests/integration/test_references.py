@@ -17,7 +17,7 @@ from PIL import Image
 
 from easel.config import Settings
 from easel.errors import InvalidRequest
-from easel.orders.references import Reference, load_reference
+from easel.media.references import Reference, load_reference
 from tests.support.app import free_port
 from tests.support.file_server import FileServer, Route, file_server
 

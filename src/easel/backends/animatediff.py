@@ -19,8 +19,8 @@ from easel.backends.base import (
 )
 from easel.backends.loading import load_pipeline
 from easel.backends.numerics import check_outputs, to_uint8
-from easel.backends.video import encode_animation
 from easel.config import Settings
+from easel.media.video import encode_animation
 
 CONTEXT_FRAMES = 16  # SD 1.5 motion adapters are trained on 16-frame clips
 CONTEXT_STRIDE = 4  # frames between the starts of overlapping context windows

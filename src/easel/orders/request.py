@@ -16,7 +16,7 @@ from easel.catalog import Model, Product
 from easel.catalog.loader import ACCELERATIONS
 from easel.config import Settings
 from easel.errors import InvalidRequest
-from easel.orders.references import Reference
+from easel.media.references import Reference
 
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 MAX_SEED = 2**32 - 1

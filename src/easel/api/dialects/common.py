@@ -12,7 +12,7 @@ from easel.api.state import AppState
 from easel.catalog import Catalog, Model
 from easel.db.tables import Order
 from easel.errors import InvalidRequest, NotFound
-from easel.orders.references import load_reference
+from easel.media.references import load_reference
 from easel.orders.request import GenerationRequest
 
 

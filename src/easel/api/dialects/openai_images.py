@@ -30,7 +30,7 @@ from easel.catalog import Model
 from easel.config import Settings
 from easel.db.tables import Account, Order, Output
 from easel.errors import EaselError, InvalidRequest, NotFound, QuotaExceeded, Unauthorized
-from easel.orders.references import Reference, check_image
+from easel.media.references import Reference, check_image
 from easel.orders.request import (
     MAX_STEPS,
     GenerationRequest,

@@ -1,0 +1,1 @@
+"""Media intake and export: reference images in, animation clips out."""
