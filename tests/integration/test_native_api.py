@@ -90,6 +90,9 @@ async def test_free_plan_has_no_api_access(settings: Settings) -> None:
         ({"output_format": "bmp"}, 422, "output_format must be one of png, jpeg, webp"),
         ({"product_type": "batch_4"}, 403, "at most 3 images per order"),
         ({"product_type": "animation_16f"}, 403, "does not include animation"),
+        ({"style": "turbo", "steps": 8}, 422, "turbo runs 1 to 4 steps, got 8"),
+        ({"image": "data:image/png;base64,AAAA"}, 422, "image"),
+        ({"strength": 1.5}, 422, "strength must be in (0, 1]"),
     ],
 )
 async def test_bad_requests_are_refused_and_nothing_is_charged(

@@ -70,6 +70,7 @@ class Model:
     base: str | None = None  # animatediff: the SD 1.5 model its motion adapter animates
     fps: int = 8  # animations: frames per second of the exported clip
     max_images: int = 0  # the most images one order may ask of this model; 0: no model limit
+    max_steps: int = 0  # the most denoising steps this model takes (SDXL-Turbo: 4); 0: no limit
 
     def render_prompt(self, prompt: str) -> str:
         return self.prompt_template.replace("{prompt}", prompt)

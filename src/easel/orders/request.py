@@ -170,6 +170,10 @@ def build_request(
     steps = model.steps if steps is None else steps
     if not 1 <= steps <= MAX_STEPS:
         raise InvalidRequest(f"steps must be between 1 and {MAX_STEPS}, got {steps}", param="steps")
+    if model.max_steps and steps > model.max_steps:
+        raise InvalidRequest(
+            f"{model_alias} runs 1 to {model.max_steps} steps, got {steps}", param="steps"
+        )
     steps = model.plan_steps(acceleration, steps)  # the catalog's acceleration mapping
     guidance = model.guidance if guidance is None else guidance
     if not 0 <= guidance <= MAX_GUIDANCE:

@@ -142,7 +142,8 @@ def parse_size(settings: Settings, value: str | None, default: tuple[int, int]) 
 
 
 def steps_for(model: Model, quality: str | None) -> int:
-    return min(MAX_STEPS, max(1, round(model.steps * QUALITY_STEPS[quality or "auto"])))
+    most = model.max_steps or MAX_STEPS
+    return min(most, max(1, round(model.steps * QUALITY_STEPS[quality or "auto"])))
 
 
 def to_request(
