@@ -272,6 +272,7 @@ async def test_openapi_groups_endpoints_by_dialect_with_the_seeds_examples(
     assert tags["/api/v1/qwen/generate"] == "KIE Qwen Image (seed 001)"
     assert tags["/api/v1/tasks/create"] == "task API (seed 002)"
     assert tags["/kirin/v1/images/generations"] == "kirin (seed 004)"
+    assert tags["/v1/images/generations"] == tags["/v1/images/edits"] == "OpenAI Images (seed 003)"
     schemas = spec["components"]["schemas"]
     assert schemas["QwenGenerateBody"]["examples"] == [SEED_001_BODY]
     assert schemas["CreateTaskBody"]["examples"] == [SEED_002_BODY]
