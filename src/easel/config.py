@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     max_webhook_url_chars: int = 2048
     max_idempotency_key_chars: int = 255
     orders_page_max: int = 100
+    max_body_bytes: int = 64 * 1024 * 1024  # any request body, counted as it arrives
     max_reference_images: int = 1  # reference images per order (image-to-image takes one)
     default_strength: float = 0.8
 

@@ -7,6 +7,7 @@
     ├── QuotaExceeded          402 quota_exceeded    (not enough credits)
     ├── NotFound               404 not_found
     ├── Conflict               409 conflict          (idempotency key reused with another body)
+    ├── PayloadTooLarge        413 payload_too_large (request body over EASEL_MAX_BODY_BYTES)
     └── ModelUnavailable       503 model_unavailable (weights cannot be loaded; worker side)
 
 Each class's docstring is its default message. HTTP rendering happens in `api/errors.py` only.
@@ -67,6 +68,13 @@ class Conflict(EaselError):
 
     status_code = 409
     code = "conflict"
+
+
+class PayloadTooLarge(EaselError):
+    """The request body is too large."""
+
+    status_code = 413
+    code = "payload_too_large"
 
 
 class ModelUnavailable(EaselError):

@@ -276,3 +276,30 @@ async def test_openapi_groups_endpoints_by_dialect_with_the_seeds_examples(
     schemas = spec["components"]["schemas"]
     assert schemas["QwenGenerateBody"]["examples"] == [SEED_001_BODY]
     assert schemas["CreateTaskBody"]["examples"] == [SEED_002_BODY]
+
+
+async def test_request_bodies_are_capped_as_they_arrive(settings: Settings) -> None:
+    settings = settings.model_copy(update={"max_body_bytes": 64 * 1024})
+    async with app_client(settings) as (client, state):
+        account, key = await new_account(state, "pro")
+        big = {"model": "kirin_v2_image", "prompt": "a cat", "image": "A" * 100_000}
+
+        async def chunks():  # no Content-Length: only counting catches it
+            yield b'{"model": "kirin_v2_image", "prompt": "a cat", "image": "'
+            for _ in range(10):
+                yield b"A" * 10_000
+            yield b'"}'
+
+        for kwargs in ({"json": big}, {"content": chunks()}):
+            r = await client.post("/kirin/v1/images/generations", headers=auth(key), **kwargs)
+            assert r.status_code == 413, r.text
+            assert "EASEL_MAX_BODY_BYTES" in r.json()["error"]["error_message"]
+        await nothing_happened(state, account.id, 800)
+        r = await client.post(
+            "/api/v1/tasks/create",
+            json=SEED_002_BODY
+            | {"model_id": "seedance-2", "image_urls": ["https://a.example/1.png"]},
+            headers=auth(key),
+        )
+        assert r.status_code == 422 and "prompt alone" in r.json()["msg"]
+        await nothing_happened(state, account.id, 800)

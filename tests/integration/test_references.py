@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import io
 import os
 import struct
@@ -73,6 +74,10 @@ def files() -> Iterator[FileServer]:
         "/declared-big": Route(bytes(MB), repeat=3),
         "/endless": Route(bytes(MB), repeat=64, length=False),
         "/slow": Route(PNG, chunk=100, delay=0.3),
+        # 20 kB of gzip that would expand to 20 MB: refused without decompressing
+        "/bomb.png": Route(
+            gzip.compress(bytes(20 * MB)), headers={"content-encoding": "gzip, gzip"}
+        ),
     }
     with file_server(routes) as server:
         yield server
@@ -175,6 +180,12 @@ async def test_body_without_length_is_cut_off_at_the_limit(
     assert "larger than 1048576 bytes" in await refusal(ref_settings, files.url("/endless"))
     await asyncio.sleep(0.3)
     assert files.sent["/endless"] < 16 * MB
+
+
+async def test_compressed_bodies_are_refused_not_expanded(
+    ref_settings: Settings, files: FileServer
+) -> None:
+    assert "served compressed (gzip, gzip)" in await refusal(ref_settings, files.url("/bomb.png"))
 
 
 async def test_slow_server_times_out(ref_settings: Settings, files: FileServer) -> None:

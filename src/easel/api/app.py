@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from easel import __version__
 from easel.api import errors
 from easel.api.dialects import kie, kirin, native, openai_images, tasks
+from easel.api.limits import BodyLimit
 from easel.api.routes import events, files, health, webhooks, workers
 from easel.api.state import AppState
 from easel.config import Settings, get_settings
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         description="Self-hosted image and animation generation, speaking several providers' APIs.",
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     errors.install(
         app,
         [

@@ -73,6 +73,8 @@ def install(app: FastAPI, shapes: Sequence[tuple[str, Shape]] = ()) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, EaselError):  # e.g. the body limit, hit while parsing
+            return render(request, exc.__cause__)
         error = EaselError(str(exc.detail))
         error.status_code = exc.status_code
         error.code = {404: "not_found", 405: "method_not_allowed"}.get(

@@ -116,7 +116,11 @@ async def fetch(settings: Settings, url: str, param: str) -> bytes:
                 param,
                 settings.url_policy,
                 max_redirects=settings.reference_max_redirects,
-                headers={"user-agent": USER_AGENT, "accept": "image/*"},
+                headers={
+                    "user-agent": USER_AGENT,
+                    "accept": "image/*",
+                    "accept-encoding": "identity",
+                },
             )
             try:
                 return await _read_limited(settings, response, url, param)
@@ -151,12 +155,19 @@ async def _read_limited(
             f"{response.status_code}; send a URL that serves the image",
             param=param,
         )
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # Decompressing would let a few bytes expand past every limit before they are counted.
+        raise InvalidRequest(
+            f"{param} {url!r} was served compressed ({encoding}); serve the image as is",
+            param=param,
+        )
     limit = settings.reference_max_bytes
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(settings, param)
     body = bytearray()
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.aiter_raw():
         body += chunk
         if len(body) > limit:
             raise _too_large(settings, param)

@@ -86,10 +86,11 @@ async def place_order(
     if req.reference is not None:
         extension = req.reference.content_type.removeprefix("image/")
         reference_key = f"{order_id}/reference.{extension}"
-        await asyncio.to_thread(
-            storage.put, reference_key, req.reference.data, req.reference.content_type
-        )
     try:
+        if req.reference is not None and reference_key:
+            await asyncio.to_thread(
+                storage.put, reference_key, req.reference.data, req.reference.content_type
+            )
         async with db.transaction() as session:
             order, created = await submit(
                 session,

@@ -44,8 +44,10 @@ class URLPolicy:
     allowed_networks: tuple[str, ...] = ()
 
     def forbids(self, ip: IPAddress) -> bool:
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        if isinstance(ip, ipaddress.IPv6Address):
+            embedded = ip.ipv4_mapped or ip.sixtofour  # an IPv4 address inside: judge that one
+            if embedded is not None:
+                ip = embedded
         if self.allow_private:
             return False
         if any(ip in ipaddress.ip_network(net, strict=False) for net in self.allowed_networks):
@@ -122,7 +124,8 @@ def pinned_request(
 ) -> httpx.Request:
     """A request that connects to the address that passed the check, not a fresh DNS answer."""
     url = httpx.URL(target.url)
-    host_header = target.host if url.port is None else f"{target.host}:{url.port}"
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    host_header = host if url.port is None else f"{host}:{url.port}"
     request = httpx.Request(
         method,
         url.copy_with(host=target.address),

@@ -42,18 +42,21 @@ class ModelCache:
         self.budget_bytes = budget_bytes
         self._loaded: OrderedDict[str, Backend] = OrderedDict()
         self._sizes: dict[str, int] = {}  # last measured size per model id
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held for a whole load: readers use the published view
+        self._view: tuple[list[str], int] = ([], 0)
 
     @property
     def loaded(self) -> list[str]:
-        """Model ids, least recently used first."""
-        with self._lock:
-            return list(self._loaded)
+        """Model ids, least recently used first (as of the last change; never waits on a load)."""
+        return list(self._view[0])
 
     @property
     def loaded_bytes(self) -> int:
-        with self._lock:
-            return sum(self._sizes.get(model_id, 0) for model_id in self._loaded)
+        return self._view[1]
+
+    def _publish(self) -> None:
+        ids = list(self._loaded)
+        self._view = (ids, sum(self._sizes.get(model_id, 0) for model_id in ids))
 
     def size_of(self, model_id: str) -> int | None:
         return self._sizes.get(model_id)
@@ -64,6 +67,7 @@ class ModelCache:
             backend = self._loaded.get(model.id)
             if backend is not None and backend.model == model:
                 self._loaded.move_to_end(model.id)
+                self._publish()
                 return backend
             if backend is not None:  # the catalog entry changed: load it afresh
                 self._unload(model.id)
@@ -71,6 +75,7 @@ class ModelCache:
             backend = self._load(model)
             self._loaded[model.id] = backend
             self._make_room(0, keep=model.id)
+            self._publish()
             return backend
 
     def _load(self, model: Model) -> Backend:
@@ -114,6 +119,7 @@ class ModelCache:
 
     def _unload(self, model_id: str) -> None:
         backend = self._loaded.pop(model_id)
+        self._publish()
         backend.unload()
         del backend
         free_memory()

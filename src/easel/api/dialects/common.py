@@ -58,6 +58,11 @@ async def with_references(
         raise InvalidRequest(f"strength must be in (0, 1], got {strength}", param="strength")
     if not values:
         return req
+    if req.product.is_animation:
+        raise InvalidRequest(
+            f"{param}: animations are made from the prompt alone; remove the reference image",
+            param=param,
+        )
     reference = await load_reference(
         state.settings, values[0], param, allow_data_url=allow_data_url
     )
