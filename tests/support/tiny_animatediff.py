@@ -10,16 +10,10 @@ latent scale stays 8x.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from diffusers import (
-    AutoencoderKL,
     MotionAdapter,
     PNDMScheduler,
     StableDiffusionPipeline,
@@ -27,7 +21,14 @@ from diffusers import (
 )
 from transformers import CLIPTextModel
 
-from tests.support.tiny_models import TEXT_HIDDEN_SIZE, _clip_vocab, _make_tokenizer, _text_config
+from tests.support.tiny_folders import save_atomically
+from tests.support.tiny_models import (
+    TEXT_HIDDEN_SIZE,
+    _clip_vocab,
+    _make_tokenizer,
+    _text_config,
+    make_tiny_vae,
+)
 
 BLOCK_OUT_CHANNELS = (32, 64)
 LAYERS_PER_BLOCK = 2  # the adapter adds one motion module per UNet layer: the two must match
@@ -48,21 +49,6 @@ def _make_unet() -> UNet2DConditionModel:
     )
 
 
-def _make_vae() -> AutoencoderKL:
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16, 32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=256,
-    )
-
-
 def make_tiny_sd15_pipeline() -> StableDiffusionPipeline:
     """An SD 1.5-style text-to-image pipeline; PNDM is what SD 1.5 repos ship."""
     vocab = _clip_vocab()
@@ -76,7 +62,7 @@ def make_tiny_sd15_pipeline() -> StableDiffusionPipeline:
         steps_offset=1,
     )
     return StableDiffusionPipeline(
-        vae=_make_vae(),
+        vae=make_tiny_vae(),
         text_encoder=text_encoder,
         tokenizer=_make_tokenizer(vocab),
         unet=_make_unet(),
@@ -97,27 +83,10 @@ def make_tiny_motion_adapter() -> MotionAdapter:
     )
 
 
-def _save_once(path: Path, make: Callable[[], Any]) -> None:
-    """Build beside `path`, then rename, so no reader ever sees a half-written folder."""
-    if path.exists() and any(path.iterdir()):
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
-        make().save_pretrained(staging)
-        try:
-            os.replace(staging, path)
-        except OSError:
-            if not path.exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def build_tiny_animatediff(folder: Path) -> tuple[Path, Path]:
     """Write `folder/adapter` and `folder/base` (no-op where built); return (adapter, base)."""
     folder = Path(folder)
     adapter, base = folder / "adapter", folder / "base"
-    _save_once(adapter, make_tiny_motion_adapter)
-    _save_once(base, make_tiny_sd15_pipeline)
+    save_atomically(make_tiny_motion_adapter, adapter, marker="config.json")
+    save_atomically(make_tiny_sd15_pipeline, base)
     return adapter, base

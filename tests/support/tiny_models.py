@@ -9,8 +9,6 @@ keeps four blocks so the latent scale stays 8x (fast at real image sizes).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,8 @@ from transformers import (
     CLIPTextModelWithProjection,
     CLIPTokenizer,
 )
+
+from tests.support.tiny_folders import save_atomically
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -110,8 +110,9 @@ def _make_unet() -> UNet2DConditionModel:
     )
 
 
-def _make_vae() -> AutoencoderKL:
-    # Four blocks -> three downsamples -> 8x latent scale, like the real SDXL VAE.
+def make_tiny_vae(latent_channels: int = 4, **config: Any) -> AutoencoderKL:
+    """Four blocks -> three downsamples -> 8x latent scale, like the real VAEs, so tests run at
+    real image sizes quickly. `config`: further AutoencoderKL settings (scaling, upcast)."""
     torch.manual_seed(0)
     return AutoencoderKL(
         in_channels=3,
@@ -120,11 +121,10 @@ def _make_vae() -> AutoencoderKL:
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=latent_channels,
         norm_num_groups=8,
         sample_size=256,
-        # Weights are float32 already; upcasting only makes img2img log a warning.
-        force_upcast=False,
+        **config,
     )
 
 
@@ -146,7 +146,8 @@ def make_tiny_sdxl_pipeline() -> StableDiffusionXLPipeline:
     torch.manual_seed(0)
     text_encoder_2 = CLIPTextModelWithProjection(_text_config(vocab))
     return StableDiffusionXLPipeline(
-        vae=_make_vae(),
+        # Weights are float32 already; upcasting only makes img2img log a warning.
+        vae=make_tiny_vae(force_upcast=False),
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
         tokenizer=_make_tokenizer(vocab),
@@ -160,22 +161,7 @@ def make_tiny_sdxl_pipeline() -> StableDiffusionXLPipeline:
 
 def build_tiny_sdxl(path: Path) -> Path:
     """Write the tiny SDXL pipeline folder at `path` (no-op if already built); return `path`."""
-    path = Path(path)
-    if (path / "model_index.json").exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target, then rename, so no reader ever sees a half-written folder.
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
-        make_tiny_sdxl_pipeline().save_pretrained(staging)
-        try:
-            os.replace(staging, path)  # works if `path` is missing or an empty folder
-        except OSError:
-            if not (path / "model_index.json").exists():  # nobody else finished it
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return path
+    return save_atomically(make_tiny_sdxl_pipeline, Path(path))
 
 
 # --- The same weights as ONE checkpoint in the original Stability (SGM / "ldm") SDXL layout ---

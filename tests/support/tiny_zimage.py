@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 from diffusers import (
-    AutoencoderKL,
     FlowMatchEulerDiscreteScheduler,
     ZImagePipeline,
     ZImageTransformer2DModel,
@@ -20,6 +19,7 @@ from transformers import Qwen3Config, Qwen3Model
 
 from tests.support.qwen_tokenizer import make_qwen2_tokenizer, qwen_vocab
 from tests.support.tiny_folders import save_atomically
+from tests.support.tiny_models import make_tiny_vae
 
 TEXT_HIDDEN_SIZE = 16
 LATENT_CHANNELS = 16
@@ -48,24 +48,6 @@ def _make_transformer() -> ZImageTransformer2DModel:
     return transformer
 
 
-def _make_vae() -> AutoencoderKL:
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16, 32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1,
-        latent_channels=LATENT_CHANNELS,
-        norm_num_groups=8,
-        sample_size=256,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-        force_upcast=False,
-    )
-
-
 def _make_text_encoder() -> Qwen3Model:
     vocab = qwen_vocab()
     torch.manual_seed(0)
@@ -88,7 +70,9 @@ def make_tiny_zimage_pipeline() -> ZImagePipeline:
     """Build the tiny pipeline in memory (deterministic: every component is seeded)."""
     return ZImagePipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=_make_vae(),
+        vae=make_tiny_vae(
+            LATENT_CHANNELS, scaling_factor=0.3611, shift_factor=0.1159, force_upcast=False
+        ),
         text_encoder=_make_text_encoder(),
         tokenizer=make_qwen2_tokenizer(),
         transformer=_make_transformer(),
