@@ -17,19 +17,12 @@ from easel.config import Settings
 from easel.db.tables import Account, Order
 from easel.orders import queue
 from tests.support.app import new_account
+from tests.support.catalogs import with_caps
 from tests.support.orders import submit_order
 
 pytestmark = pytest.mark.anyio
 
 LEASE = timedelta(seconds=60)
-
-
-def with_caps(settings: Settings, tmp_path: Path, cap: int) -> Settings:
-    path = tmp_path / "caps.toml"
-    path.write_text(
-        "".join(f"[plans.{p}]\nmax_running = {cap}\n" for p in ("free", "standard", "pro", "mega"))
-    )
-    return settings.model_copy(update={"catalog": path})
 
 
 async def claim_batch(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from easel.config import Settings
+
 SDXL_MODELS = ("sdxl-general", "sdxl-realistic", "sdxl-anime", "sdxl-guofeng", "sdxl-turbo")
 
 
@@ -22,3 +24,12 @@ def tiny_catalog(
 def animatediff_table(adapter: Path | str, base: Path | str, steps: int = 2) -> str:
     """`[models.animatediff]` on local adapter and base folders, for `tiny_catalog(extra=...)`."""
     return f'[models.animatediff]\nsource = "{adapter}"\nbase = "{base}"\nsteps = {steps}\n'
+
+
+def with_caps(settings: Settings, tmp_path: Path, cap: int) -> Settings:
+    """`settings` with every plan's running cap set to `cap`."""
+    path = tmp_path / "caps.toml"
+    path.write_text(
+        "".join(f"[plans.{p}]\nmax_running = {cap}\n" for p in ("free", "standard", "pro", "mega"))
+    )
+    return settings.model_copy(update={"catalog": path})
