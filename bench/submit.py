@@ -18,15 +18,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
-from sqlalchemy import make_url, select
+from sqlalchemy import select
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support import databases
 
 from easel.accounts.accounts import create_account
 from easel.accounts.keys import create_key
@@ -66,26 +68,16 @@ def stats(latencies: list[float], elapsed: float) -> Stats:
     return Stats(len(ordered) / elapsed, pct(0.50), pct(0.99))
 
 
-async def _pg_admin(sql: str) -> None:
-    dsn = make_url(PG_ADMIN).set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @contextmanager
 def database(kind: str, tmp: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp / 'easel.db'}"
         return
-    name = f"easel_bench_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    url = asyncio.run(databases.create_database(PG_ADMIN))
     try:
-        yield make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(databases.drop_database(url, PG_ADMIN))
 
 
 def settings_for(url: str, tmp: Path) -> Settings:

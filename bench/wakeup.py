@@ -24,15 +24,17 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
-import asyncpg
-from sqlalchemy import make_url, select, text
+from sqlalchemy import select, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support import databases
 
 from easel.accounts.accounts import create_account
 from easel.accounts.ledger import top_up
@@ -76,26 +78,16 @@ MODES = (
 )
 
 
-async def _pg_admin(sql: str) -> None:
-    dsn = make_url(PG_ADMIN).set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @asynccontextmanager
 async def database(kind: str, tmp: Path) -> AsyncIterator[str]:
     if kind == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp / 'easel.db'}"
         return
-    name = f"easel_bench_{uuid.uuid4().hex[:10]}"
-    await _pg_admin(f'CREATE DATABASE "{name}"')
+    url = await databases.create_database(PG_ADMIN)
     try:
-        yield make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await databases.drop_database(url, PG_ADMIN)
 
 
 async def no_listener(dsn: str, wake: Callable[[], None], stop: asyncio.Event) -> None:

@@ -27,8 +27,8 @@ def _with_database(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(_dsn(ADMIN_URL), timeout=5)
+async def _admin(sql: str, admin_url: str = ADMIN_URL) -> None:
+    conn = await asyncpg.connect(_dsn(admin_url), timeout=5)
     try:
         await conn.execute(sql)
     finally:
@@ -73,6 +73,17 @@ class PostgresTemplate:
 
     def close(self) -> None:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+
+
+async def create_database(admin_url: str = ADMIN_URL, prefix: str = "easel_bench") -> str:
+    """A new, empty database on the server of `admin_url`; its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    await _admin(f'CREATE DATABASE "{name}"', admin_url)
+    return _with_database(admin_url, name)
+
+
+async def drop_database(url: str, admin_url: str = ADMIN_URL) -> None:
+    await _admin(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)', admin_url)
 
 
 def sqlite_url(directory: Path) -> str:
