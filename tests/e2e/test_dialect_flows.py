@@ -3,9 +3,7 @@ the dialect's status and its callback (the same body) report the outcome; failur
 
 from __future__ import annotations
 
-import asyncio
 import io
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ from easel.config import Settings
 from tests.support.app import app_client, auth, new_account
 from tests.support.catalogs import tiny_catalog
 from tests.support.receiver import webhook_receiver
-from tests.support.worker import running_worker
+from tests.support.worker import poll_until, running_worker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -30,13 +28,11 @@ def tiny(settings: Settings, tmp_path: Path, model_dir: Path | str, extra: str =
 async def poll(
     client: httpx.AsyncClient, path: str, key: str, done: Any, timeout: float = 120
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
+    async def fetch() -> dict[str, Any]:
         body: dict[str, Any] = (await client.get(path, headers=auth(key))).json()
-        if done(body):
-            return body
-        assert time.monotonic() < deadline, body
-        await asyncio.sleep(0.05)
+        return body
+
+    return await poll_until(fetch, done, timeout)
 
 
 def unsigned(body: Any) -> Any:

@@ -6,9 +6,7 @@ Each client takes a base URL and a key and nothing else, as a client of the real
 
 from __future__ import annotations
 
-import asyncio
 import io
-import time
 from pathlib import Path
 from typing import Any, Self
 
@@ -22,7 +20,7 @@ from tests.support.app import new_account, serving
 from tests.support.catalogs import animatediff_table, tiny_catalog
 from tests.support.receiver import webhook_receiver
 from tests.support.seeds import SEED_001_BODY, SEED_002_BODY
-from tests.support.worker import running_worker
+from tests.support.worker import poll_until, running_worker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -54,14 +52,12 @@ class KieQwenClient(DocClient):
         return task_id
 
     async def wait(self, task_id: str) -> dict[str, Any]:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
+        async def record() -> dict[str, Any]:
             r = await self.http.get("/api/v1/qwen/record-info", params={"taskId": task_id})
-            record: dict[str, Any] = r.json()
-            if record["successFlag"] != 0:
-                return record
-            assert time.monotonic() < deadline, record
-            await asyncio.sleep(0.1)
+            body: dict[str, Any] = r.json()
+            return body
+
+        return await poll_until(record, lambda r: r["successFlag"] != 0, TIMEOUT, 0.1)
 
 
 class TaskApiClient(DocClient):
@@ -75,13 +71,11 @@ class TaskApiClient(DocClient):
         return data
 
     async def wait(self, task_id: str) -> dict[str, Any]:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
+        async def task() -> dict[str, Any]:
             data: dict[str, Any] = (await self.http.get(f"/api/v1/tasks/{task_id}")).json()["data"]
-            if data["task_status"] in (3, 4):
-                return data
-            assert time.monotonic() < deadline, data
-            await asyncio.sleep(0.1)
+            return data
+
+        return await poll_until(task, lambda t: t["task_status"] in (3, 4), TIMEOUT, 0.1)
 
 
 class KirinClient(DocClient):
@@ -94,14 +88,15 @@ class KirinClient(DocClient):
         return task_id
 
     async def wait(self, task_id: str) -> dict[str, Any]:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            r = await self.http.get(f"/kirin/v1/images/generations/{task_id}")
-            task: dict[str, Any] = r.json()
-            if task["status"] in ("completed", "failed"):
-                return task
-            assert time.monotonic() < deadline, task
-            await asyncio.sleep(0.1)
+        async def task() -> dict[str, Any]:
+            body: dict[str, Any] = (
+                await self.http.get(f"/kirin/v1/images/generations/{task_id}")
+            ).json()
+            return body
+
+        return await poll_until(
+            task, lambda t: t["status"] in ("completed", "failed"), TIMEOUT, 0.1
+        )
 
 
 async def download(url: str) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from easel.orders import lifecycle
 from easel.orders.request import build_request
 from easel.orders.submit import submit
 from tests.support.catalogs import tiny_catalog
+from tests.support.worker import poll_until
 
 ENDED = ("completed", "failed", "canceled")
 
@@ -71,18 +71,21 @@ async def wait_orders(
     timeout: float = 120,
 ) -> list[Order]:
     """The orders once every one is in `until` (and at `min_step` or later)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def fetch() -> list[Order]:
         async with state.db.transaction(readonly=True) as session:
             found = [await session.get(Order, i, populate_existing=True) for i in ids]
-        orders = [o for o in found if o is not None]
-        if len(orders) == len(ids) and all(
-            o.status in until and o.step >= min_step for o in orders
-        ):
-            return orders
-        if time.monotonic() > deadline:
-            raise AssertionError(f"orders stayed {[(o.id, o.status) for o in orders]}")
-        await asyncio.sleep(0.05)
+        return [o for o in found if o is not None]
+
+    return await poll_until(
+        fetch,
+        lambda orders: (
+            len(orders) == len(ids)
+            and all(o.status in until and o.step >= min_step for o in orders)
+        ),
+        timeout,
+        describe=lambda orders: [(o.id, o.status) for o in orders],
+    )
 
 
 async def output_pixels(state: AppState, order_id: str) -> list[tuple[int, np.ndarray]]:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from easel.api.state import AppState
 from easel.worker.runner import Worker
+
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -27,6 +29,25 @@ async def running_worker(state: AppState, **options: Any) -> AsyncIterator[Worke
         await asyncio.wait_for(task, timeout=120)
 
 
+async def poll_until(
+    fetch: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    timeout: float = 120,
+    interval: float = 0.05,
+    describe: Callable[[T], object] = repr,
+) -> T:
+    """`fetch()` again every `interval` seconds until `done` holds for what it returns;
+    `describe` says what it was when the time ran out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await fetch()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not there after {timeout:g} s: {describe(value)}")
+        await asyncio.sleep(interval)
+
+
 async def wait_status(
     client: httpx.AsyncClient,
     order_id: str,
@@ -35,12 +56,14 @@ async def wait_status(
     timeout: float = 120,
     check: Any = None,
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = await client.get(f"/api/v1/status/{order_id}", headers=headers)
-        body: dict[str, Any] = r.json()
-        if body.get("status") in until and (check is None or check(body)):
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"order {order_id} stayed {body.get('status')}: {body}")
-        await asyncio.sleep(0.05)
+    async def fetch() -> dict[str, Any]:
+        body: dict[str, Any] = (
+            await client.get(f"/api/v1/status/{order_id}", headers=headers)
+        ).json()
+        return body
+
+    return await poll_until(
+        fetch,
+        lambda b: b.get("status") in until and (check is None or check(b)),
+        timeout,
+    )
