@@ -10,9 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.api.state import AppState
 from easel.catalog import Catalog, Model
+from easel.config import Settings
 from easel.db.tables import Order
 from easel.errors import InvalidRequest, NotFound
-from easel.media.references import load_reference
+from easel.media.references import Reference, load_reference
 from easel.orders.request import GenerationRequest
 
 
@@ -49,21 +50,45 @@ async def with_references(
     strength: float | None = None,
 ) -> GenerationRequest:
     """Fetch and check reference images (after the cheap checks, before anything is charged)."""
-    limit = state.settings.max_reference_images
-    if len(values) > limit:
-        raise InvalidRequest(
-            f"{param} takes at most {limit} reference image(s), got {len(values)}", param=param
-        )
-    if strength is not None and not 0 < strength <= 1:
-        raise InvalidRequest(f"strength must be in (0, 1], got {strength}", param="strength")
+    check_reference_count(state.settings, len(values), param)
+    check_strength(strength)
     if not values:
         return req
+    check_image_to_image(req, param)  # before fetching anything
+    reference = await load_reference(
+        state.settings, values[0], param, allow_data_url=allow_data_url
+    )
+    return attach_reference(state.settings, req, reference, param, strength)
+
+
+def check_reference_count(settings: Settings, count: int, param: str) -> None:
+    limit = settings.max_reference_images
+    if count > limit:
+        raise InvalidRequest(
+            f"{param} takes at most {limit} image(s), got {count}; send fewer", param=param
+        )
+
+
+def check_image_to_image(req: GenerationRequest, param: str) -> None:
     if req.product.is_animation:
         raise InvalidRequest(
             f"{param}: animations are made from the prompt alone; remove the reference image",
             param=param,
         )
-    reference = await load_reference(
-        state.settings, values[0], param, allow_data_url=allow_data_url
-    )
-    return replace(req, reference=reference, strength=strength or state.settings.default_strength)
+
+
+def check_strength(strength: float | None) -> None:
+    if strength is not None and not 0 < strength <= 1:
+        raise InvalidRequest(f"strength must be in (0, 1], got {strength}", param="strength")
+
+
+def attach_reference(
+    settings: Settings,
+    req: GenerationRequest,
+    reference: Reference,
+    param: str,
+    strength: float | None = None,
+) -> GenerationRequest:
+    """The request as image-to-image from a checked reference."""
+    check_image_to_image(req, param)
+    return replace(req, reference=reference, strength=strength or settings.default_strength)

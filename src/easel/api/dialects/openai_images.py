@@ -23,7 +23,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from easel.api.deps import CurrentAccount, State
-from easel.api.dialects.common import resolve_model
+from easel.api.dialects.common import attach_reference, check_reference_count, resolve_model
 from easel.api.errors import explain_validation
 from easel.api.state import AppState
 from easel.catalog import Model
@@ -335,11 +335,7 @@ async def edit_request(
             "image is required as a file upload (PNG, JPEG or WebP) in the field `image`",
             param="image",
         )
-    limit = settings.max_reference_images
-    if len(images) > limit:
-        raise InvalidRequest(
-            f"image takes at most {limit} image(s), got {len(images)}; send fewer", param="image"
-        )
+    check_reference_count(settings, len(images), "image")
     reference = await read_image(settings, uploads[0], "image")
     extra: dict[str, Any] = {}
     mask = form.get("mask")
@@ -360,8 +356,8 @@ async def edit_request(
         body_hash={"image_sha256": hashlib.sha256(reference.data).hexdigest()},
         extra=extra,
     )
-    strength = body.strength or settings.default_strength
-    return replace(req, reference=reference, strength=strength), body.response_format
+    req = attach_reference(settings, req, reference, "image", body.strength)
+    return req, body.response_format
 
 
 def model_card(name: str) -> dict[str, Any]:
