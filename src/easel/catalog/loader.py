@@ -96,6 +96,7 @@ class Catalog:
     # dialect -> the model names it accepts (its model field's enum), e.g. tasks -> gpt-image-2
     dialect_models: dict[str, tuple[str, ...]] = field(default_factory=dict)
     video_product: str = "animation_16f"  # what a video model of the task API makes
+    image_product: str = "static_image"  # what APIs without product types make per image
 
     def style(self, name: str) -> Model | None:
         for model in self.models.values():
@@ -208,8 +209,9 @@ def _check(catalog: Catalog) -> None:
                 raise CatalogError(f"plans.{plan.id}.models names unknown model {model_id!r}")
     if catalog.animation_model not in catalog.models:
         raise CatalogError(f"animation_model {catalog.animation_model!r} is not a model")
-    if catalog.video_product not in catalog.products:
-        raise CatalogError(f"video_product {catalog.video_product!r} is not a product")
+    for key in ("video_product", "image_product"):
+        if getattr(catalog, key) not in catalog.products:
+            raise CatalogError(f"{key} {getattr(catalog, key)!r} is not a product")
     for dialect, names in catalog.dialect_models.items():
         unknown = [n for n in names if catalog.resolve(n) is None]
         if unknown:
@@ -238,6 +240,7 @@ def load_catalog(path: Path | None = None) -> Catalog:
         default_style=raw.get("default_style", "general"),
         dialect_models={k: tuple(v) for k, v in raw.get("dialects", {}).items()},
         video_product=raw.get("video_product", "animation_16f"),
+        image_product=raw.get("image_product", "static_image"),
     )
     _check(catalog)
     return catalog

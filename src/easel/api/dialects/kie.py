@@ -75,7 +75,7 @@ async def generate(body: QwenGenerateBody, account: CurrentAccount, state: State
         dialect="kie",
         model=model,
         model_alias=body.model,
-        product=state.catalog.products["static_image"],
+        product=state.catalog.products[state.catalog.image_product],
         prompt=body.prompt,
         width=width,
         height=height,

@@ -78,7 +78,7 @@ async def create(body: KirinBody, account: CurrentAccount, state: State) -> Any:
         dialect="kirin",
         model=model,
         model_alias=body.model,
-        product=state.catalog.products["static_image"],
+        product=state.catalog.products[state.catalog.image_product],
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
         width=width,

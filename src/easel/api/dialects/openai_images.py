@@ -168,7 +168,7 @@ def to_request(
         dialect=DIALECT,
         model=model,
         model_alias=str(body.model),
-        product=catalog.products["static_image"],
+        product=catalog.products[catalog.image_product],
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
         width=width,

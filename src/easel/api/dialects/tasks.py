@@ -59,7 +59,7 @@ async def create(body: CreateTaskBody, account: CurrentAccount, state: State) ->
             param="aspect_ratio",
         )
     animation = model.id == catalog.animation_model
-    product = catalog.products[catalog.video_product if animation else "static_image"]
+    product = catalog.products[catalog.video_product if animation else catalog.image_product]
     width, height = size_for_aspect(model, body.aspect_ratio)
     req = build_request(
         settings,
