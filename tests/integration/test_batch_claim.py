@@ -68,7 +68,7 @@ async def test_followers_match_the_leader_in_everything_the_pipeline_shares(
         await place(state, a, frames=16)
         await place(state, b, "general")
         await place(state, a, reference_key="x/reference.png")
-        await place(state, b, extra={"references": ["y/reference.png"]})
+        await place(state, b, reference_key="y/reference.png", strength=0.3)
         same_later = await place(state, b, strength=0.3)  # strength only matters with a reference
         assert await claim_batch(state, "w1") == [leader, same_other_account, same_later]
     finally:
@@ -84,8 +84,8 @@ async def test_image_to_image_batches_only_with_references_of_the_same_strength(
         leader = await place(state, a, reference_key="a/reference.png", strength=0.5)
         await place(state, a)
         await place(state, a, reference_key="b/reference.png", strength=0.7)
-        by_extra = await place(state, a, extra={"references": ["c/reference.png"], "strength": 0.5})
-        assert await claim_batch(state, "w1") == [leader, by_extra]
+        same_strength = await place(state, a, reference_key="c/reference.png", strength=0.5)
+        assert await claim_batch(state, "w1") == [leader, same_strength]
         plain = await claim_batch(state, "w2")
         assert len(plain) == 1  # the text-to-image one, alone
     finally:

@@ -117,11 +117,8 @@ CLAIM_FOLLOWERS_POSTGRESQL = text(
           AND o.model = :model AND o.width = :width AND o.height = :height
           AND o.steps = :steps AND o.guidance = :guidance AND o.acceleration = :acceleration
           AND o.frames = :frames AND o.output_format = :output_format
-          AND (o.reference_key IS NOT NULL OR (o.extra -> 'references' -> 0) IS NOT NULL)
-              = :with_reference
-          AND (NOT :with_reference
-               OR COALESCE(o.strength, CAST(o.extra ->> 'strength' AS double precision),
-                           :default_strength) = :strength)
+          AND (o.reference_key IS NOT NULL) = :with_reference
+          AND (NOT :with_reference OR COALESCE(o.strength, :default_strength) = :strength)
           AND o.n <= :room
         ORDER BY o.priority DESC, o.created_at ASC, o.id ASC
         LIMIT :room
@@ -187,12 +184,9 @@ CLAIM_FOLLOWERS_SQLITE = text(
                       AND o.steps = :steps AND o.guidance = :guidance
                       AND o.acceleration = :acceleration AND o.frames = :frames
                       AND o.output_format = :output_format
-                      AND (o.reference_key IS NOT NULL
-                           OR json_extract(o.extra, '$.references[0]') IS NOT NULL)
-                          = :with_reference
+                      AND (o.reference_key IS NOT NULL) = :with_reference
                       AND (NOT :with_reference
-                           OR COALESCE(o.strength, json_extract(o.extra, '$.strength'),
-                                       :default_strength) = :strength)
+                           OR COALESCE(o.strength, :default_strength) = :strength)
                       AND o.n <= :room
                     ORDER BY o.priority DESC, o.created_at ASC, o.id ASC
                     LIMIT :room
@@ -207,20 +201,8 @@ CLAIM_FOLLOWERS_SQLITE = text(
 ).bindparams(bindparam("lease_until", type_=UTCDateTime), bindparam("now", type_=UTCDateTime))
 
 
-def reference_key(order: Order) -> str | None:
-    """The stored reference image an order starts from, if any (first of extra["references"])."""
-    if order.reference_key:
-        return order.reference_key
-    keys = (order.extra or {}).get("references")
-    if isinstance(keys, list) and keys:
-        return str(keys[0])
-    return None
-
-
 def strength(order: Order) -> float:
-    if order.strength is not None:
-        return float(order.strength)
-    return float((order.extra or {}).get("strength", DEFAULT_STRENGTH))
+    return DEFAULT_STRENGTH if order.strength is None else float(order.strength)
 
 
 async def claim_next(
@@ -292,7 +274,7 @@ async def claim_followers(
         "acceleration": leader.acceleration,
         "frames": leader.frames or 0,
         "output_format": leader.output_format,
-        "with_reference": reference_key(leader) is not None,
+        "with_reference": leader.reference_key is not None,
         "strength": strength(leader),
         "default_strength": DEFAULT_STRENGTH,
     }

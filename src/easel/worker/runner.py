@@ -299,7 +299,7 @@ class Worker:
         """Each order's reference image from storage; an order whose image is gone fails."""
         found: dict[str, bytes] = {}
         for order in batch.orders:
-            key = queue.reference_key(order)
+            key = order.reference_key
             if key is None:
                 continue
             try:
