@@ -505,11 +505,11 @@ def run_easel(
         frames=work.frames,
     )
     for _ in range(warmup):
-        backend.generate(job, lambda _step, _total: None)
+        backend.run(job, lambda _step, _total: None)
     seconds = []
     outputs: Any = None
     for _ in range(iters):
-        took, outputs = timed(device, lambda: backend.generate(job, lambda _step, _total: None))
+        took, outputs = timed(device, lambda: backend.run(job, lambda _step, _total: None))
         seconds.append(took / work.batch)
     result.easel_s = statistics.median(seconds)
     backend.unload()

@@ -67,6 +67,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
         reaper_interval=0.2,
         progress_interval=0.0,
         webhook_retry_first=0.05,
+        webhook_poll_interval=0.1,
         webhook_retry_factor=1.0,
         webhook_timeout=5.0,
         allowed_networks=["127.0.0.0/8"],

@@ -1,4 +1,4 @@
-"""The `easel` command: serve, worker, migrate, accounts, keys, plans."""
+"""The `easel` command: serve, worker, services, migrate, accounts, keys, plans."""
 
 from __future__ import annotations
 
@@ -73,9 +73,14 @@ async def _bootstrap_admin(state: AppState) -> str | None:
 @main.command()
 @click.option("--host", default=None, help="Bind address (EASEL_HOST, default 0.0.0.0).")
 @click.option("--port", default=None, type=int, help="Port (EASEL_PORT, default 7000).")
-@click.option("--no-worker", is_flag=True, help="Run the API alone (scaled-out topology).")
-def serve(host: str | None, port: int | None, no_worker: bool) -> None:
-    """Run the API server, and one worker in a child process unless --no-worker."""
+@click.option("--no-worker", is_flag=True, help="No worker child (workers run elsewhere).")
+@click.option(
+    "--no-services",
+    is_flag=True,
+    help="No services child (reaper, sweeper, webhooks run in `easel services` elsewhere).",
+)
+def serve(host: str | None, port: int | None, no_worker: bool, no_services: bool) -> None:
+    """Run the API server, with `easel services` and one `easel worker` as child processes."""
     import uvicorn
 
     if host:
@@ -91,11 +96,15 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
     # that still runs the `finally` below, which lets the worker finish its order.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
-    from easel.worker.supervisor import WorkerSupervisor
+    from easel.services.children import ChildSupervisor
 
-    worker = None if no_worker else WorkerSupervisor(stop_timeout=settings.worker_stop_timeout)
-    if worker is not None:
-        worker.start()
+    children = [
+        ChildSupervisor(command, stop_timeout=settings.worker_stop_timeout)
+        for command, wanted in (("services", not no_services), ("worker", not no_worker))
+        if wanted
+    ]
+    for child in children:
+        child.start()
     try:
         from easel.api.app import create_app
 
@@ -106,8 +115,8 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
             log_level=settings.log_level.lower(),
         )
     finally:
-        if worker is not None:
-            worker.stop()
+        for child in reversed(children):
+            child.stop()
 
 
 def _exit_cleanly(signum: int, _frame: Any) -> None:
@@ -124,6 +133,7 @@ def _exit_cleanly(signum: int, _frame: Any) -> None:
 @click.option("--preload", is_flag=True, help="Load the --models before claiming any order.")
 def worker(models: str, preload: bool) -> None:
     """Claim and run orders until SIGTERM (the running batch is finished first)."""
+    from easel.services.host import run_services
     from easel.worker.runner import Worker
 
     if preload and not models.strip():
@@ -131,15 +141,34 @@ def worker(models: str, preload: bool) -> None:
 
     async def _run(state: AppState) -> None:
         served = resolve_models(state.catalog, models) if models.strip() else None
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await Worker(
+        worker = Worker(
             state.settings, state.catalog, state.db, state.storage, models=served, preload=preload
-        ).run(stop)
+        )
+        await run_services(worker.services(), stop_on_signals())
 
     run_with_state(_run)
+
+
+@main.command()
+def services() -> None:
+    """Run the reaper, the retention sweeper and the webhook sender until SIGTERM (no GPU)."""
+    from easel.services.host import run_services
+    from easel.services.hosted import background_services
+
+    async def _run(state: AppState) -> None:
+        hosted = background_services(state.settings, state.db, state.storage)
+        await run_services(hosted, stop_on_signals())
+
+    run_with_state(_run)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 def resolve_models(catalog: Catalog, names: str) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from easel.webhooks.urls import URLPolicy
+from easel.net.policy import URLPolicy
 
 DEV_SECRET = "dev-secret-change-me"
 
@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     webhook_retry_first: float = 30.0
     webhook_retry_factor: float = 2.5
     webhook_max_redirects: int = 3
+    webhook_poll_interval: float = 1.0  # the sender looks for due deliveries this often when idle
     allow_private_urls: bool = False
     allowed_networks: list[str] = []
 

@@ -15,11 +15,12 @@ import torch
 from PIL import Image
 
 from easel.backends.animatediff import AnimateDiffBackend
-from easel.backends.base import GeneratedImage, ImageSpec, Job
+from easel.backends.base import ImageSpec, Job
 from easel.catalog import Model, load_catalog
 from easel.catalog.loader import CatalogError
 from easel.config import Settings
 from easel.errors import ModelUnavailable
+from easel.media.encoding import GeneratedImage
 from tests.support.app import app_client, auth, new_account
 from tests.support.catalogs import animatediff_table, tiny_catalog
 from tests.support.worker import running_worker, wait_status
@@ -108,7 +109,7 @@ def test_clips_have_exactly_the_frames_asked_in_every_format(
     backend: AnimateDiffBackend, frames: int, tmp_path: Path
 ) -> None:
     for fmt, content_type in (("mp4", "video/mp4"), ("gif", "image/gif"), ("webp", "image/webp")):
-        (clip,) = backend.generate(job(backend.model, frames, fmt, [11]), lambda _s, _t: None)
+        (clip,) = backend.run(job(backend.model, frames, fmt, [11]), lambda _s, _t: None)
         assert (clip.content_type, clip.width, clip.height, clip.seed) == (
             content_type,
             SIDE,
@@ -135,7 +136,7 @@ def test_clips_have_exactly_the_frames_asked_in_every_format(
 
 def test_same_seed_same_frames_and_progress_counts_every_clip(backend: AnimateDiffBackend) -> None:
     calls: list[tuple[int, int]] = []
-    clips = backend.generate(
+    clips = backend.run(
         job(backend.model, 16, "gif", [7, 7, 8]), lambda step, total: calls.append((step, total))
     )
     frames = [[f.copy() for f in _frames(Image.open(io.BytesIO(c.data)))] for c in clips]

@@ -105,9 +105,7 @@ async def test_canceling_one_order_of_a_batch_leaves_the_others_running(
         async with running_worker(state) as worker:
             await wait_orders(state, [keep, cancel], until=("running",), min_step=1)
             async with state.db.transaction() as session:
-                flagged = await lifecycle.cancel(
-                    session, cancel_account.id, cancel, state.storage, utcnow()
-                )
+                flagged = await lifecycle.cancel(session, cancel_account.id, cancel, utcnow())
             assert flagged.cancel_requested
             canceled = (await wait_orders(state, [cancel]))[0]
             assert canceled.status == "canceled" and canceled.step < 30

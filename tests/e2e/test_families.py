@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from easel.backends.base import GeneratedImage, ImageSpec, Job
+from easel.backends.base import ImageSpec, Job
 from easel.backends.common import DiffusersBackend, fit_reference
 from easel.backends.registry import backend_class
 from easel.catalog import Catalog, Model, load_catalog
+from easel.media.encoding import GeneratedImage
 
 pytestmark = [pytest.mark.slow]
 
@@ -108,8 +109,8 @@ def test_each_family_makes_n_images_reproducible_by_seed(
 ) -> None:
     backend = backends[model_id]
     steps = Steps()
-    first = backend.generate(job(backend.model, [11, 12]), steps)
-    again = backend.generate(job(backend.model, [11, 13]), Steps())
+    first = backend.run(job(backend.model, [11, 12]), steps)
+    again = backend.run(job(backend.model, [11, 13]), Steps())
 
     assert [(i.width, i.height, i.seed) for i in first] == [(WIDTH, HEIGHT, s) for s in (11, 12)]
     assert [Image.open(io.BytesIO(i.data)).size for i in first] == [(WIDTH, HEIGHT)] * 2
@@ -129,8 +130,8 @@ def test_image_to_image_starts_from_the_reference(
     model = backend.model
     a, b = reference_png(), reference_png(invert=True)
 
-    text_only = backend.generate(job(model, [7], **SMALL), Steps())
-    from_a = backend.generate(job(model, [7], reference=a, strength=0.5, **SMALL), Steps())
+    text_only = backend.run(job(model, [7], **SMALL), Steps())
+    from_a = backend.run(job(model, [7], reference=a, strength=0.5, **SMALL), Steps())
     assert (from_a[0].width, from_a[0].height, from_a[0].seed) == (136, 128, 7)
     assert parameters(from_a[0])["strength"] == 0.5
     assert difference(from_a[0], text_only[0]) > 0.5
@@ -138,7 +139,7 @@ def test_image_to_image_starts_from_the_reference(
     def influence(strength: float) -> float:
         """How much swapping the reference changes the output, at one seed."""
         specs = [ImageSpec("ORD-1", 0, "a cat", "", 7, a), ImageSpec("ORD-2", 0, "a cat", "", 7, b)]
-        one, other = backend.generate(
+        one, other = backend.run(
             Job(model, steps=10, guidance=3.0, images=specs, strength=strength, **SMALL), Steps()
         )
         return difference(one, other)
@@ -156,8 +157,8 @@ def test_strength_sets_how_many_steps_run(
     reference = reference_png()
     half, none = Steps(), Steps()
     model = backend.model
-    backend.generate(job(model, [3], reference=reference, steps=8, strength=0.5, **SMALL), half)
-    kept = backend.generate(job(model, [3], reference=reference, strength=0.0, **SMALL), none)
+    backend.run(job(model, [3], reference=reference, steps=8, strength=0.5, **SMALL), half)
+    kept = backend.run(job(model, [3], reference=reference, strength=0.0, **SMALL), none)
 
     assert half.calls == [(k, 4) for k in range(1, 5)]
     assert none.calls == []  # strength 0 keeps the reference: nothing to denoise
@@ -165,7 +166,7 @@ def test_strength_sets_how_many_steps_run(
     np.testing.assert_array_equal(pixels(kept[0]), expected)
     # A strength too small for even one step of the asked schedule still runs one.
     tiny = Steps()
-    backend.generate(job(model, [3], reference=reference, strength=0.05, **SMALL), tiny)
+    backend.run(job(model, [3], reference=reference, strength=0.05, **SMALL), tiny)
     assert len(tiny.calls) >= 1
 
 
@@ -177,8 +178,8 @@ def test_qwen_image_reads_chinese_prompts(backends: dict[str, DiffusersBackend])
     assert tokenizer.decode(ids) == CAT
     assert len(ids) == len(CAT.encode("utf-8"))  # byte-level: one token per UTF-8 byte here
 
-    chinese = backend.generate(job(backend.model, [5], prompt=CAT), Steps())
-    english = backend.generate(job(backend.model, [5], prompt="an orange cat"), Steps())
+    chinese = backend.run(job(backend.model, [5], prompt=CAT), Steps())
+    english = backend.run(job(backend.model, [5], prompt="an orange cat"), Steps())
     assert difference(chinese[0], english[0]) > 0.05  # the prompt reaches the image
     assert parameters(chinese[0])["prompt"] == CAT
 
@@ -191,7 +192,7 @@ def test_output_formats_decode_and_carry_the_parameters(
     backends: dict[str, DiffusersBackend], fmt: str, pil_format: str, content_type: str
 ) -> None:
     backend = backends["z-image"]
-    [out] = backend.generate(job(backend.model, [21], prompt=CAT, output_format=fmt), Steps())
+    [out] = backend.run(job(backend.model, [21], prompt=CAT, output_format=fmt), Steps())
 
     assert out.content_type == content_type
     image = Image.open(io.BytesIO(out.data))
@@ -207,11 +208,11 @@ def test_job_scheduler_is_applied_then_the_default_restored(
 ) -> None:
     backend = backends["sdxl-general"]
     model, default = backend.model, backend.pipe.scheduler
-    before = backend.generate(job(model, [9], steps=4), Steps())
-    karras = backend.generate(job(model, [9], steps=4, scheduler="dpmpp_2m_karras"), Steps())
+    before = backend.run(job(model, [9], steps=4), Steps())
+    karras = backend.run(job(model, [9], steps=4, scheduler="dpmpp_2m_karras"), Steps())
     assert type(backend.pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
     assert backend.pipe.scheduler.config.use_karras_sigmas
-    after = backend.generate(job(model, [9], steps=4), Steps())
+    after = backend.run(job(model, [9], steps=4), Steps())
 
     assert backend.pipe.scheduler is default
     assert difference(before[0], karras[0]) > 0.5
@@ -224,4 +225,4 @@ def test_flow_matching_families_refuse_a_discrete_scheduler(
 ) -> None:
     backend = backends["z-image"]
     with pytest.raises(ValueError, match="flow-matching model; scheduler 'euler'"):
-        backend.generate(job(backend.model, [1], scheduler="euler"), Steps())
+        backend.run(job(backend.model, [1], scheduler="euler"), Steps())

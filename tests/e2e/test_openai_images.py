@@ -199,7 +199,7 @@ async def test_async_b64_json_two_images_with_consecutive_seeds(
         [order] = await orders_of(state, account.id)
         assert (order.n, order.cost_credits, order.steps) == (2, 2, 3)  # hd: 1.5 x 2 steps
         assert order.prompt.startswith("a red fox in the snow, vivid colors")
-        assert order.extra["user"] == "end-user-7"
+        assert order.dialect_data["user"] == "end-user-7"
         assert order.seed == seeds[0]
 
 
@@ -229,7 +229,7 @@ async def test_edit_with_an_uploaded_png(
         [order] = await orders_of(state, account.id)
         assert order.status == "completed"
         assert order.strength == state.settings.default_strength
-        assert order.extra["mask"] == {"width": 320, "height": 320, "bytes": len(mask)}
+        assert order.dialect_data["mask"] == {"width": 320, "height": 320, "bytes": len(mask)}
         assert order.reference_key is not None
         assert state.storage.get(order.reference_key) == upload
 

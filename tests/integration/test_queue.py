@@ -89,7 +89,7 @@ async def test_running_caps_hold_under_concurrency(settings: Settings, tmp_path:
             assert sorted(counts) == [2, 2, 2, 2]
             # Finishing one frees exactly one slot of that account.
             done = await lifecycle.complete(
-                s, rows[0][1], await _worker_of(s, rows[0][1]), [], state.storage, utcnow()
+                s, rows[0][1], await _worker_of(s, rows[0][1]), [], utcnow()
             )
             assert done is not None
         again = await drain(state, "w-late")
@@ -118,7 +118,7 @@ async def test_expired_lease_is_requeued_then_failed_and_refunded_once(
                 expired = await queue.expired_leases(s, utcnow())
                 assert [o.id for o in expired] == [order_id]
                 outcome = await lifecycle.requeue_or_fail(
-                    s, expired[0], settings.max_attempts, state.storage, utcnow()
+                    s, expired[0], settings.max_attempts, utcnow()
                 )
             assert outcome == expected
         async with state.db.transaction() as s:
@@ -129,10 +129,8 @@ async def test_expired_lease_is_requeued_then_failed_and_refunded_once(
             assert acct is not None and acct.running_count == 0
             assert (await ledger.balance(s, account.id, utcnow())).total == 300
             # A late completion from the lost worker changes nothing.
-            assert await lifecycle.complete(s, order_id, "w2", [], state.storage, utcnow()) is None
-            assert (
-                await lifecycle.fail(s, order_id, "w2", "x", "y", state.storage, utcnow()) is None
-            )
+            assert await lifecycle.complete(s, order_id, "w2", [], utcnow()) is None
+            assert await lifecycle.fail(s, order_id, "w2", "x", "y", utcnow()) is None
             assert await ledger.refund(s, order_id, utcnow(), "again") == 0
     finally:
         await state.db.dispose()

@@ -12,7 +12,7 @@ from standardwebhooks.webhooks import Webhook
 from easel.api.state import AppState
 from easel.config import Settings
 from easel.db.tables import WebhookDelivery
-from easel.webhooks.sender import deliver_due
+from easel.services.webhook_sender import deliver_due
 from tests.support.app import app_client, auth, new_account
 from tests.support.receiver import Receiver, webhook_receiver
 
@@ -34,7 +34,7 @@ async def submit_and_cancel(client: httpx.AsyncClient, key: str, url: str) -> st
 async def send_until(state: AppState, hooks: Receiver, count: int, passes: int = 50) -> None:
     async with httpx.AsyncClient() as http:
         for _ in range(passes):
-            await deliver_due(state.db, http, state.settings)
+            await deliver_due(state.db, http, state.settings, state.storage)
             if len(hooks.calls) >= count:
                 return
             await hooks_pause()
@@ -110,7 +110,7 @@ async def test_gives_up_after_the_last_attempt(settings: Settings) -> None:
             await submit_and_cancel(client, key, hooks.url)
             async with httpx.AsyncClient() as http:
                 for _ in range(20):
-                    await deliver_due(state.db, http, state.settings)
+                    await deliver_due(state.db, http, state.settings, state.storage)
                     await hooks_pause()
         [delivery] = (await client.get("/api/v1/webhooks/deliveries", headers=auth(key))).json()[
             "deliveries"
@@ -149,7 +149,7 @@ async def test_checked_again_at_delivery_and_on_redirect(settings: Settings) -> 
         ):
             await submit_and_cancel(client, key, hooks.url)
             async with httpx.AsyncClient() as http:
-                await deliver_due(state.db, http, state.settings)
+                await deliver_due(state.db, http, state.settings, state.storage)
         [d] = (await client.get("/api/v1/webhooks/deliveries", headers=auth(key))).json()[
             "deliveries"
         ]
@@ -160,7 +160,7 @@ async def test_checked_again_at_delivery_and_on_redirect(settings: Settings) -> 
             order_id = await submit_and_cancel(client, key, hooks.url)
             state.settings = state.settings.model_copy(update={"allowed_networks": []})
             async with httpx.AsyncClient() as http:
-                await deliver_due(state.db, http, state.settings)
+                await deliver_due(state.db, http, state.settings, state.storage)
             assert hooks.calls == []
         log = (
             await client.get(f"/api/v1/webhooks/deliveries?order_id={order_id}", headers=auth(key))

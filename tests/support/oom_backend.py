@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from easel.backends import registry
-from easel.backends.base import GeneratedImage, Job, ProgressFn
+from easel.backends.base import Job, StepFn
 from easel.backends.sdxl import SDXLBackend
+from easel.media.encoding import GeneratedImage
 
 FAMILY = "sdxl-oom-test"
 
@@ -19,15 +20,15 @@ FAMILY = "sdxl-oom-test"
 class OutOfMemoryAbove(SDXLBackend):
     family = FAMILY
     limit: ClassVar[int] = 1
-    calls: ClassVar[list[int]] = []  # outputs asked for, per generate() call
+    calls: ClassVar[list[int]] = []  # outputs asked for, per pipeline call
 
-    def generate(self, job: Job, progress: ProgressFn) -> list[GeneratedImage]:
+    def run(self, job: Job, progress: StepFn) -> list[GeneratedImage]:
         type(self).calls.append(len(job.images))
         if len(job.images) > self.limit:
             raise torch.OutOfMemoryError(
                 f"CUDA out of memory: {len(job.images)} outputs asked for, room for {self.limit}"
             )
-        return super().generate(job, progress)
+        return super().run(job, progress)
 
 
 def register(monkeypatch: pytest.MonkeyPatch, limit: int) -> type[OutOfMemoryAbove]:

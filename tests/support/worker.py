@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 import httpx
 
 from easel.api.state import AppState
+from easel.services.host import run_services
+from easel.services.hosted import background_services
 from easel.worker.runner import Worker
 
 T = TypeVar("T")
@@ -18,10 +20,12 @@ T = TypeVar("T")
 
 @asynccontextmanager
 async def running_worker(state: AppState, **options: Any) -> AsyncIterator[Worker]:
-    """`options`: Worker's keyword options (models, preload)."""
+    """A worker and the background services beside it, as `easel serve` runs them.
+    `options`: Worker's keyword options (models, preload)."""
     worker = Worker(state.settings, state.catalog, state.db, state.storage, **options)
+    services = background_services(state.settings, state.db, state.storage)
     stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
+    task = asyncio.create_task(run_services([*worker.services(), *services], stop))
     try:
         yield worker
     finally:

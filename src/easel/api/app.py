@@ -9,11 +9,11 @@ from fastapi import FastAPI
 
 from easel import __version__
 from easel.api import errors
-from easel.api.dialects import kie, kirin, native, openai_images, tasks
 from easel.api.limits import BodyLimit
 from easel.api.routes import events, files, health, webhooks, workers
 from easel.api.state import AppState
 from easel.config import Settings, get_settings
+from easel.dialects.registry import DIALECTS
 
 
 def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
@@ -35,17 +35,12 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    errors.install(
-        app,
-        [
-            (kie.PREFIX, kie.error_response),
-            (tasks.PREFIX, tasks.error_response),
-            (kirin.PREFIX, kirin.error_response),
-            (openai_images.PREFIX, openai_images.error_response),
-        ],
-    )
-    for router in (native.router, kie.router, tasks.router, kirin.router, openai_images.router):
-        app.include_router(router)
+    shapes = [
+        (d.prefix, d.error_response) for d in DIALECTS.values() if d.prefix and d.error_response
+    ]
+    errors.install(app, shapes)
+    for dialect in DIALECTS.values():
+        app.include_router(dialect.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(files.router)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from easel.backends.registry import FAMILIES
 from easel.catalog import Catalog, load_catalog
 from easel.config import Settings
 from easel.db.engine import Database
@@ -16,6 +17,7 @@ class AppState:
     catalog: Catalog
     db: Database
     storage: Storage
+    served_families: frozenset[str] = frozenset(FAMILIES)  # model families a worker can run
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:

@@ -10,23 +10,18 @@ from typing import Any
 
 from PIL import Image
 
-from easel.backends.base import (
-    ANIMATION_FORMATS,
-    Backend,
-    GeneratedImage,
-    Job,
-    ProgressFn,
-)
+from easel.backends.base import Job, LocalBackend, StepFn
 from easel.backends.loading import load_pipeline
 from easel.backends.numerics import check_outputs, to_uint8
 from easel.config import Settings
+from easel.media.encoding import ANIMATION_FORMATS, GeneratedImage
 from easel.media.video import encode_animation
 
 CONTEXT_FRAMES = 16  # SD 1.5 motion adapters are trained on 16-frame clips
 CONTEXT_STRIDE = 4  # frames between the starts of overlapping context windows
 
 
-class AnimateDiffBackend(Backend):
+class AnimateDiffBackend(LocalBackend):
     family = "animatediff"
 
     def __init__(self, model: Any, device: str, settings: Settings | None = None) -> None:
@@ -68,7 +63,7 @@ class AnimateDiffBackend(Backend):
         elif not wanted and self.pipe.free_noise_enabled:
             self.pipe.disable_free_noise()
 
-    def generate(self, job: Job, progress: ProgressFn) -> list[GeneratedImage]:
+    def run(self, job: Job, progress: StepFn) -> list[GeneratedImage]:
         import torch
 
         if job.frames < 1:

@@ -1,30 +1,26 @@
-"""The interface between the worker and a model family."""
+"""The interface between the worker and a model family.
+
+A backend is one loaded model. `generate` is a coroutine: a local diffusers backend runs its
+pipeline in a thread, one job at a time (`LocalBackend`); a backend that waits on a remote API
+may keep `max_in_flight` jobs going at once.
+"""
 
 from __future__ import annotations
 
-import io
-import json
+import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
-
-from PIL import Image, PngImagePlugin
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from easel.catalog import Model
 from easel.config import Settings
+from easel.media.encoding import GeneratedImage
 
-# Called after each denoising step with (step, total); raises `Canceled` to stop the run.
-ProgressFn = Callable[[int, int], None]
-
-CONTENT_TYPES = {
-    "png": "image/png",
-    "jpeg": "image/jpeg",
-    "webp": "image/webp",
-    "gif": "image/gif",
-    "mp4": "video/mp4",
-}
-ANIMATION_FORMATS = ("mp4", "gif", "webp")  # the first is the default
+# Awaited after each denoising step with (step, total); raises `Canceled` to stop the run.
+ProgressFn = Callable[[int, int], Coroutine[Any, Any, None]]
+# The same, called from the generation thread of a local backend.
+StepFn = Callable[[int, int], None]
 
 
 class Canceled(Exception):
@@ -60,7 +56,6 @@ class Job:
     frames: int = 0  # > 0: each output is an animation of exactly this many frames
     strength: float = 0.8  # image-to-image: how far from the reference (0 keeps it, 1 ignores it)
     scheduler: str | None = None  # catalog scheduler name; None keeps the pipeline's own
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def order_ids(self) -> list[str]:
@@ -71,19 +66,13 @@ class Job:
         return [i.seed for i in self.images]
 
 
-@dataclass(frozen=True)
-class GeneratedImage:
-    data: bytes
-    content_type: str
-    seed: int
-    width: int
-    height: int
-
-
 class Backend(ABC):
-    """One loaded model. `generate` runs in a worker thread and may block for a long time."""
+    """One loaded model."""
 
     family: str
+    # Runs on this worker's device (and so shares it with every other local backend).
+    local: ClassVar[bool] = True
+    max_in_flight: ClassVar[int] = 1  # jobs one instance runs at once
 
     def __init__(self, model: Model, device: str, settings: Settings | None = None) -> None:
         """`settings`: the worker's, for its speedups (None: the pipeline as diffusers loads it)."""
@@ -91,47 +80,41 @@ class Backend(ABC):
         self.device = device
         self.settings = settings
 
-    def speed_up(self, pipe: Any) -> None:
+    @abstractmethod
+    def load(self) -> None:
+        """Load weights (blocking, in a thread); raise ModelUnavailable naming the model and
+        how to provide it."""
+
+    @abstractmethod
+    async def generate(self, job: Job, progress: ProgressFn) -> list[GeneratedImage]: ...
+
+    def unload(self) -> None:  # noqa: B027 - optional hook
+        """Release memory."""
+
+
+class LocalBackend(Backend):
+    """A pipeline on this worker's device: `run` blocks in a worker thread, one job at a time."""
+
+    def __init__(self, model: Model, device: str, settings: Settings | None = None) -> None:
+        super().__init__(model, device, settings)
+        self._one_at_a_time = asyncio.Lock()
+
+    def speed_up(self, pipe: object) -> None:
         """The worker's speedups (speedups.py), applied in place after loading."""
         if self.settings is not None:
             from easel.backends.speedups import apply_speedups
 
             apply_speedups(pipe, self.settings, self.device)
 
-    @abstractmethod
-    def load(self) -> None:
-        """Load weights; raise ModelUnavailable naming the model and how to provide it."""
+    async def generate(self, job: Job, progress: ProgressFn) -> list[GeneratedImage]:
+        loop = asyncio.get_running_loop()
+
+        def step(done: int, total: int) -> None:
+            asyncio.run_coroutine_threadsafe(progress(done, total), loop).result()
+
+        async with self._one_at_a_time:
+            return await asyncio.to_thread(self.run, job, step)
 
     @abstractmethod
-    def generate(self, job: Job, progress: ProgressFn) -> list[GeneratedImage]: ...
-
-    def unload(self) -> None:  # noqa: B027 - optional hook
-        """Release memory."""
-
-
-def encode_image(
-    image: Image.Image, fmt: str, seed: int, metadata: dict[str, Any]
-) -> GeneratedImage:
-    """Encode with the generation parameters embedded (PNG text chunks, else EXIF description)."""
-    buf = io.BytesIO()
-    text = json.dumps({**metadata, "seed": seed}, ensure_ascii=False)
-    if fmt == "png":
-        info = PngImagePlugin.PngInfo()
-        info.add_text("parameters", text)
-        for key in ("prompt", "model"):
-            if key in metadata:
-                info.add_itxt(key, str(metadata[key]))
-        info.add_text("seed", str(seed))
-        image.save(buf, format="PNG", pnginfo=info)
-    else:
-        exif = Image.Exif()
-        # ImageDescription is ASCII-only: escape non-ASCII (a Chinese prompt) inside the JSON.
-        exif[0x010E] = json.dumps({**metadata, "seed": seed}, ensure_ascii=True)
-        image.convert("RGB").save(buf, format=fmt.upper(), exif=exif.tobytes(), quality=92)
-    return GeneratedImage(
-        data=buf.getvalue(),
-        content_type=CONTENT_TYPES[fmt],
-        seed=seed,
-        width=image.width,
-        height=image.height,
-    )
+    def run(self, job: Job, progress: StepFn) -> list[GeneratedImage]:
+        """The pipeline call, blocking; `progress` after each step (it may raise Canceled)."""

@@ -12,28 +12,14 @@ from typing import Any, ClassVar
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from easel.backends.base import (
-    Backend,
-    GeneratedImage,
-    ImageSpec,
-    Job,
-    ProgressFn,
-    encode_image,
-)
+from easel.backends.base import ImageSpec, Job, LocalBackend, StepFn
 from easel.backends.loading import load_pipeline
 from easel.backends.numerics import checked_images
 from easel.catalog import Model
+from easel.catalog.schedulers import SCHEDULERS, is_flow_matching
 from easel.config import Settings
+from easel.media.encoding import GeneratedImage, encode_image
 
-# Catalog scheduler name -> diffusers class and the options it is built with.
-SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
-    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
-    "unipc": ("UniPCMultistepScheduler", {}),
-    "ddim": ("DDIMScheduler", {}),
-}
 # Longest schedule image-to-image may stretch to so a small strength still runs one step.
 MAX_SCHEDULE = 1000
 
@@ -91,7 +77,7 @@ def generators(job: Job) -> list[Any]:
     return [torch.Generator("cpu").manual_seed(seed) for seed in job.seeds]
 
 
-def step_callback(progress: ProgressFn) -> Any:
+def step_callback(progress: StepFn) -> Any:
     """A `callback_on_step_end` reporting step k of the pipeline's own step count."""
 
     def on_step_end(pipe: Any, step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -130,14 +116,13 @@ def crop_center(image: Image.Image, width: int, height: int) -> Image.Image:
     return image.crop((left, top, left + width, top + height))
 
 
-class DiffusersBackend(Backend):
+class DiffusersBackend(LocalBackend):
     """A diffusers text-to-image pipeline plus its image-to-image twin on the same weights."""
 
     text_to_image: ClassVar[str]  # diffusers pipeline class names
     image_to_image: ClassVar[str]
     # Sides the pipeline accepts are multiples of this; others are generated larger and cropped.
     size_multiple: ClassVar[int] = 8
-    flow_matching: ClassVar[bool] = False
     image_to_image_sized: ClassVar[bool] = True  # its img2img takes width and height
 
     def __init__(self, model: Model, device: str, settings: Settings | None = None) -> None:
@@ -167,10 +152,10 @@ class DiffusersBackend(Backend):
             "guidance_scale": job.guidance,
         }
 
-    def generate(self, job: Job, progress: ProgressFn) -> list[GeneratedImage]:
+    def run(self, job: Job, progress: StepFn) -> list[GeneratedImage]:
         import torch
 
-        if job.scheduler is not None and self.flow_matching:
+        if job.scheduler is not None and is_flow_matching(self.model.family):
             raise ValueError(
                 f"{self.model.id} is a flow-matching model; scheduler {job.scheduler!r} cannot "
                 "drive it (only steps change for it)"

@@ -23,7 +23,6 @@ class QwenImageBackend(DiffusersBackend):
     text_to_image = "QwenImagePipeline"
     image_to_image = "QwenImageImg2ImgPipeline"
     size_multiple = 16  # 8x VAE, then 2x2 patches
-    flow_matching = True
 
     def guidance_kwargs(self, job: Job) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"prompt": [spec.prompt for spec in job.images]}

@@ -14,4 +14,3 @@ class ZImageBackend(DiffusersBackend):
     text_to_image = "ZImagePipeline"
     image_to_image = "ZImageImg2ImgPipeline"
     size_multiple = 16  # 8x VAE, then 2x2 patches
-    flow_matching = True

@@ -8,13 +8,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from easel.catalog.schedulers import KEEP_SCHEDULER, SCHEDULERS, is_flow_matching
+
 ACCELERATIONS = ("none", "regular", "high")
-# Scheduler names an acceleration level may pick (backends/common.py maps them to diffusers).
-SCHEDULERS = ("euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc", "ddim")
-# Families sampled by flow matching: a discrete-time scheduler cannot drive them.
-FLOW_MATCHING_FAMILIES = ("z-image", "qwen-image")
 ACCELERATION_KEYS = ("steps", "scheduler")
-KEEP_SCHEDULER = "default"  # the pipeline's own scheduler (undoes a shipped choice)
 
 
 class CatalogError(ValueError):
@@ -176,7 +173,7 @@ def _check_acceleration(model: Model) -> None:
                 f"{where}.{level}.scheduler {scheduler!r} is unknown; known: "
                 f"{[KEEP_SCHEDULER, *SCHEDULERS]}"
             )
-        if model.family in FLOW_MATCHING_FAMILIES:
+        if is_flow_matching(model.family):
             raise CatalogError(
                 f"{where}.{level}.scheduler: {model.family} is a flow-matching model and cannot "
                 f"use {scheduler!r}; remove the scheduler (only steps change for this family)"

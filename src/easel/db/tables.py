@@ -149,7 +149,9 @@ class Order(Base):
     llm_enhance: Mapped[bool] = mapped_column(Boolean, default=False)
     safety_check: Mapped[bool] = mapped_column(Boolean, default=False)
     webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
-    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The dialect's own fields (dialects/*: a DialectData subclass as JSON).
+    dialect_data: Mapped[dict[str, Any]] = mapped_column("extra", JSON, default=dict)
+    webhook_on_start: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     status: Mapped[str] = mapped_column(
         String(16)
@@ -199,7 +201,6 @@ class WebhookDelivery(Base):
     order_id: Mapped[str] = mapped_column(String(32), index=True)
     url: Mapped[str] = mapped_column(String(2048))
     event: Mapped[str] = mapped_column(String(32))
-    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)

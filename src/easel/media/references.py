@@ -19,7 +19,7 @@ from PIL import Image
 
 from easel.config import Settings
 from easel.errors import InvalidRequest
-from easel.webhooks.urls import send_checked
+from easel.net.pinned import send_checked
 
 USER_AGENT = "easel-references/1"
 CONTENT_TYPES = {

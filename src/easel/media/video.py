@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image
 
-from easel.backends.base import ANIMATION_FORMATS, CONTENT_TYPES, GeneratedImage
+from easel.media.encoding import ANIMATION_FORMATS, CONTENT_TYPES, GeneratedImage
 
 MP4_CRF = 18  # x264 constant quality: visually lossless for generated content
 MP4_PRESET = "medium"

@@ -13,8 +13,6 @@ from easel.accounts import ledger
 from easel.accounts.accounts import release_running_slot
 from easel.db.tables import Order, Output
 from easel.errors import Conflict, NotFound
-from easel.orders.payloads import NOTIFY_ON_START, webhook_payload
-from easel.storage import Storage
 from easel.webhooks import outbox
 
 log = logging.getLogger(__name__)
@@ -63,10 +61,10 @@ async def _finish(
     return await session.get(Order, order_id, populate_existing=True)
 
 
-def started(session: AsyncSession, order: Order, storage: Storage, now: datetime) -> None:
-    """In the claim's transaction: tell dialects whose callback reports every status change."""
-    if order.dialect in NOTIFY_ON_START:
-        outbox.enqueue(session, order, "order.started", webhook_payload(order, [], storage), now)
+def started(session: AsyncSession, order: Order, now: datetime) -> None:
+    """In the claim's transaction: a callback for clients that asked for every status change."""
+    if order.webhook_on_start:
+        outbox.enqueue(session, order, outbox.STARTED, now)
 
 
 async def complete(
@@ -74,7 +72,6 @@ async def complete(
     order_id: str,
     worker_id: str,
     outputs: list[NewOutput],
-    storage: Storage,
     now: datetime,
 ) -> Order | None:
     """None when the worker no longer holds the order (lease lost); nothing is written then."""
@@ -87,7 +84,7 @@ async def complete(
     session.add_all(rows)
     await release_running_slot(session, order.account_id)
     await session.flush()
-    outbox.enqueue(session, order, "order.completed", webhook_payload(order, rows, storage), now)
+    outbox.enqueue(session, order, outbox.event_for(order.status), now)
     return order
 
 
@@ -97,7 +94,6 @@ async def fail(
     worker_id: str | None,
     code: str,
     message: str,
-    storage: Storage,
     now: datetime,
     *,
     status: str = "failed",
@@ -121,13 +117,11 @@ async def fail(
         "order ended without output",
         extra={"action": status, "order_id": order_id, "code": code, "refunded": refunded},
     )
-    outbox.enqueue(session, order, f"order.{status}", webhook_payload(order, [], storage), now)
+    outbox.enqueue(session, order, outbox.event_for(order.status), now)
     return order
 
 
-async def cancel(
-    session: AsyncSession, account_id: str, order_id: str, storage: Storage, now: datetime
-) -> Order:
+async def cancel(session: AsyncSession, account_id: str, order_id: str, now: datetime) -> Order:
     """Pending: canceled and refunded now. Running: flagged; the worker stops at its next step."""
     order = await session.scalar(
         select(Order).where(Order.id == order_id, Order.account_id == account_id).with_for_update()
@@ -141,7 +135,6 @@ async def cancel(
             None,
             "canceled",
             "canceled by the client",
-            storage,
             now,
             status="canceled",
         )
@@ -155,7 +148,7 @@ async def cancel(
 
 
 async def requeue_or_fail(
-    session: AsyncSession, order: Order, max_attempts: int, storage: Storage, now: datetime
+    session: AsyncSession, order: Order, max_attempts: int, now: datetime
 ) -> str:
     """A running order whose lease expired: back to pending, or failed after the last attempt."""
     if order.cancel_requested:
@@ -165,7 +158,6 @@ async def requeue_or_fail(
             order.worker_id,
             "canceled",
             "canceled by the client",
-            storage,
             now,
             status="canceled",
         )
@@ -178,7 +170,6 @@ async def requeue_or_fail(
             "worker_lost",
             f"the worker running this order stopped responding {order.attempts} times; "
             "the order was refunded",
-            storage,
             now,
         )
         return "failed"

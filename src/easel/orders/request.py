@@ -5,20 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from easel.backends.base import ANIMATION_FORMATS
 from easel.catalog import Model, Product
 from easel.catalog.loader import ACCELERATIONS
 from easel.config import Settings
 from easel.errors import InvalidRequest
+from easel.media.encoding import ANIMATION_FORMATS, IMAGE_FORMATS
 from easel.media.references import Reference
 
-IMAGE_FORMATS = ("png", "jpeg", "webp")
 MAX_SEED = 2**32 - 1
 MAX_STEPS = 150
 MAX_GUIDANCE = 30.0
@@ -37,6 +36,21 @@ def size_for_aspect(model: Model, ratio: str, param: str = "aspect_ratio") -> tu
     width = round((area * w / h) ** 0.5 / SIZE_STEP) * SIZE_STEP
     height = round((area * h / w) ** 0.5 / SIZE_STEP) * SIZE_STEP
     return max(width, SIZE_STEP), max(height, SIZE_STEP)
+
+
+@dataclass(frozen=True)
+class DialectData:
+    """Dialect-only fields an order keeps for its bodies: each dialect subclasses it with a
+    small frozen dataclass, stored as JSON in `orders.extra`."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def stored(cls, order: Any) -> dict[str, Any]:
+        """What an order of this dialect stored (its JSON form)."""
+        data: dict[str, Any] = order.dialect_data or {}
+        return data
 
 
 @dataclass(frozen=True)
@@ -62,7 +76,8 @@ class GenerationRequest:
     idempotency_key: str | None
     external_task_id: str | None
     request_hash: str
-    extra: dict[str, Any]
+    dialect_data: DialectData | None = None
+    webhook_on_start: bool = False  # a callback when the order starts (seed 004)
     reference: Reference | None = None  # image-to-image input, checked
     strength: float | None = None
 
@@ -147,7 +162,8 @@ def build_request(
     idempotency_key: str | None = None,
     external_task_id: str | None = None,
     body: Any = None,
-    extra: dict[str, Any] | None = None,
+    dialect_data: DialectData | None = None,
+    webhook_on_start: bool = False,
 ) -> GenerationRequest:
     """Apply the rules every dialect shares; raise InvalidRequest naming what to change."""
     prompt = check_prompt(settings, prompt)
@@ -228,5 +244,6 @@ def build_request(
         idempotency_key=idempotency_key,
         external_task_id=external_task_id,
         request_hash=hash_body(body),
-        extra=extra or {},
+        dialect_data=dialect_data,
+        webhook_on_start=webhook_on_start,
     )

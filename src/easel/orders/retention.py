@@ -9,12 +9,11 @@ from datetime import datetime
 from sqlalchemy import select, update
 
 from easel.db.engine import Database
+from easel.db.status import FINAL
 from easel.db.tables import Order, Output
 from easel.storage import Storage
 
 log = logging.getLogger(__name__)
-
-FINAL = ("completed", "failed", "canceled")
 
 
 async def sweep_expired(db: Database, storage: Storage, now: datetime, limit: int = 100) -> int:
@@ -27,7 +26,7 @@ async def sweep_expired(db: Database, storage: Storage, now: datetime, limit: in
                 .where(
                     Order.outputs_swept.is_(False),
                     Order.outputs_expire_at < now,
-                    Order.status.in_(FINAL),
+                    Order.status.in_(sorted(FINAL)),
                 )
                 .order_by(Order.outputs_expire_at)
                 .limit(limit)

@@ -4,61 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts import ledger
 from easel.accounts.accounts import lock_account
-from easel.backends.registry import served_families
-from easel.catalog import Catalog, Plan
+from easel.catalog import Catalog
+from easel.catalog.pricing import check_plan, check_served, price
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
 from easel.db.tables import Account, Order
-from easel.errors import Conflict, Forbidden, InvalidRequest
+from easel.errors import Conflict, InvalidRequest
 from easel.ids import new_order_id
+from easel.net.check import check_url
 from easel.orders.queue import notify_new_order
 from easel.orders.request import GenerationRequest
 from easel.storage import Storage
-from easel.webhooks.urls import check_url
 
 DEFAULT_RETENTION = timedelta(days=14)
-
-
-def check_plan(catalog: Catalog, plan: Plan, req: GenerationRequest) -> None:
-    if not plan.allows_model(req.model.id):
-        allowed = [s for m in plan.models if m in catalog.models for s in catalog.models[m].styles]
-        raise Forbidden(
-            f"plan {plan.id} does not include {req.model_alias!r}; it allows "
-            f"{', '.join(allowed) or 'no styles'}. Upgrade to standard or above for all styles"
-        )
-    if req.product.is_animation and not plan.animation:
-        raise Forbidden(f"plan {plan.id} does not include animation; pro and mega do")
-    if req.n > plan.max_images:
-        raise Forbidden(
-            f"plan {plan.id} allows at most {plan.max_images} images per order, "
-            f"this order asks for {req.n}; ask for fewer or upgrade the plan"
-        )
-
-
-def check_served(catalog: Catalog, req: GenerationRequest) -> None:
-    served = served_families()
-    if req.model.family in served:
-        return
-    what = "animation" if req.product.is_animation else repr(req.model_alias)
-    available = [s for m in catalog.models.values() if m.family in served for s in m.styles]
-    raise InvalidRequest(
-        f"{what} needs the {req.model.family} backend, which this server does not run yet; "
-        f"available styles: {', '.join(available)}",
-        param="product_type" if req.product.is_animation else "style",
-    )
-
-
-def price(req: GenerationRequest) -> int:
-    if req.product.is_animation and req.product.credits is not None:
-        return req.product.credits
-    return req.model.credits[req.acceleration] * req.n
 
 
 async def find_by_idempotency_key(session: AsyncSession, account_id: str, key: str) -> Order | None:
@@ -67,16 +33,21 @@ async def find_by_idempotency_key(session: AsyncSession, account_id: str, key: s
     )
 
 
-async def place_order(
-    db: Database,
-    catalog: Catalog,
-    settings: Settings,
-    account: Account,
-    req: GenerationRequest,
-    storage: Storage,
-) -> tuple[Order, bool]:
+class Placing(Protocol):
+    """What placing an order needs of the process (the API's AppState is one)."""
+
+    settings: Settings
+    catalog: Catalog
+    db: Database
+    storage: Storage
+    served_families: frozenset[str]
+
+
+async def place_order(ctx: Placing, account: Account, req: GenerationRequest) -> tuple[Order, bool]:
     """What every dialect calls: outbound URL checks (outside any lock), the reference image
     stored under the order's id, then one transaction. A refused order leaves nothing stored."""
+    db, catalog, settings, storage = ctx.db, ctx.catalog, ctx.settings, ctx.storage
+    check_served(catalog, req, ctx.served_families)
     if req.webhook_url:
         await check_url(req.webhook_url, req.webhook_param, settings.url_policy)
     retention = timedelta(days=settings.output_retention_days)
@@ -126,7 +97,6 @@ async def submit(
     if plan is None:
         raise InvalidRequest(f"account plan {account.plan!r} is not in the catalog")
     check_plan(catalog, plan, req)
-    check_served(catalog, req)
     cost = price(req)
     await lock_account(session, account.id)
     if req.idempotency_key:
@@ -179,7 +149,8 @@ async def submit(
         llm_enhance=req.llm_enhance,
         safety_check=req.safety_check,
         webhook_url=req.webhook_url,
-        extra=req.extra,
+        dialect_data=req.dialect_data.as_json() if req.dialect_data else {},
+        webhook_on_start=req.webhook_on_start,
         status="pending",
         progress=0,
         step=0,

@@ -10,10 +10,10 @@ import asyncio
 import time
 
 from easel.db.engine import Database
+from easel.db.status import FINAL
 from easel.db.tables import Order, Output
 from easel.errors import NotFound
 from easel.orders.lifecycle import get_outputs
-from easel.orders.retention import FINAL
 
 
 async def wait_until_final(

@@ -1,19 +1,33 @@
-"""Webhook outbox rows, written in the transaction of the status change they report."""
+"""Webhook outbox rows, written in the transaction of the status change they report.
+
+A row holds the canonical event (order, event kind); the body is rendered by the order's dialect
+when it is sent, so the output URLs in it are fresh at every attempt.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from easel.db.status import OrderStatus
 from easel.db.tables import Order, WebhookDelivery
 from easel.ids import new_id
 
+STARTED = "order.started"
 
-def enqueue(
-    session: AsyncSession, order: Order, event: str, payload: dict[str, Any], now: datetime
-) -> None:
+
+def event_for(status: str) -> str:
+    """The event kind that reports an order reaching `status`."""
+    return STARTED if status == OrderStatus.RUNNING else f"order.{status}"
+
+
+def status_of(event: str) -> OrderStatus:
+    """The status an event reports (the order may have moved on since)."""
+    return OrderStatus.RUNNING if event == STARTED else OrderStatus(event.removeprefix("order."))
+
+
+def enqueue(session: AsyncSession, order: Order, event: str, now: datetime) -> None:
     if not order.webhook_url:
         return
     session.add(
@@ -23,7 +37,6 @@ def enqueue(
             order_id=order.id,
             url=order.webhook_url,
             event=event,
-            payload=payload,
             state="pending",
             attempts=0,
             next_attempt_at=now,

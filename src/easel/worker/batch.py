@@ -8,15 +8,17 @@ pipeline call stop at its next step.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from easel.backends.base import Backend, GeneratedImage, ImageSpec, Job, ProgressFn
+from easel.backends.base import Backend, ImageSpec, Job, ProgressFn
 from easel.backends.numerics import NumericalFailure
 from easel.catalog import Model
 from easel.db.tables import Order
+from easel.media.encoding import GeneratedImage
 from easel.orders.queue import strength
 from easel.worker.memory import free_memory, oom_errors
 
@@ -90,7 +92,6 @@ def build_job(model: Model, orders: Sequence[Order], references: Mapping[str, by
         frames=leader.frames or 0,
         strength=strength(leader),
         scheduler=model.scheduler_for(leader.acceleration),
-        extra=dict(leader.extra or {}),
     )
 
 
@@ -114,27 +115,27 @@ def numerical_failure_message(failure: NumericalFailure) -> str:
     )
 
 
-def run_splitting(
+async def run_splitting(
     backend: Backend, job: Job, progress: ProgressFn, batch: BatchRun
 ) -> dict[tuple[str, int], GeneratedImage]:
-    """Run `job` for the live orders of `batch`, blocking; images by (order id, index).
+    """Run `job` for the live orders of `batch`; images by (order id, index).
 
     Out of memory: free the cache, run each half on its own (recursively); a single output that
     still does not fit fails its order. A numerical failure fails the orders it names and runs
     the rest again (same seeds, same images).
     """
     results: dict[tuple[str, int], GeneratedImage] = {}
-    oom = oom_errors()
+    oom = oom_errors() if backend.local else ()
 
-    def run(part: Job) -> None:
+    async def run(part: Job) -> None:
         specs = [s for s in part.images if batch.is_live(s.order_id)]
         if not specs:
             return
         part = replace(part, images=specs)
         try:
-            images = backend.generate(part, progress)
+            images = await backend.generate(part, progress)
         except oom:
-            free_memory()
+            await asyncio.to_thread(free_memory)
             if len(specs) == 1:
                 log.warning(
                     "out of memory on a single output",
@@ -147,8 +148,8 @@ def run_splitting(
                 "out of memory; splitting the batch",
                 extra={"action": "oom_split", "images": len(specs), "orders": part.order_ids},
             )
-            run(replace(part, images=specs[:half]))
-            run(replace(part, images=specs[half:]))
+            await run(replace(part, images=specs[:half]))
+            await run(replace(part, images=specs[half:]))
             return
         except NumericalFailure as failure:
             failed = [o for o in failure.order_ids if o in part.order_ids] or part.order_ids
@@ -157,10 +158,10 @@ def run_splitting(
             )
             for order_id in failed:
                 batch.fail(order_id, "numerical_failure", numerical_failure_message(failure))
-            run(part)
+            await run(part)
             return
         for spec, image in zip(specs, images, strict=True):
             results[(spec.order_id, spec.index)] = image
 
-    run(job)
+    await run(job)
     return results

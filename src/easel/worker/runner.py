@@ -1,6 +1,8 @@
 """The worker loop: claim a batch, run it on a backend, store, finish each order.
 
-Side tasks: listener, reaper, retention sweeper, webhook sender, presence heartbeat.
+Batches for local backends share the device and run one at a time; a remote backend may keep up
+to its `max_in_flight` batches going while the loop claims more. The loop's only side task is the
+PostgreSQL wake-up listener; presence is a service beside it (`Worker.services`).
 """
 
 from __future__ import annotations
@@ -11,33 +13,31 @@ import logging
 import os
 import socket
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections import Counter, deque
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy.exc import DBAPIError
 
-from easel.backends.base import Backend, Canceled, GeneratedImage, ProgressFn
-from easel.backends.loading import pick_device
+from easel.backends.base import Backend, Canceled, ProgressFn
+from easel.backends.registry import FAMILIES, backend_class
 from easel.catalog import Catalog, Model
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
 from easel.db.tables import Order
 from easel.errors import ModelUnavailable
+from easel.media.encoding import GeneratedImage
 from easel.orders import lifecycle, queue
-from easel.orders.retention import sweep_expired
+from easel.services.base import Periodic, Service, wait_any
 from easel.storage import MissingObject, Storage
-from easel.webhooks.sender import deliver_due
 from easel.worker import presence
 from easel.worker.batch import BatchRun, build_job, run_splitting
 from easel.worker.models import ModelCache
 
 log = logging.getLogger(__name__)
 
-REAP_BATCH = 100
 EXTENSIONS = {
     "image/png": "png",
     "image/jpeg": "jpg",
@@ -68,7 +68,7 @@ class Worker:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.served = None if models is None else list(models)
         self.preload = preload
-        device = pick_device(settings.device)
+        device = self._pick_device()
         budget = int(settings.model_memory_gb * 2**30)
         self.models = ModelCache(device, settings.max_loaded_models, budget, settings)
         self.presence = presence.Presence(
@@ -79,69 +79,109 @@ class Worker:
             started_at=utcnow(),
         )
         self.wake = asyncio.Event()
-        self.deliveries_due = asyncio.Event()
+        self.batch_ended = asyncio.Event()
+        self._in_flight: Counter[str] = Counter()  # model id -> batches running
         self.processed = 0
         self.recent_batches: deque[list[str]] = deque(maxlen=RECENT_BATCHES)  # order ids
         self._reported: list[str] | None = None  # loaded models as last reported
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Until `stop` is set; the batch in hand is finished first."""
-        side = [
-            self._periodic(stop, self.settings.reaper_interval, self.reap, "reaper"),
-            self._periodic(stop, self.settings.sweep_interval, self.sweep, "retention sweeper"),
-            self._periodic(
-                stop, self.settings.worker_heartbeat_seconds, self.report_presence, "presence"
-            ),
-            self._watch(self._send_loop(stop), "webhook sender"),
+    name = "worker"
+
+    def _serving(self) -> list[Model]:
+        ids = self.served if self.served is not None else list(self.catalog.models)
+        return [self.catalog.models[i] for i in ids if self.catalog.models[i].family in FAMILIES]
+
+    def _pick_device(self) -> str:
+        """torch is imported only by a worker that serves a local family."""
+        if not any(backend_class(m.family).local for m in self._serving()):
+            return "none"
+        from easel.backends.loading import pick_device
+
+        return pick_device(self.settings.device)
+
+    def services(self) -> list[Service]:
+        """This worker's loop and its presence heartbeat, for `run_services`."""
+        beat = Periodic("presence", self.settings.worker_heartbeat_seconds, self.report_presence)
+        return [self, beat]
+
+    def _claimable(self) -> list[str] | None:
+        """Models with room for another batch (None: every model, no filter)."""
+        local_busy = any(
+            backend_class(self.catalog.models[m].family).local for m in +self._in_flight
+        )
+        serving = self._serving()
+        room = [
+            m.id
+            for m in serving
+            if (
+                not local_busy
+                if backend_class(m.family).local
+                else self._in_flight[m.id] < backend_class(m.family).max_in_flight
+            )
         ]
+        return None if self.served is None and len(room) == len(serving) else room
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set; the batches in hand are finished first."""
+        listener = None
         if not self.db.is_sqlite:
             dsn = self.db.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            side.append(self._watch(queue.listen_for_orders(dsn, self.wake.set, stop), "listener"))
-        tasks = [asyncio.create_task(c) for c in side]
+            listener = asyncio.create_task(queue.listen_for_orders(dsn, self.wake.set, stop))
+        batches: set[asyncio.Task[None]] = set()
         log.info("worker started", extra={"action": "start", "worker_id": self.worker_id})
         try:
+            await self.report_presence()
             if self.preload:
                 await self._preload(stop)
             while not stop.is_set():
-                for task in tasks:
-                    if task.done():
-                        task.result()  # a dead side task stops the worker
+                if listener is not None and listener.done():
+                    listener.result()  # a dead listener stops the worker
                 self.wake.clear()
+                self.batch_ended.clear()
+                models = self._claimable()
+                if models == []:  # every model's backend is busy
+                    await wait_any(self.batch_ended, stop, timeout=self.settings.poll_interval)
+                    continue
                 try:
-                    orders = await self.claim()
+                    orders = await self.claim(models)
                 except (DBAPIError, OSError):
                     log.exception("claim failed; retrying", extra={"action": "claim_error"})
-                    await _wait_any(stop, timeout=self.settings.poll_interval)
+                    await wait_any(stop, timeout=self.settings.poll_interval)
                     continue
                 if orders:
-                    await self.process(orders)
+                    task = asyncio.create_task(self._run_batch(orders))
+                    batches.add(task)
+                    task.add_done_callback(batches.discard)
                     continue
-                await _wait_any(self.wake, stop, timeout=self.settings.poll_interval)
+                await wait_any(
+                    self.wake, self.batch_ended, stop, timeout=self.settings.poll_interval
+                )
         finally:
             stop.set()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*batches, return_exceptions=True)
+            if listener is not None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
             try:
                 await self.report_presence(stopped=True)
             except Exception:
                 log.exception("could not record the stop", extra={"action": "presence_error"})
             log.info("worker stopped", extra={"action": "stop", "worker_id": self.worker_id})
 
+    async def _run_batch(self, orders: list[Order]) -> None:
+        model_id = orders[0].model
+        self._in_flight[model_id] += 1
+        try:
+            await self.process(orders)
+        finally:
+            self._in_flight[model_id] -= 1
+            self.batch_ended.set()
+
     async def _preload(self, stop: asyncio.Event) -> None:
         for model_id in self.served or []:
             if stop.is_set():
                 return
             await self._backend(self.catalog.models[model_id])
-
-    async def _watch(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("worker side task died", extra={"action": "side_task", "task": name})
-            raise
 
     async def report_presence(self, *, stopped: bool = False) -> None:
         loaded = self.models.loaded
@@ -151,7 +191,7 @@ class Worker:
             )
         self._reported = loaded
 
-    async def claim(self) -> list[Order]:
+    async def claim(self, models: list[str] | None = None) -> list[Order]:
         """A leader by the claim rule, then compatible followers up to EASEL_MAX_BATCH_IMAGES."""
         prefer = timedelta(seconds=self.settings.prefer_loaded_seconds)
         async with self.db.transaction() as session:
@@ -160,12 +200,12 @@ class Worker:
                 self.worker_id,
                 utcnow(),
                 self.lease,
-                models=self.served,
+                models=models,
                 loaded=self.models.loaded,
                 prefer_loaded_for=prefer,
             )
             if leader is not None:
-                lifecycle.started(session, leader, self.storage, utcnow())
+                lifecycle.started(session, leader, utcnow())
         if leader is None:
             return []
         room = self.settings.max_batch_images - leader.n
@@ -177,7 +217,7 @@ class Worker:
                         session, leader, self.worker_id, utcnow(), self.lease, room
                     )
                     for order in followers:
-                        lifecycle.started(session, order, self.storage, utcnow())
+                        lifecycle.started(session, order, utcnow())
             except (DBAPIError, OSError):
                 log.exception(
                     "claiming a batch failed; running the order alone",
@@ -223,7 +263,6 @@ class Worker:
                 await heartbeat
             await self._end_failures(batch)
             self.processed += len(orders)
-            self.deliveries_due.set()
 
     async def _deliver(
         self, batch: BatchRun, order: Order, results: dict[tuple[str, int], GeneratedImage]
@@ -242,9 +281,7 @@ class Worker:
             keys = await asyncio.to_thread(self._store, order.id, [i for i in images if i])
             batch.drop(order.id)  # settled: the heartbeat stops renewing it
             async with self.db.transaction() as session:
-                done = await lifecycle.complete(
-                    session, order.id, self.worker_id, keys, self.storage, utcnow()
-                )
+                done = await lifecycle.complete(session, order.id, self.worker_id, keys, utcnow())
         except Exception as exc:
             log.exception("saving failed", extra={"action": "fail", "order_id": order.id})
             batch.drop(order.id)
@@ -276,7 +313,6 @@ class Worker:
                     self.worker_id,
                     code,
                     message,
-                    self.storage,
                     utcnow(),
                     status=status,
                 )
@@ -333,15 +369,14 @@ class Worker:
         if not orders:
             return {}
         job = build_job(model, orders, references)
-        progress = self._progress(batch, asyncio.get_running_loop())
-        return await asyncio.to_thread(run_splitting, backend, job, progress, batch)
+        return await run_splitting(backend, job, self._progress(batch), batch)
 
-    def _progress(self, batch: BatchRun, loop: asyncio.AbstractEventLoop) -> ProgressFn:
-        """Called in the generation thread after each step: records progress (at most every
-        EASEL_PROGRESS_INTERVAL) and raises Canceled once no order of the batch is left."""
+    def _progress(self, batch: BatchRun) -> ProgressFn:
+        """Awaited after each step: records progress (at most every EASEL_PROGRESS_INTERVAL)
+        and raises Canceled once no order of the batch is left."""
         last = 0.0
 
-        def progress(step: int, total: int) -> None:
+        async def progress(step: int, total: int) -> None:
             nonlocal last
             if not batch.live:
                 raise Canceled(batch.orders[0].id)
@@ -350,10 +385,8 @@ class Worker:
                 return
             last = now
             percent = min(99, step * 100 // max(total, 1))
-            report = self._renew(batch, step=step, total_steps=total, progress=percent)
-            future = asyncio.run_coroutine_threadsafe(report, loop)
             try:
-                future.result(timeout=self.settings.lease_seconds)
+                await self._renew(batch, step=step, total_steps=total, progress=percent)
             except (DBAPIError, OSError):
                 log.exception("progress report failed", extra={"action": "heartbeat_error"})
             if not batch.live:
@@ -407,54 +440,3 @@ class Worker:
                 )
             )
         return outputs
-
-    async def _periodic(
-        self, stop: asyncio.Event, interval: float, step: Callable[[], Awaitable[object]], name: str
-    ) -> None:
-        """Run `step` every `interval` seconds; a failed pass is logged and tried again later."""
-        while not stop.is_set():
-            try:
-                await step()
-            except Exception:
-                log.exception("periodic task failed", extra={"action": "side_task", "task": name})
-            await _wait_any(stop, timeout=interval)
-
-    async def reap(self) -> int:
-        """Expired leases back to the queue (or failed), one order per transaction."""
-        reaped = 0
-        while reaped < REAP_BATCH:
-            async with self.db.transaction() as session:
-                expired = await queue.expired_leases(session, utcnow(), limit=1)
-                if not expired:
-                    return reaped
-                outcome = await lifecycle.requeue_or_fail(
-                    session, expired[0], self.settings.max_attempts, self.storage, utcnow()
-                )
-                await queue.notify_new_order(session)
-            reaped += 1
-            log.warning("lease expired", extra={"action": outcome, "order_id": expired[0].id})
-        return reaped
-
-    async def sweep(self) -> int:
-        return await sweep_expired(self.db, self.storage, utcnow())
-
-    async def _send_loop(self, stop: asyncio.Event) -> None:
-        async with httpx.AsyncClient() as client:
-            while not stop.is_set():
-                self.deliveries_due.clear()
-                try:
-                    sent = await deliver_due(self.db, client, self.settings)
-                except Exception:
-                    log.exception("webhook pass failed", extra={"action": "webhook_error"})
-                    sent = 0
-                if not sent:
-                    await _wait_any(self.deliveries_due, stop, timeout=1.0)
-
-
-async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
-    waits = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()

@@ -18,18 +18,18 @@ from fastapi import APIRouter, Depends
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from easel.api.deps import CurrentAccount, State
-from easel.api.dialects.common import own_order
 from easel.api.state import AppState
+from easel.db.status import FINAL
 from easel.db.tables import Account
+from easel.dialects.common import own_order
+from easel.dialects.native import native_status
 from easel.errors import NotFound
 from easel.orders import lifecycle, queue
-from easel.orders.views import native_status
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["native (seed 000)"])
 
-TERMINAL = ("completed", "failed", "canceled")
 Event = tuple[str, dict[str, Any]]
 
 
@@ -68,7 +68,7 @@ class Changes:
                 progress = {"step": step, "total_steps": total, "percent": body["progress"]}
                 out.append(("progress", about | progress))
                 self.step = step
-            if status in TERMINAL:
+            if status in FINAL:
                 out.append((status, body))
         self.status = status
         return out
@@ -108,7 +108,7 @@ async def order_events(
             for name, data in changes.events(body):
                 yield ServerSentEvent(event=name, data=data)
                 quiet_since = time.monotonic()
-            if body["status"] in TERMINAL:
+            if body["status"] in FINAL:
                 reason = body["status"]
                 return
             now = time.monotonic()

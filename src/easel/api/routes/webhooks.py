@@ -8,10 +8,9 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, SessionDep, State
-from easel.clock import utcnow
+from easel.clock import iso, utcnow
 from easel.db.tables import Account, WebhookDelivery
 from easel.errors import NotFound
-from easel.orders.views import iso
 from easel.webhooks.signing import new_secret
 
 router = APIRouter(tags=["webhooks"])

@@ -11,8 +11,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
-from easel.clock import utcnow
-from easel.orders.views import iso
+from easel.clock import iso, utcnow
 from easel.worker.presence import is_online, list_workers
 
 router = APIRouter(tags=["workers"])

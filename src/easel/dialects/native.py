@@ -11,16 +11,18 @@ from sqlalchemy import select
 
 from easel.accounts import ledger
 from easel.api.deps import CurrentAccount, ReadSessionDep, SessionDep, State
-from easel.api.dialects.common import own_order, with_references
 from easel.catalog import Catalog
-from easel.clock import utcnow
-from easel.db.tables import Order
+from easel.clock import iso, utcnow
+from easel.db.tables import Order, Output
+from easel.dialects.base import Dialect, output_urls
+from easel.dialects.common import own_order, with_references
 from easel.errors import InvalidRequest
 from easel.orders import lifecycle, queue
 from easel.orders.request import GenerationRequest, build_request
 from easel.orders.submit import place_order
-from easel.orders.views import native_status
+from easel.storage import Storage
 
+NAME = "native"
 router = APIRouter(tags=["native (seed 000)"])
 
 SEED_000_EXAMPLE: dict[str, Any] = {
@@ -83,7 +85,7 @@ def to_request(state: State, body: GenerateBody, idempotency_key: str | None) ->
         model = catalog.models[catalog.animation_model]
     return build_request(
         state.settings,
-        dialect="native",
+        dialect=NAME,
         model=model,
         model_alias=body.style,
         product=product,
@@ -102,6 +104,75 @@ def to_request(state: State, body: GenerateBody, idempotency_key: str | None) ->
     )
 
 
+def native_status(
+    order: Order, outputs: list[Output], storage: Storage, position: int | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "ok": True,
+        "order_id": order.id,
+        "status": order.status,
+        "product_type": order.product_type,
+        "style": order.model_alias,
+        "model": order.model,
+        "priority": order.priority,
+        "progress": order.progress,
+        "step": order.step,
+        "total_steps": order.total_steps,
+        "prompt": order.prompt,
+        "negative_prompt": order.negative_prompt,
+        "width": order.width,
+        "height": order.height,
+        "n": order.n,
+        "seed": order.seed,
+        "steps": order.steps,
+        "guidance": order.guidance,
+        "llm_enhance": order.llm_enhance,
+        "cost": order.cost_credits,
+        "attempts": order.attempts,
+        "created_at": iso(order.created_at),
+        "started_at": iso(order.started_at),
+        "completed_at": iso(order.completed_at),
+        "outputs_expire_at": iso(order.outputs_expire_at),
+    }
+    if order.status == "pending":
+        body["queue_position"] = position
+    if order.status == "running" and order.cancel_requested:
+        body["cancel_requested"] = True
+    if order.status == "completed" and order.outputs_swept:
+        body["output_urls"] = []
+        body["outputs_expired"] = True
+        body["message"] = f"the outputs expired at {iso(order.outputs_expire_at)} and were deleted"
+    elif order.status == "completed":
+        body["output_urls"] = output_urls(order, outputs, storage)
+        body["outputs"] = [
+            {
+                "url": url,
+                "seed": o.seed,
+                "width": o.width,
+                "height": o.height,
+                "content_type": o.content_type,
+            }
+            for url, o in zip(
+                body["output_urls"], sorted(outputs, key=lambda o: o.index), strict=True
+            )
+        ]
+    if order.status in ("failed", "canceled"):
+        body["error"] = {"code": order.error_code, "message": order.error_message}
+    return body
+
+
+def native_webhook(order: Order, outputs: list[Output], storage: Storage) -> dict[str, Any]:
+    """Seed 000's webhook body, plus the error when the order did not complete."""
+    payload: dict[str, Any] = {
+        "order_id": order.id,
+        "status": order.status,
+        "output_urls": output_urls(order, outputs, storage),
+    }
+    if order.status in ("failed", "canceled"):
+        payload["error"] = {"code": order.error_code, "message": order.error_message}
+    return payload
+
+
 @router.post("/api/v1/generate", summary="Submit a generation task")
 async def generate(
     body: GenerateBody,
@@ -112,9 +183,7 @@ async def generate(
     req = to_request(state, body, idempotency_key)
     refs = [body.image] if body.image else []
     req = await with_references(req, refs, "image", state, strength=body.strength)
-    order, created = await place_order(
-        state.db, state.catalog, state.settings, account, req, state.storage
-    )
+    order, created = await place_order(state, account, req)
     content = {
         "ok": True,
         "order_id": order.id,
@@ -179,7 +248,7 @@ async def list_orders(
 
 @router.post("/api/v1/orders/{order_id}/cancel", summary="Cancel a pending or running order")
 async def cancel(order_id: str, account: CurrentAccount, session: SessionDep, state: State) -> Any:
-    order = await lifecycle.cancel(session, account.id, order_id, state.storage, utcnow())
+    order = await lifecycle.cancel(session, account.id, order_id, utcnow())
     return {
         "ok": True,
         "order_id": order.id,
@@ -232,3 +301,6 @@ async def plans(state: State) -> Any:
             for p in catalog.plans.values()
         ],
     }
+
+
+DIALECT = Dialect(name=NAME, router=router, callback_body=native_webhook)

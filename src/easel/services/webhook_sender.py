@@ -1,11 +1,15 @@
-"""Deliver due outbox rows: signed POSTs to the checked address, retried with backoff.
+"""The webhook sender service: due outbox rows as signed POSTs to the checked address, retried
+with backoff.
 
-At least once: a row is claimed for a while before it is sent, and a sender that dies mid-way
-leaves it to be sent again later with the same `webhook-id`.
+Each body is rendered by the order's dialect when it is sent, so a delivery retried hours later
+carries output URLs valid for the full EASEL_URL_TTL_SECONDS from that moment. At least once: a
+row is claimed for a while before it is sent, and a sender that dies mid-way leaves it to be sent
+again later with the same `webhook-id`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -13,13 +17,18 @@ from datetime import timedelta
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
-from easel.db.tables import Account, WebhookDelivery
-from easel.webhooks import signing
-from easel.webhooks.urls import send_checked
+from easel.db.tables import Account, Order, Output, WebhookDelivery
+from easel.dialects.registry import dialect_of
+from easel.net.pinned import send_checked
+from easel.orders.lifecycle import get_outputs
+from easel.services.base import wait_any
+from easel.storage import Storage
+from easel.webhooks import outbox, signing
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +58,34 @@ async def post_signed(
     return response.status_code
 
 
+def as_of(order: Order, event: str) -> Order:
+    """The order as the event saw it: a later status (a `started` event sent after the order
+    ended) is not shown early. A detached copy; the session's row is untouched."""
+    status = outbox.status_of(event)
+    if order.status == status:
+        return order
+    columns = {c.key: getattr(order, c.key) for c in Order.__mapper__.column_attrs}
+    return Order(**columns | {"status": status, "completed_at": None, "progress": order.progress})
+
+
+async def render(session: AsyncSession, row: WebhookDelivery, storage: Storage) -> bytes:
+    """The delivery's body in its order's dialect, with URLs signed now."""
+    order = await session.get(Order, row.order_id)
+    if order is None:
+        body = {"order_id": row.order_id, "status": "deleted"}
+    else:
+        seen = as_of(order, row.event)
+        outputs: list[Output] = await get_outputs(session, order.id) if seen is order else []
+        body = dialect_of(order.dialect).callback_body(seen, outputs, storage)
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 async def deliver_due(
-    db: Database, client: httpx.AsyncClient, settings: Settings, limit: int = 20
+    db: Database,
+    client: httpx.AsyncClient,
+    settings: Settings,
+    storage: Storage,
+    limit: int = 20,
 ) -> int:
     """Attempt every due delivery once; return how many were attempted."""
     async with db.transaction() as session:
@@ -65,10 +100,12 @@ async def deliver_due(
             query = query.with_for_update(of=WebhookDelivery, skip_locked=True)
         due = [(row, secret) for row, secret in (await session.execute(query)).all()]
         hold = timedelta(seconds=settings.webhook_timeout * (settings.webhook_max_redirects + 2))
+        bodies: dict[str, bytes] = {}
         for row, _ in due:
             row.next_attempt_at = utcnow() + hold
+            bodies[row.id] = await render(session, row, storage)
     for row, secret in due:
-        body = json.dumps(row.payload, separators=(",", ":"), ensure_ascii=False).encode()
+        body = bodies[row.id]
         headers = signing.headers(secret, row.id, int(time.time()), body)
         status: int | None = None
         error: str | None = None
@@ -105,3 +142,23 @@ async def _record(
             row.state = "failed"
         else:
             row.next_attempt_at = now + timedelta(seconds=retry_delay(settings, row.attempts))
+
+
+class WebhookSender:
+    """Sends due deliveries; looks again every EASEL_WEBHOOK_POLL_INTERVAL when none were due."""
+
+    name = "webhook sender"
+
+    def __init__(self, settings: Settings, db: Database, storage: Storage) -> None:
+        self.settings, self.db, self.storage = settings, db, storage
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient() as client:
+            while not stop.is_set():
+                try:
+                    sent = await deliver_due(self.db, client, self.settings, self.storage)
+                except Exception:
+                    log.exception("webhook pass failed", extra={"action": "webhook_error"})
+                    sent = 0
+                if not sent:
+                    await wait_any(stop, timeout=self.settings.webhook_poll_interval)

@@ -10,20 +10,31 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
-from easel.api.dialects.common import own_order, resolve_model, with_references
-from easel.db.tables import Order
+from easel.db.tables import Order, Output
+from easel.dialects.base import Dialect, iso_seconds, output_urls
+from easel.dialects.common import own_order, resolve_model, with_references
 from easel.errors import EaselError, InvalidRequest, NotFound
 from easel.orders import lifecycle
-from easel.orders.payloads import kirin_task
 from easel.orders.request import build_request, size_for_aspect
 from easel.orders.submit import place_order
+from easel.storage import Storage
 
+NAME = "kirin"
 PREFIX = "/kirin/"
+CALLS_BACK_ON_START = True  # seed 004: a callback on every status change
 router = APIRouter(tags=["kirin (seed 004)"])
 
 ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9")
 MAX_N = 9
 MAX_EXTERNAL_ID = 128
+# How seed 004 shows a canonical status.
+KIRIN_STATUS = {
+    "pending": "submitted",
+    "running": "processing",
+    "completed": "completed",
+    "failed": "failed",
+    "canceled": "failed",
+}
 
 SEED_004_EXAMPLE: dict[str, Any] = {
     "model": "kirin_v2_image",
@@ -57,6 +68,31 @@ def error_response(exc: EaselError) -> JSONResponse:
     return JSONResponse({"error": error}, status_code=exc.status_code)
 
 
+def kirin_task(order: Order, outputs: list[Output], storage: Storage) -> dict[str, Any]:
+    """Seed 004's task: `error` only when failed, `output` and `usage` only when completed."""
+    body: dict[str, Any] = {
+        "task_id": order.id,
+        "external_task_id": order.external_task_id,
+        "model": order.model_alias,
+        "status": KIRIN_STATUS[order.status],
+        "progress": order.progress,
+        "created_at": iso_seconds(order.created_at),
+        "completed_at": iso_seconds(order.completed_at),
+    }
+    if order.status in ("failed", "canceled"):
+        body["error"] = {"code": order.error_code, "error_message": order.error_message}
+    elif order.status == "completed":
+        urls = output_urls(order, outputs, storage)
+        body["output"] = {
+            "content": [{"type": "image", "url": url} for url in urls],
+            "jobId": order.id,
+        }
+        body["usage"] = {"images": len(outputs), "credits": order.cost_credits}
+        if order.outputs_swept:
+            body["outputs_expired"] = True
+    return body
+
+
 @router.post("/kirin/v1/images/generations", summary="Create an image task")
 async def create(body: KirinBody, account: CurrentAccount, state: State) -> Any:
     model = resolve_model(state.catalog, "kirin", body.model, "model")
@@ -75,7 +111,8 @@ async def create(body: KirinBody, account: CurrentAccount, state: State) -> Any:
     width, height = size_for_aspect(model, body.aspect_ratio)
     req = build_request(
         state.settings,
-        dialect="kirin",
+        dialect=NAME,
+        webhook_on_start=CALLS_BACK_ON_START,
         model=model,
         model_alias=body.model,
         product=state.catalog.products[state.catalog.image_product],
@@ -91,9 +128,7 @@ async def create(body: KirinBody, account: CurrentAccount, state: State) -> Any:
     )
     refs = [body.image] if body.image else []
     req = await with_references(req, refs, "image", state, allow_data_url=False)
-    order, _ = await place_order(
-        state.db, state.catalog, state.settings, account, req, state.storage
-    )
+    order, _ = await place_order(state, account, req)
     return kirin_task(order, [], state.storage)
 
 
@@ -101,7 +136,7 @@ async def create(body: KirinBody, account: CurrentAccount, state: State) -> Any:
 async def query(
     task_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
 ) -> Any:
-    order = await own_order(session, account.id, task_id, "kirin")
+    order = await own_order(session, account.id, task_id, NAME)
     outputs = await lifecycle.get_outputs(session, order.id)
     return kirin_task(order, outputs, state.storage)
 
@@ -124,3 +159,13 @@ async def find(
         raise NotFound(f"no task with external_task_id {external_task_id!r} in this account")
     outputs = await lifecycle.get_outputs(session, order.id)
     return kirin_task(order, outputs, state.storage)
+
+
+DIALECT = Dialect(
+    name=NAME,
+    router=router,
+    callback_body=kirin_task,
+    prefix=PREFIX,
+    error_response=error_response,
+    calls_back_on_start=CALLS_BACK_ON_START,
+)

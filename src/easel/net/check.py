@@ -1,8 +1,8 @@
-"""Outbound URL safety for webhooks, callbacks and reference images.
+"""Outbound URL checks for webhooks, callbacks, reference images and providers.
 
-A URL whose host resolves to a private, loopback, link-local, multicast or reserved address is
-refused unless the operator allows them. At submit a host that does not resolve is accepted (DNS
-can fail for a moment); at delivery the address that passed the check is the one connected to.
+A URL whose host resolves to an address the policy forbids is refused. At submit a host that does
+not resolve is accepted (DNS can fail for a moment); at delivery the address that passed the check
+is the one connected to (`pin`).
 """
 
 from __future__ import annotations
@@ -10,15 +10,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
-
-import httpx
+from urllib.parse import urlsplit
 
 from easel.errors import InvalidRequest
+from easel.net.policy import IPAddress, URLPolicy
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 RESOLVE_TIMEOUT = 3.0
 
 
@@ -34,25 +31,6 @@ class Target:
     host: str
     port: int
     address: str
-
-
-@dataclass(frozen=True)
-class URLPolicy:
-    """`allow_private`: anything goes; `allowed_networks`: CIDRs allowed despite being private."""
-
-    allow_private: bool = False
-    allowed_networks: tuple[str, ...] = ()
-
-    def forbids(self, ip: IPAddress) -> bool:
-        if isinstance(ip, ipaddress.IPv6Address):
-            embedded = ip.ipv4_mapped or ip.sixtofour  # an IPv4 address inside: judge that one
-            if embedded is not None:
-                ip = embedded
-        if self.allow_private:
-            return False
-        if any(ip in ipaddress.ip_network(net, strict=False) for net in self.allowed_networks):
-            return False
-        return not ip.is_global or ip.is_multicast or ip.is_reserved
 
 
 def _parts(url: str, param: str) -> tuple[str, int]:
@@ -117,48 +95,3 @@ async def pin(url: str, param: str, policy: URLPolicy) -> Target:
         if policy.forbids(ip):
             raise _refusal(param, url, ip)
     return Target(url=url, host=host, port=port, address=str(addresses[0]))
-
-
-def pinned_request(
-    method: str, target: Target, headers: Mapping[str, str], content: bytes | None = None
-) -> httpx.Request:
-    """A request that connects to the address that passed the check, not a fresh DNS answer."""
-    url = httpx.URL(target.url)
-    host = f"[{target.host}]" if ":" in target.host else target.host
-    host_header = host if url.port is None else f"{host}:{url.port}"
-    request = httpx.Request(
-        method,
-        url.copy_with(host=target.address),
-        content=content,
-        headers={**headers, "host": host_header},
-    )
-    if url.scheme == "https":
-        request.extensions["sni_hostname"] = target.host
-    return request
-
-
-async def send_checked(
-    client: httpx.AsyncClient,
-    method: str,
-    url: str,
-    param: str,
-    policy: URLPolicy,
-    *,
-    max_redirects: int,
-    headers: Mapping[str, str],
-    content: bytes | None = None,
-) -> httpx.Response:
-    """Send to the pinned address, following redirects that pass the same check.
-
-    The final response is streamed: the caller reads or closes it.
-    """
-    for _ in range(max_redirects + 1):
-        target = await pin(url, param, policy)
-        request = pinned_request(method, target, headers, content)
-        response = await client.send(request, stream=True)
-        location = response.headers.get("location")
-        if not (response.is_redirect and location):
-            return response
-        await response.aclose()
-        url = urljoin(url, location)
-    raise httpx.TooManyRedirects(f"more than {max_redirects} redirects")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query
@@ -9,13 +10,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
-from easel.api.dialects.common import own_order, resolve_model
+from easel.db.tables import Order, Output
+from easel.dialects.base import Dialect, iso_seconds, output_urls
+from easel.dialects.common import own_order, resolve_model
 from easel.errors import EaselError
 from easel.orders import lifecycle
-from easel.orders.payloads import kie_body
-from easel.orders.request import build_request
+from easel.orders.request import DialectData, build_request
 from easel.orders.submit import place_order
+from easel.storage import Storage
 
+NAME = "kie"
 PREFIX = "/api/v1/qwen/"
 router = APIRouter(tags=["KIE Qwen Image (seed 001)"])
 
@@ -31,6 +35,8 @@ IMAGE_SIZES: dict[str, tuple[int, int]] = {
     "landscape_16_9": (1024, 576),
 }
 OUTPUT_FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg"}
+# How seed 001 shows a canonical status (DESIGN.md's table).
+KIE_FLAGS = {"pending": 0, "running": 0, "completed": 1, "failed": 2, "canceled": 2}
 
 SEED_001_EXAMPLE: dict[str, Any] = {
     "prompt": "A dragon flying over ancient mountains, digital art style",
@@ -66,13 +72,58 @@ def error_response(exc: EaselError) -> JSONResponse:
     )
 
 
+@dataclass(frozen=True)
+class KieData(DialectData):
+    """What record-info's `param` shows: the request as it came, less the callback URL."""
+
+    request: dict[str, Any]
+
+
+def creation_failed(order: Order) -> bool:
+    """Seed 001's successFlag 3: no generation could be set up (no start, or no model)."""
+    return order.status == "failed" and (
+        order.started_at is None or order.error_code == "model_unavailable"
+    )
+
+
+def kie_record(order: Order, outputs: list[Output], storage: Storage) -> dict[str, Any]:
+    """Seed 001's record-info body."""
+    urls = output_urls(order, outputs, storage)
+    flag = 3 if creation_failed(order) else KIE_FLAGS[order.status]
+    body: dict[str, Any] = {
+        "taskId": order.id,
+        "model": order.model_alias,
+        "successFlag": flag,
+        "progress": order.progress,
+        "imageUrl": urls[0] if urls else None,
+        "imageUrls": urls,
+        "createTime": iso_seconds(order.created_at),
+        "completeTime": iso_seconds(order.completed_at),
+        "expireTime": iso_seconds(order.outputs_expire_at),
+        "param": dict(KieData.stored(order).get("request", {})),
+    }
+    if order.status in ("failed", "canceled"):
+        body["errorCode"] = order.error_code
+        body["errorMessage"] = order.error_message
+    if order.outputs_swept:
+        body["errorMessage"] = f"the image expired at {iso_seconds(order.outputs_expire_at)}"
+    return body
+
+
+def kie_body(order: Order, outputs: list[Output], storage: Storage) -> dict[str, Any]:
+    """record-info's response and callback: the `{code, msg, data}` envelope, with the record's
+    fields repeated at the top level as seed 001's example shows them."""
+    record = kie_record(order, outputs, storage)
+    return {"code": 200, "msg": "success", "data": record, **record}
+
+
 @router.post("/api/v1/qwen/generate", summary="Create a Qwen Image task")
 async def generate(body: QwenGenerateBody, account: CurrentAccount, state: State) -> Any:
     model = resolve_model(state.catalog, "kie", body.model, "model")
     width, height = IMAGE_SIZES[body.image_size]
     req = build_request(
         state.settings,
-        dialect="kie",
+        dialect=NAME,
         model=model,
         model_alias=body.model,
         product=state.catalog.products[state.catalog.image_product],
@@ -89,11 +140,9 @@ async def generate(body: QwenGenerateBody, account: CurrentAccount, state: State
         webhook_url=body.callBackUrl,
         webhook_param="callBackUrl",
         body=body.model_dump(),
-        extra={"request": body.model_dump(exclude={"callBackUrl"}, exclude_none=True)},
+        dialect_data=KieData(request=body.model_dump(exclude={"callBackUrl"}, exclude_none=True)),
     )
-    order, _ = await place_order(
-        state.db, state.catalog, state.settings, account, req, state.storage
-    )
+    order, _ = await place_order(state, account, req)
     return envelope({"taskId": order.id})
 
 
@@ -104,6 +153,11 @@ async def record_info(
     state: State,
     taskId: str = Query(description="The taskId that generate returned"),
 ) -> Any:
-    order = await own_order(session, account.id, taskId, "kie")
+    order = await own_order(session, account.id, taskId, NAME)
     outputs = await lifecycle.get_outputs(session, order.id)
     return kie_body(order, outputs, state.storage)
+
+
+DIALECT = Dialect(
+    name=NAME, router=router, callback_body=kie_body, prefix=PREFIX, error_response=error_response
+)

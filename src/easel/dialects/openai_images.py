@@ -12,7 +12,7 @@ import base64
 import hashlib
 import logging
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request
@@ -23,16 +23,19 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from easel.api.deps import CurrentAccount, State
-from easel.api.dialects.common import attach_reference, check_reference_count, resolve_model
 from easel.api.errors import explain_validation
 from easel.api.state import AppState
 from easel.catalog import Model
 from easel.config import Settings
 from easel.db.tables import Account, Order, Output
+from easel.dialects.base import Dialect
+from easel.dialects.common import attach_reference, check_reference_count, resolve_model
+from easel.dialects.native import native_webhook
 from easel.errors import EaselError, InvalidRequest, NotFound, QuotaExceeded, Unauthorized
 from easel.media.references import Reference, check_image
 from easel.orders.request import (
     MAX_STEPS,
+    DialectData,
     GenerationRequest,
     build_request,
     check_size,
@@ -46,7 +49,7 @@ PREFIX = "/v1/"
 router = APIRouter(tags=["OpenAI Images (seed 003)"])
 log = logging.getLogger(__name__)
 
-DIALECT = "openai"
+NAME = "openai"
 # quality -> a multiple of the model's default denoising steps (the price does not change)
 QUALITY_STEPS = {"low": 0.5, "medium": 1.0, "standard": 1.0, "auto": 1.0, "high": 1.5, "hd": 1.5}
 # style -> words added to the prompt (the order records the prompt the model was given)
@@ -61,6 +64,24 @@ SEED_003_EXAMPLE: dict[str, Any] = {
     "size": "1280x720",
     "n": 1,
 }
+
+
+@dataclass(frozen=True)
+class MaskInfo:
+    width: int
+    height: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class OpenAIData(DialectData):
+    """What the client asked that has no canonical field, kept with the order."""
+
+    user: str | None = None
+    quality: str | None = None
+    style: str | None = None
+    response_format: str | None = None
+    mask: MaskInfo | None = None  # checked and recorded; inpainting does not use it yet
 
 
 class WaitTimedOut(EaselError):
@@ -153,7 +174,7 @@ def to_request(
     auto_size: tuple[int, int] | None = None,
     idempotency_key: str | None = None,
     body_hash: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
+    mask: MaskInfo | None = None,
 ) -> GenerationRequest:
     catalog, settings = state.catalog, state.settings
     model = model_for(state, body.model)
@@ -162,10 +183,9 @@ def to_request(
         raise InvalidRequest(
             f"user is longer than {settings.openai_max_user_chars} characters", param="user"
         )
-    asked = body.model_dump(include={"user", "quality", "style", "response_format"})
     req = build_request(
         settings,
-        dialect=DIALECT,
+        dialect=NAME,
         model=model,
         model_alias=str(body.model),
         product=catalog.products[catalog.image_product],
@@ -179,7 +199,13 @@ def to_request(
         output_format=body.output_format or "png",
         idempotency_key=idempotency_key,
         body=body.model_dump() | (body_hash or {}),
-        extra={k: v for k, v in asked.items() if v is not None} | (extra or {}),
+        dialect_data=OpenAIData(
+            user=body.user,
+            quality=body.quality,
+            style=body.style,
+            response_format=body.response_format,
+            mask=mask,
+        ),
     )
     suffix = STYLE_SUFFIXES[body.style] if body.style else ""
     return replace(req, prompt=req.prompt + suffix) if suffix else req
@@ -187,16 +213,16 @@ def to_request(
 
 def model_for(state: AppState, name: str | None) -> Model:
     if name is None:
-        accepted = ", ".join(state.catalog.accepted(DIALECT))
+        accepted = ", ".join(state.catalog.accepted(NAME))
         raise InvalidRequest(f"model is required; accepted: {accepted}", param="model")
-    return resolve_model(state.catalog, DIALECT, name, "model")
+    return resolve_model(state.catalog, NAME, name, "model")
 
 
 async def generate_and_wait(
     state: AppState, account: Account, req: GenerationRequest, response_format: str | None
 ) -> dict[str, Any]:
     settings = state.settings
-    order, _ = await place_order(state.db, state.catalog, settings, account, req, state.storage)
+    order, _ = await place_order(state, account, req)
     timeout = settings.openai_wait_timeout
     done = await wait_until_final(state.db, order.id, timeout, settings.openai_wait_interval)
     if done is None:
@@ -337,15 +363,11 @@ async def edit_request(
         )
     check_reference_count(settings, len(images), "image")
     reference = await read_image(settings, uploads[0], "image")
-    extra: dict[str, Any] = {}
+    mask_info: MaskInfo | None = None
     mask = form.get("mask")
     if isinstance(mask, UploadFile):  # checked and recorded; inpainting does not use it yet
         checked = await read_image(settings, mask, "mask")
-        extra["mask"] = {
-            "width": checked.width,
-            "height": checked.height,
-            "bytes": len(checked.data),
-        }
+        mask_info = MaskInfo(width=checked.width, height=checked.height, bytes=len(checked.data))
     elif mask is not None:
         raise InvalidRequest("mask must be a file upload (PNG)", param="mask")
     req = to_request(
@@ -354,7 +376,7 @@ async def edit_request(
         auto_size=size_for_aspect(model, f"{reference.width}:{reference.height}", "size"),
         idempotency_key=idempotency_key,
         body_hash={"image_sha256": hashlib.sha256(reference.data).hexdigest()},
-        extra=extra,
+        mask=mask_info,
     )
     req = attach_reference(settings, req, reference, "image", body.strength)
     return req, body.response_format
@@ -366,12 +388,22 @@ def model_card(name: str) -> dict[str, Any]:
 
 @router.get("/v1/models", summary="The image models this API accepts")
 async def models(account: CurrentAccount, state: State) -> Any:
-    return {"object": "list", "data": [model_card(n) for n in state.catalog.accepted(DIALECT)]}
+    return {"object": "list", "data": [model_card(n) for n in state.catalog.accepted(NAME)]}
 
 
 @router.get("/v1/models/{model}", summary="One image model")
 async def one_model(model: str, account: CurrentAccount, state: State) -> Any:
-    accepted = state.catalog.accepted(DIALECT)
+    accepted = state.catalog.accepted(NAME)
     if model not in accepted:
         raise NotFound(f"no model {model!r}; accepted: {', '.join(accepted)}", param="model")
     return model_card(model)
+
+
+# OpenAI Images has no callbacks; a webhook_url given there gets the native payload.
+DIALECT = Dialect(
+    name=NAME,
+    router=router,
+    callback_body=native_webhook,
+    prefix=PREFIX,
+    error_response=error_response,
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter
@@ -9,18 +10,23 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
-from easel.api.dialects.common import own_order, resolve_model, with_references
+from easel.db.tables import Order, Output
+from easel.dialects.base import Dialect, output_urls
+from easel.dialects.common import own_order, resolve_model, with_references
 from easel.errors import EaselError, InvalidRequest, Unauthorized
 from easel.ids import new_id
 from easel.orders import lifecycle
-from easel.orders.payloads import task_data
-from easel.orders.request import build_request, size_for_aspect
+from easel.orders.request import DialectData, build_request, size_for_aspect
 from easel.orders.submit import place_order
+from easel.storage import Storage
 
+NAME = "tasks"
 PREFIX = "/api/v1/tasks/"
 router = APIRouter(tags=["task API (seed 002)"])
 
 SUBMITTED = "提交成功,等待生成"  # seed 002's message: submitted, waiting for generation
+# How seed 002 shows a canonical status.
+TASK_STATUS = {"pending": 1, "running": 2, "completed": 3, "failed": 4, "canceled": 4}
 ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")
 
 SEED_002_EXAMPLE: dict[str, Any] = {
@@ -49,6 +55,34 @@ def error_response(exc: EaselError) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code)
 
 
+@dataclass(frozen=True)
+class TaskData(DialectData):
+    request_id: str  # seed 002's create response carries one
+
+
+def task_data(order: Order, outputs: list[Output], storage: Storage) -> dict[str, Any]:
+    """Seed 002's task object (`data` of GET /api/v1/tasks/{task_id})."""
+    urls = output_urls(order, outputs, storage)
+    video = order.task_type == "animation"
+    body: dict[str, Any] = {
+        "task_id": order.id,
+        "task_status": TASK_STATUS[order.status],
+        "task_type": "video" if video else "image",
+        "model_id": order.model_alias,
+        "image_url": None if video or not urls else urls[0],
+        "image_urls": [] if video else urls,
+        "video_url": urls[0] if video and urls else None,
+        "audio_url": None,
+        "credits": order.cost_credits,
+        "progress": order.progress,
+        "created_at": int(order.created_at.timestamp()),
+        "completed_at": int(order.completed_at.timestamp()) if order.completed_at else None,
+    }
+    if order.status in ("failed", "canceled"):
+        body["error"] = {"code": order.error_code, "message": order.error_message}
+    return body
+
+
 @router.post("/api/v1/tasks/create", summary="Create an image or video task")
 async def create(body: CreateTaskBody, account: CurrentAccount, state: State) -> Any:
     catalog, settings = state.catalog, state.settings
@@ -63,7 +97,7 @@ async def create(body: CreateTaskBody, account: CurrentAccount, state: State) ->
     width, height = size_for_aspect(model, body.aspect_ratio)
     req = build_request(
         settings,
-        dialect="tasks",
+        dialect=NAME,
         model=model,
         model_alias=body.model_id,
         product=product,
@@ -75,13 +109,13 @@ async def create(body: CreateTaskBody, account: CurrentAccount, state: State) ->
         webhook_url=body.callback_url,
         webhook_param="callback_url",
         body=body.model_dump(),
-        extra={"request_id": new_id("req", 16)},
+        dialect_data=TaskData(request_id=new_id("req", 16)),
     )
     req = await with_references(req, body.image_urls, "image_urls", state)
-    order, _ = await place_order(state.db, catalog, settings, account, req, state.storage)
+    order, _ = await place_order(state, account, req)
     data = {
         "task_id": order.id,
-        "request_id": order.extra["request_id"],
+        "request_id": TaskData.stored(order)["request_id"],
         "credits": order.cost_credits,
     }
     return {"code": 200, "msg": SUBMITTED, "data": data}
@@ -91,6 +125,11 @@ async def create(body: CreateTaskBody, account: CurrentAccount, state: State) ->
 async def query(
     task_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
 ) -> Any:
-    order = await own_order(session, account.id, task_id, "tasks")
+    order = await own_order(session, account.id, task_id, NAME)
     outputs = await lifecycle.get_outputs(session, order.id)
     return {"code": 200, "msg": "ok", "data": task_data(order, outputs, state.storage)}
+
+
+DIALECT = Dialect(
+    name=NAME, router=router, callback_body=task_data, prefix=PREFIX, error_response=error_response
+)

@@ -1,0 +1,59 @@
+"""Plan gating and pricing: what a plan may order, and what an order costs in credits."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Protocol
+
+from easel.catalog.loader import Catalog, Model, Plan, Product
+from easel.errors import Forbidden, InvalidRequest
+
+
+class Priced(Protocol):
+    """What gating and pricing read of a request."""
+
+    @property
+    def model(self) -> Model: ...
+    @property
+    def model_alias(self) -> str: ...
+    @property
+    def product(self) -> Product: ...
+    @property
+    def n(self) -> int: ...
+    @property
+    def acceleration(self) -> str: ...
+
+
+def check_plan(catalog: Catalog, plan: Plan, req: Priced) -> None:
+    if not plan.allows_model(req.model.id):
+        allowed = [s for m in plan.models if m in catalog.models for s in catalog.models[m].styles]
+        raise Forbidden(
+            f"plan {plan.id} does not include {req.model_alias!r}; it allows "
+            f"{', '.join(allowed) or 'no styles'}. Upgrade to standard or above for all styles"
+        )
+    if req.product.is_animation and not plan.animation:
+        raise Forbidden(f"plan {plan.id} does not include animation; pro and mega do")
+    if req.n > plan.max_images:
+        raise Forbidden(
+            f"plan {plan.id} allows at most {plan.max_images} images per order, "
+            f"this order asks for {req.n}; ask for fewer or upgrade the plan"
+        )
+
+
+def check_served(catalog: Catalog, req: Priced, served: Collection[str]) -> None:
+    """Refuse a model whose family no backend of this server runs."""
+    if req.model.family in served:
+        return
+    what = "animation" if req.product.is_animation else repr(req.model_alias)
+    available = [s for m in catalog.models.values() if m.family in served for s in m.styles]
+    raise InvalidRequest(
+        f"{what} needs the {req.model.family} backend, which this server does not run yet; "
+        f"available styles: {', '.join(available)}",
+        param="product_type" if req.product.is_animation else "style",
+    )
+
+
+def price(req: Priced) -> int:
+    if req.product.is_animation and req.product.credits is not None:
+        return req.product.credits
+    return req.model.credits[req.acceleration] * req.n

@@ -1,0 +1,1 @@
+"""Outbound HTTP to addresses clients give us: webhooks, reference images, providers."""

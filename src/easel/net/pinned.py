@@ -1,0 +1,56 @@
+"""Requests sent to the address that passed the check, following only redirects that pass it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urljoin
+
+import httpx
+
+from easel.net.check import Target, pin
+from easel.net.policy import URLPolicy
+
+
+def pinned_request(
+    method: str, target: Target, headers: Mapping[str, str], content: bytes | None = None
+) -> httpx.Request:
+    """A request that connects to the address that passed the check, not a fresh DNS answer."""
+    url = httpx.URL(target.url)
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    host_header = host if url.port is None else f"{host}:{url.port}"
+    request = httpx.Request(
+        method,
+        url.copy_with(host=target.address),
+        content=content,
+        headers={**headers, "host": host_header},
+    )
+    if url.scheme == "https":
+        request.extensions["sni_hostname"] = target.host
+    return request
+
+
+async def send_checked(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    param: str,
+    policy: URLPolicy,
+    *,
+    max_redirects: int,
+    headers: Mapping[str, str],
+    content: bytes | None = None,
+) -> httpx.Response:
+    """Send to the pinned address, following redirects that pass the same check.
+
+    The final response is streamed: the caller reads or closes it.
+    """
+    for _ in range(max_redirects + 1):
+        target = await pin(url, param, policy)
+        request = pinned_request(method, target, headers, content)
+        response = await client.send(request, stream=True)
+        location = response.headers.get("location")
+        if not (response.is_redirect and location):
+            return response
+        await response.aclose()
+        url = urljoin(url, location)
+    raise httpx.TooManyRedirects(f"more than {max_redirects} redirects")

@@ -1,0 +1,89 @@
+"""`easel serve`'s children (`easel worker`, `easel services`): started beside the API,
+restarted if they die, stopped last. On Linux a child also gets SIGTERM if `easel serve` itself
+dies, so none is left behind."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+QUICK_EXIT_SECONDS = 30.0
+MAX_QUICK_EXITS = 5
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it exits (Linux)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ChildSupervisor:
+    def __init__(self, command: str, stop_timeout: float) -> None:
+        """`command`: the `easel` subcommand the child runs."""
+        self.command = command
+        self.stop_timeout = stop_timeout
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(target=self._run, name=f"{command}-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "easel", self.command],
+            env=os.environ.copy(),
+            preexec_fn=_die_with_parent,
+        )
+
+    def _run(self) -> None:
+        quick_exits = 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self._proc = self._spawn()
+            code = self._proc.wait()
+            if self._stop.is_set():
+                return
+            quick = time.monotonic() - started < QUICK_EXIT_SECONDS
+            quick_exits = quick_exits + 1 if quick else 0
+            if quick_exits >= MAX_QUICK_EXITS:
+                log.error(
+                    "child keeps exiting; not restarting it (see its log above)",
+                    extra={"action": "child_gave_up", "command": self.command, "exit_code": code},
+                )
+                return
+            delay = min(30.0, 2.0**quick_exits)
+            log.error(
+                "child exited; restarting",
+                extra={
+                    "action": "child_restart",
+                    "command": self.command,
+                    "exit_code": code,
+                    "delay_s": delay,
+                },
+            )
+            self._stop.wait(delay)
+
+    def stop(self) -> None:
+        """SIGTERM the child (a worker finishes its batch), wait, then kill if it overstays."""
+        self._stop.set()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._thread.join(timeout=5)
