@@ -29,6 +29,7 @@ check: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: check
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest

@@ -9,8 +9,6 @@ from typing import Literal
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from easel.net.policy import URLPolicy
-
 DEV_SECRET = "dev-secret-change-me"
 
 
@@ -122,10 +120,6 @@ class Settings(BaseSettings):
         if self.min_side % 8 or self.max_side % 8 or self.min_side > self.max_side:
             raise ValueError("EASEL_MIN_SIDE and EASEL_MAX_SIDE must be multiples of 8, min <= max")
         return self
-
-    @property
-    def url_policy(self) -> URLPolicy:
-        return URLPolicy(self.allow_private_urls, tuple(self.allowed_networks))
 
     @property
     def db_url(self) -> str:

@@ -90,18 +90,19 @@ def test_sender_killed_mid_delivery_delivers_later_with_the_same_id(
         webhook_receiver(delay=2.0) as hooks,
         cluster(settings, tmp_path, EASEL_WEBHOOK_TIMEOUT="0.5") as c,
     ):
-        client = httpx.Client(base_url=c.api(), headers={"X-API-Key": key}, timeout=30)
+        base = c.api(services=False)
+        client = httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30)
         order_id = client.post("/api/v1/generate", json=SMALL | {"webhook_url": hooks.url}).json()[
             "order_id"
         ]
         client.post(f"/api/v1/orders/{order_id}/cancel")
-        c.worker("w1")
+        c.services("s1")  # the webhook sender's process
         deadline = time.monotonic() + 60
         while not hooks.receiving and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert hooks.receiving, c.log("w1")
-        c.kill("w1")  # while the receiver still holds the request
-        c.worker("w2")
+        assert hooks.receiving, c.log("s1")
+        c.kill("s1")  # while the receiver still holds the request
+        c.services("s2")
         calls = hooks.wait_for(2, timeout=90)
         log = client.get(f"/api/v1/webhooks/deliveries?order_id={order_id}").json()
         client.close()

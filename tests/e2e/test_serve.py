@@ -117,7 +117,10 @@ def test_easel_serve_generates_notifies_and_stops_cleanly(
 
         # A worker that dies is restarted by `easel serve`; the next order still runs.
         children = subprocess.run(
-            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=True
+            ["pgrep", "-P", str(proc.pid), "-f", "easel worker$"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.split()
         assert len(children) == 1
         os.kill(int(children[0]), signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""Easel's own processes (`easel serve --no-worker`, `easel worker`) for crash and scale tests."""
+"""Easel's own processes (`easel serve --no-worker`, `easel worker`, `easel services`) for crash
+and scale tests."""
 
 from __future__ import annotations
 
@@ -41,9 +42,12 @@ class Cluster:
         self.procs[name] = proc
         return proc
 
-    def api(self, name: str = "api") -> str:
+    def api(self, name: str = "api", services: bool = True) -> str:
+        """`easel serve --no-worker`: the API, and `easel services` as its child unless not
+        `services`."""
         port = free_port()
-        self.start(name, "serve", "--no-worker", "--host", "127.0.0.1", "--port", str(port))
+        extra = () if services else ("--no-services",)
+        self.start(name, "serve", "--no-worker", *extra, "--host", "127.0.0.1", "--port", str(port))
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
@@ -58,6 +62,10 @@ class Cluster:
 
     def worker(self, name: str) -> subprocess.Popen[bytes]:
         return self.start(name, "worker", EASEL_WORKER_ID=name)
+
+    def services(self, name: str) -> subprocess.Popen[bytes]:
+        """`easel services`: reaper, retention sweeper, webhook sender."""
+        return self.start(name, "services")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[name]

@@ -26,6 +26,7 @@ class Receiver:
     url: str
     calls: list[Received] = field(default_factory=list)
     started: list[float] = field(default_factory=list)
+    refused: list[Received] = field(default_factory=list)  # answered 503 (`refuse_first`)
 
     @property
     def receiving(self) -> bool:
@@ -58,7 +59,7 @@ def webhook_receiver(
     answer 307 to there; `delay`: seconds to wait before answering."""
     calls: list[Received] = []
     started: list[float] = []
-    refused = [0]
+    refusals: list[Received] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -66,8 +67,11 @@ def webhook_receiver(
             time.sleep(delay)
             length = int(self.headers.get("content-length", 0))
             raw = self.rfile.read(length)
-            if refused[0] < refuse_first:
-                refused[0] += 1
+            received = Received(
+                self.path, dict(self.headers.items()), json.loads(raw or b"null"), raw
+            )
+            if len(refusals) < refuse_first:
+                refusals.append(received)
                 self.send_response(503)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -78,9 +82,7 @@ def webhook_receiver(
                 self.send_header("content-length", "0")
                 self.end_headers()
                 return
-            calls.append(
-                Received(self.path, dict(self.headers.items()), json.loads(raw or b"null"), raw)
-            )
+            calls.append(received)
             self.send_response(200)
             self.send_header("content-length", "0")
             self.end_headers()
@@ -93,7 +95,10 @@ def webhook_receiver(
     thread.start()
     try:
         yield Receiver(
-            url=f"http://127.0.0.1:{server.server_address[1]}/hook", calls=calls, started=started
+            url=f"http://127.0.0.1:{server.server_address[1]}/hook",
+            calls=calls,
+            started=started,
+            refused=refusals,
         )
     finally:
         server.shutdown()

@@ -17,7 +17,11 @@ class AppState:
     catalog: Catalog
     db: Database
     storage: Storage
-    served_families: frozenset[str] = frozenset(FAMILIES)  # model families a worker can run
+
+    @property
+    def served_families(self) -> frozenset[str]:
+        """Model families a worker of this build can run (the backend registry)."""
+        return frozenset(FAMILIES)
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:

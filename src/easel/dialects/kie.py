@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
+from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, iso_seconds, output_urls
 from easel.dialects.common import own_order, resolve_model
@@ -36,7 +37,13 @@ IMAGE_SIZES: dict[str, tuple[int, int]] = {
 }
 OUTPUT_FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg"}
 # How seed 001 shows a canonical status (DESIGN.md's table).
-KIE_FLAGS = {"pending": 0, "running": 0, "completed": 1, "failed": 2, "canceled": 2}
+KIE_FLAGS: dict[str, int] = {
+    OrderStatus.PENDING: 0,
+    OrderStatus.RUNNING: 0,
+    OrderStatus.COMPLETED: 1,
+    OrderStatus.FAILED: 2,
+    OrderStatus.CANCELED: 2,
+}
 
 SEED_001_EXAMPLE: dict[str, Any] = {
     "prompt": "A dragon flying over ancient mountains, digital art style",
@@ -62,6 +69,44 @@ class QwenGenerateBody(BaseModel):
     model: str = Field(default="qwen", description="Easel extra: a catalog model for this API")
 
 
+class KieTaskCreated(BaseModel):
+    taskId: str
+
+
+class KieCreated(BaseModel):
+    code: int
+    msg: str
+    data: KieTaskCreated
+
+
+class KieRecord(BaseModel):
+    taskId: str
+    model: str
+    successFlag: int = Field(description="0 generating, 1 succeeded, 2 failed, 3 creation failed")
+    progress: int
+    imageUrl: str | None
+    imageUrls: list[str]
+    createTime: str | None
+    completeTime: str | None
+    expireTime: str | None
+    param: dict[str, Any] = Field(description="The request as it came, less callBackUrl")
+    errorCode: str | None = Field(default=None, description="Only when failed or canceled")
+    errorMessage: str | None = Field(
+        default=None, description="Only when failed or canceled, or once the image expired"
+    )
+
+
+class KieEnvelope(BaseModel):
+    code: int
+    msg: str
+    data: KieRecord
+
+
+class KieRecordInfo(KieRecord, KieEnvelope):
+    """The envelope, then the record's fields again at the top level, as seed 001's example
+    reads them (the bases in this order put `code`, `msg`, `data` first)."""
+
+
 def envelope(data: Any, msg: str = "success") -> dict[str, Any]:
     return {"code": 200, "msg": msg, "data": data}
 
@@ -81,7 +126,7 @@ class KieData(DialectData):
 
 def creation_failed(order: Order) -> bool:
     """Seed 001's successFlag 3: no generation could be set up (no start, or no model)."""
-    return order.status == "failed" and (
+    return order.status == OrderStatus.FAILED and (
         order.started_at is None or order.error_code == "model_unavailable"
     )
 
@@ -102,7 +147,7 @@ def kie_record(order: Order, outputs: list[Output], storage: Storage) -> dict[st
         "expireTime": iso_seconds(order.outputs_expire_at),
         "param": dict(KieData.stored(order).get("request", {})),
     }
-    if order.status in ("failed", "canceled"):
+    if order.status in UNSUCCESSFUL:
         body["errorCode"] = order.error_code
         body["errorMessage"] = order.error_message
     if order.outputs_swept:
@@ -117,8 +162,8 @@ def kie_body(order: Order, outputs: list[Output], storage: Storage) -> dict[str,
     return {"code": 200, "msg": "success", "data": record, **record}
 
 
-@router.post("/api/v1/qwen/generate", summary="Create a Qwen Image task")
-async def generate(body: QwenGenerateBody, account: CurrentAccount, state: State) -> Any:
+@router.post("/api/v1/qwen/generate", summary="Create a Qwen Image task", response_model=KieCreated)
+async def generate(body: QwenGenerateBody, account: CurrentAccount, state: State) -> dict[str, Any]:
     model = resolve_model(state.catalog, "kie", body.model, "model")
     width, height = IMAGE_SIZES[body.image_size]
     req = build_request(
@@ -146,13 +191,18 @@ async def generate(body: QwenGenerateBody, account: CurrentAccount, state: State
     return envelope({"taskId": order.id})
 
 
-@router.get("/api/v1/qwen/record-info", summary="Query a Qwen Image task")
+@router.get(
+    "/api/v1/qwen/record-info",
+    summary="Query a Qwen Image task",
+    response_model=KieRecordInfo,
+    response_model_exclude_unset=True,
+)
 async def record_info(
     account: CurrentAccount,
     session: ReadSessionDep,
     state: State,
     taskId: str = Query(description="The taskId that generate returned"),
-) -> Any:
+) -> dict[str, Any]:
     order = await own_order(session, account.id, taskId, NAME)
     outputs = await lifecycle.get_outputs(session, order.id)
     return kie_body(order, outputs, state.storage)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
+from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, iso_seconds, output_urls
 from easel.dialects.common import own_order, resolve_model, with_references
-from easel.errors import EaselError, InvalidRequest, NotFound
-from easel.orders import lifecycle
+from easel.errors import EaselError, InvalidRequest
+from easel.orders import lifecycle, reads
 from easel.orders.request import build_request, size_for_aspect
 from easel.orders.submit import place_order
 from easel.storage import Storage
@@ -28,12 +28,12 @@ ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9")
 MAX_N = 9
 MAX_EXTERNAL_ID = 128
 # How seed 004 shows a canonical status.
-KIRIN_STATUS = {
-    "pending": "submitted",
-    "running": "processing",
-    "completed": "completed",
-    "failed": "failed",
-    "canceled": "failed",
+KIRIN_STATUS: dict[str, str] = {
+    OrderStatus.PENDING: "submitted",
+    OrderStatus.RUNNING: "processing",
+    OrderStatus.COMPLETED: "completed",
+    OrderStatus.FAILED: "failed",
+    OrderStatus.CANCELED: "failed",
 }
 
 SEED_004_EXAMPLE: dict[str, Any] = {
@@ -61,6 +61,42 @@ class KirinBody(BaseModel):
     external_task_id: str | None = Field(default=None, description="Your id, unique per account")
 
 
+class KirinTaskError(BaseModel):
+    code: str | None
+    error_message: str | None
+
+
+class KirinContent(BaseModel):
+    type: Literal["image"]
+    url: str
+
+
+class KirinOutput(BaseModel):
+    content: list[KirinContent]
+    jobId: str
+
+
+class KirinUsage(BaseModel):
+    images: int
+    credits: int
+
+
+class KirinTask(BaseModel):
+    task_id: str
+    external_task_id: str | None
+    model: str
+    status: Literal["submitted", "processing", "completed", "failed"]
+    progress: int
+    created_at: str | None
+    completed_at: str | None
+    error: KirinTaskError | None = Field(default=None, description="Only when failed")
+    output: KirinOutput | None = Field(default=None, description="Only when completed")
+    usage: KirinUsage | None = Field(default=None, description="Only when completed")
+    outputs_expired: bool | None = Field(
+        default=None, description="Only when completed and the images were deleted: true"
+    )
+
+
 def error_response(exc: EaselError) -> JSONResponse:
     error: dict[str, Any] = {"code": exc.code, "error_message": exc.message}
     if exc.param:
@@ -79,9 +115,9 @@ def kirin_task(order: Order, outputs: list[Output], storage: Storage) -> dict[st
         "created_at": iso_seconds(order.created_at),
         "completed_at": iso_seconds(order.completed_at),
     }
-    if order.status in ("failed", "canceled"):
+    if order.status in UNSUCCESSFUL:
         body["error"] = {"code": order.error_code, "error_message": order.error_message}
-    elif order.status == "completed":
+    elif order.status == OrderStatus.COMPLETED:
         urls = output_urls(order, outputs, storage)
         body["output"] = {
             "content": [{"type": "image", "url": url} for url in urls],
@@ -93,8 +129,13 @@ def kirin_task(order: Order, outputs: list[Output], storage: Storage) -> dict[st
     return body
 
 
-@router.post("/kirin/v1/images/generations", summary="Create an image task")
-async def create(body: KirinBody, account: CurrentAccount, state: State) -> Any:
+@router.post(
+    "/kirin/v1/images/generations",
+    summary="Create an image task",
+    response_model=KirinTask,
+    response_model_exclude_unset=True,
+)
+async def create(body: KirinBody, account: CurrentAccount, state: State) -> dict[str, Any]:
     model = resolve_model(state.catalog, "kirin", body.model, "model")
     if not 1 <= body.n <= MAX_N:
         raise InvalidRequest(f"n must be between 1 and {MAX_N}, got {body.n}", param="n")
@@ -132,31 +173,33 @@ async def create(body: KirinBody, account: CurrentAccount, state: State) -> Any:
     return kirin_task(order, [], state.storage)
 
 
-@router.get("/kirin/v1/images/generations/{task_id}", summary="Query a task by its id")
+@router.get(
+    "/kirin/v1/images/generations/{task_id}",
+    summary="Query a task by its id",
+    response_model=KirinTask,
+    response_model_exclude_unset=True,
+)
 async def query(
     task_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
-) -> Any:
+) -> dict[str, Any]:
     order = await own_order(session, account.id, task_id, NAME)
     outputs = await lifecycle.get_outputs(session, order.id)
     return kirin_task(order, outputs, state.storage)
 
 
-@router.get("/kirin/v1/images/generations", summary="Find a task by your external_task_id")
+@router.get(
+    "/kirin/v1/images/generations",
+    summary="Find a task by your external_task_id",
+    response_model=KirinTask,
+    response_model_exclude_unset=True,
+)
 async def find(
     account: CurrentAccount,
     session: ReadSessionDep,
     state: State,
     external_task_id: str = Query(description="The external_task_id you created the task with"),
-) -> Any:
-    order = await session.scalar(
-        select(Order).where(
-            Order.account_id == account.id,
-            Order.dialect == "kirin",
-            Order.external_task_id == external_task_id,
-        )
-    )
-    if order is None:
-        raise NotFound(f"no task with external_task_id {external_task_id!r} in this account")
+) -> dict[str, Any]:
+    order = await reads.find_by_external_id(session, account.id, NAME, external_task_id)
     outputs = await lifecycle.get_outputs(session, order.id)
     return kirin_task(order, outputs, state.storage)
 

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from easel.accounts import ledger
 from easel.api.deps import CurrentAccount, ReadSessionDep, SessionDep, State
 from easel.catalog import Catalog
 from easel.clock import iso, utcnow
+from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, output_urls
 from easel.dialects.common import own_order, with_references
 from easel.errors import InvalidRequest
-from easel.orders import lifecycle, queue
+from easel.orders import lifecycle, queue, reads
 from easel.orders.request import GenerationRequest, build_request
 from easel.orders.submit import place_order
 from easel.storage import Storage
@@ -66,6 +65,125 @@ class GenerateBody(BaseModel):
     strength: float | None = Field(
         default=None, description="Easel extra: image-to-image strength, (0, 1], default 0.8"
     )
+
+
+class NativeCreated(BaseModel):
+    ok: bool
+    order_id: str
+    status: OrderStatus
+    product_type: str
+    style: str
+    priority: int
+    cost: int
+
+
+class NativeOutput(BaseModel):
+    url: str
+    seed: int
+    width: int
+    height: int
+    content_type: str
+
+
+class NativeOrderError(BaseModel):
+    code: str | None
+    message: str | None
+
+
+class NativeStatus(BaseModel):
+    """An order; the fields after `outputs_expire_at` appear only in the states they describe."""
+
+    ok: bool
+    order_id: str
+    status: OrderStatus
+    product_type: str
+    style: str
+    model: str
+    priority: int
+    progress: int
+    step: int
+    total_steps: int
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    n: int
+    seed: int
+    steps: int
+    guidance: float
+    llm_enhance: bool
+    cost: int
+    attempts: int
+    created_at: str | None
+    started_at: str | None
+    completed_at: str | None
+    outputs_expire_at: str | None
+    queue_position: int | None = Field(
+        default=None, description="Only while pending: 1 is next (null in order listings)"
+    )
+    cancel_requested: bool | None = Field(
+        default=None, description="Only while running, once a cancel was asked for: true"
+    )
+    output_urls: list[str] | None = Field(default=None, description="Only when completed")
+    outputs_expired: bool | None = Field(
+        default=None, description="Only when completed and the outputs were deleted: true"
+    )
+    message: str | None = Field(default=None, description="Only with outputs_expired")
+    outputs: list[NativeOutput] | None = Field(
+        default=None, description="Only when completed and the outputs still exist"
+    )
+    error: NativeOrderError | None = Field(default=None, description="Only when failed or canceled")
+
+
+class NativeOrderPage(BaseModel):
+    ok: bool
+    orders: list[NativeStatus]
+    next_before: str | None = Field(description="Pass as `before` for the next page; null: last")
+
+
+class NativeCanceled(BaseModel):
+    ok: bool
+    order_id: str
+    status: OrderStatus
+    cancel_requested: bool = Field(description="true: running, it stops at its next step")
+    refunded: int
+
+
+class NativeCredits(BaseModel):
+    total: int
+    plan: int
+    topup: int
+
+
+class NativeAccount(BaseModel):
+    ok: bool
+    account_id: str
+    email: str
+    plan: str
+    priority: int
+    monthly_quota: int
+    credits: NativeCredits
+    resets_at: str
+    max_images_per_order: int
+    animation: bool
+    max_running: int
+    webhook_secret: str
+
+
+class NativePlan(BaseModel):
+    id: str
+    monthly_quota: int
+    priority: int
+    max_images_per_order: int
+    animation: bool
+    api_access: bool
+    styles: list[str]
+    max_running: int
+
+
+class NativePlans(BaseModel):
+    ok: bool
+    plans: list[NativePlan]
 
 
 def to_request(state: State, body: GenerateBody, idempotency_key: str | None) -> GenerationRequest:
@@ -134,15 +252,15 @@ def native_status(
         "completed_at": iso(order.completed_at),
         "outputs_expire_at": iso(order.outputs_expire_at),
     }
-    if order.status == "pending":
+    if order.status == OrderStatus.PENDING:
         body["queue_position"] = position
-    if order.status == "running" and order.cancel_requested:
+    if order.status == OrderStatus.RUNNING and order.cancel_requested:
         body["cancel_requested"] = True
-    if order.status == "completed" and order.outputs_swept:
+    if order.status == OrderStatus.COMPLETED and order.outputs_swept:
         body["output_urls"] = []
         body["outputs_expired"] = True
         body["message"] = f"the outputs expired at {iso(order.outputs_expire_at)} and were deleted"
-    elif order.status == "completed":
+    elif order.status == OrderStatus.COMPLETED:
         body["output_urls"] = output_urls(order, outputs, storage)
         body["outputs"] = [
             {
@@ -156,7 +274,7 @@ def native_status(
                 body["output_urls"], sorted(outputs, key=lambda o: o.index), strict=True
             )
         ]
-    if order.status in ("failed", "canceled"):
+    if order.status in UNSUCCESSFUL:
         body["error"] = {"code": order.error_code, "message": order.error_message}
     return body
 
@@ -168,23 +286,25 @@ def native_webhook(order: Order, outputs: list[Output], storage: Storage) -> dic
         "status": order.status,
         "output_urls": output_urls(order, outputs, storage),
     }
-    if order.status in ("failed", "canceled"):
+    if order.status in UNSUCCESSFUL:
         payload["error"] = {"code": order.error_code, "message": order.error_message}
     return payload
 
 
-@router.post("/api/v1/generate", summary="Submit a generation task")
+@router.post("/api/v1/generate", summary="Submit a generation task", response_model=NativeCreated)
 async def generate(
     body: GenerateBody,
     account: CurrentAccount,
     state: State,
+    response: Response,
     idempotency_key: Annotated[str | None, Header()] = None,
-) -> JSONResponse:
+) -> dict[str, Any]:
     req = to_request(state, body, idempotency_key)
     refs = [body.image] if body.image else []
     req = await with_references(req, refs, "image", state, strength=body.strength)
     order, created = await place_order(state, account, req)
-    content = {
+    response.headers["Idempotent-Replayed"] = str(not created).lower()
+    return {
         "ok": True,
         "order_id": order.id,
         "status": order.status,
@@ -193,20 +313,31 @@ async def generate(
         "priority": order.priority,
         "cost": order.cost_credits,
     }
-    return JSONResponse(content, headers={"Idempotent-Replayed": str(not created).lower()})
 
 
-@router.get("/api/v1/status/{order_id}", summary="Query an order's status")
+@router.get(
+    "/api/v1/status/{order_id}",
+    summary="Query an order's status",
+    response_model=NativeStatus,
+    response_model_exclude_unset=True,
+)
 async def status(
     order_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
-) -> Any:
+) -> dict[str, Any]:
     order = await own_order(session, account.id, order_id)
     outputs = await lifecycle.get_outputs(session, order.id)
-    position = await queue.queue_position(session, order) if order.status == "pending" else None
+    position = (
+        await queue.queue_position(session, order) if order.status == OrderStatus.PENDING else None
+    )
     return native_status(order, outputs, state.storage, position)
 
 
-@router.get("/api/v1/orders", summary="List this account's orders, newest first")
+@router.get(
+    "/api/v1/orders",
+    summary="List this account's orders, newest first",
+    response_model=NativeOrderPage,
+    response_model_exclude_unset=True,
+)
 async def list_orders(
     account: CurrentAccount,
     session: ReadSessionDep,
@@ -216,50 +347,40 @@ async def list_orders(
         str | None, Query(description="an order id: list orders older than it")
     ] = None,
     status: Annotated[str | None, Query()] = None,
-) -> Any:
+) -> dict[str, Any]:
     limit = min(limit, state.settings.orders_page_max)
-    query = select(Order).where(Order.account_id == account.id)
-    if status:
-        query = query.where(Order.status == status)
-    if before:
-        anchor = await own_order(session, account.id, before)
-        query = query.where(
-            (Order.created_at < anchor.created_at)
-            | ((Order.created_at == anchor.created_at) & (Order.id < anchor.id))
-        )
-    rows = list(
-        await session.scalars(
-            query.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1)
-        )
-    )
-    page = rows[:limit]
-    items = []
-    for order in page:
-        outputs = (
-            await lifecycle.get_outputs(session, order.id) if order.status == "completed" else []
-        )
-        items.append(native_status(order, outputs, state.storage, None))
+    page = await reads.list_orders(session, account.id, limit=limit, before=before, status=status)
     return {
         "ok": True,
-        "orders": items,
-        "next_before": page[-1].id if len(rows) > limit else None,
+        "orders": [native_status(o, outputs, state.storage, None) for o, outputs in page.orders],
+        "next_before": page.next_before,
     }
 
 
-@router.post("/api/v1/orders/{order_id}/cancel", summary="Cancel a pending or running order")
-async def cancel(order_id: str, account: CurrentAccount, session: SessionDep, state: State) -> Any:
+@router.post(
+    "/api/v1/orders/{order_id}/cancel",
+    summary="Cancel a pending or running order",
+    response_model=NativeCanceled,
+)
+async def cancel(
+    order_id: str, account: CurrentAccount, session: SessionDep, state: State
+) -> dict[str, Any]:
     order = await lifecycle.cancel(session, account.id, order_id, utcnow())
     return {
         "ok": True,
         "order_id": order.id,
         "status": order.status,
-        "cancel_requested": order.status == "running",
-        "refunded": order.cost_credits if order.status == "canceled" else 0,
+        "cancel_requested": order.status == OrderStatus.RUNNING,
+        "refunded": order.cost_credits if order.status == OrderStatus.CANCELED else 0,
     }
 
 
-@router.get("/api/v1/account", summary="Plan, priority and credits left")
-async def account_info(account: CurrentAccount, session: SessionDep, state: State) -> Any:
+@router.get(
+    "/api/v1/account", summary="Plan, priority and credits left", response_model=NativeAccount
+)
+async def account_info(
+    account: CurrentAccount, session: SessionDep, state: State
+) -> dict[str, Any]:
     plan = state.catalog.plans[account.plan]
     now = utcnow()
     await ledger.ensure_grant(session, account.id, plan, now)
@@ -280,8 +401,8 @@ async def account_info(account: CurrentAccount, session: SessionDep, state: Stat
     }
 
 
-@router.get("/api/v1/plans", summary="The plans (public)")
-async def plans(state: State) -> Any:
+@router.get("/api/v1/plans", summary="The plans (public)", response_model=NativePlans)
+async def plans(state: State) -> dict[str, Any]:
     catalog = state.catalog
     return {
         "ok": True,

@@ -27,6 +27,7 @@ from easel.api.errors import explain_validation
 from easel.api.state import AppState
 from easel.catalog import Model
 from easel.config import Settings
+from easel.db.status import OrderStatus
 from easel.db.tables import Account, Order, Output
 from easel.dialects.base import Dialect
 from easel.dialects.common import attach_reference, check_reference_count, resolve_model
@@ -126,6 +127,32 @@ class EditFields(GenerationsBody):
     strength: float | None = Field(
         default=None, gt=0, le=1, description="Easel extra: how far from the image (0.8)"
     )
+
+
+class OpenAIImage(BaseModel):
+    """One image: `b64_json` or `url` as response_format asked; `revised_prompt` only when the
+    prompt was enhanced."""
+
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+
+
+class OpenAIImagesResponse(BaseModel):
+    created: int = Field(description="Unix seconds")
+    data: list[OpenAIImage]
+
+
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class OpenAIModelList(BaseModel):
+    object: Literal["list"]
+    data: list[OpenAIModel]
 
 
 def error_response(exc: EaselError) -> JSONResponse:
@@ -234,7 +261,7 @@ async def generate_and_wait(
             "the same Idempotency-Key header to wait again without paying twice)"
         )
     order, outputs = done
-    if order.status != "completed":
+    if order.status != OrderStatus.COMPLETED:
         failed = OrderFailed(
             f"order {order.id} {order.status}: {order.error_message or 'no reason given'}; "
             "its credits were refunded"
@@ -263,13 +290,18 @@ async def images_response(
     return {"created": int(finished.timestamp()), "data": data}
 
 
-@router.post("/v1/images/generations", summary="Create images (waits for them)")
+@router.post(
+    "/v1/images/generations",
+    summary="Create images (waits for them)",
+    response_model=OpenAIImagesResponse,
+    response_model_exclude_unset=True,
+)
 async def generations(
     body: GenerationsBody,
     account: CurrentAccount,
     state: State,
     idempotency_key: Annotated[str | None, Header()] = None,
-) -> Any:
+) -> dict[str, Any]:
     req = to_request(state, body, idempotency_key=idempotency_key)
     return await generate_and_wait(state, account, req, body.response_format)
 
@@ -331,14 +363,18 @@ def parse_fields(fields: dict[str, Any]) -> EditFields:
 
 
 @router.post(
-    "/v1/images/edits", summary="Image-to-image (waits for the images)", openapi_extra=EDITS_OPENAPI
+    "/v1/images/edits",
+    summary="Image-to-image (waits for the images)",
+    openapi_extra=EDITS_OPENAPI,
+    response_model=OpenAIImagesResponse,
+    response_model_exclude_unset=True,
 )
 async def edits(
     request: Request,
     account: CurrentAccount,
     state: State,
     idempotency_key: Annotated[str | None, Header()] = None,
-) -> Any:
+) -> dict[str, Any]:
     form = await read_form(request, state.settings)
     try:
         req, response_format = await edit_request(state, form, idempotency_key)
@@ -386,13 +422,15 @@ def model_card(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "easel"}
 
 
-@router.get("/v1/models", summary="The image models this API accepts")
-async def models(account: CurrentAccount, state: State) -> Any:
+@router.get(
+    "/v1/models", summary="The image models this API accepts", response_model=OpenAIModelList
+)
+async def models(account: CurrentAccount, state: State) -> dict[str, Any]:
     return {"object": "list", "data": [model_card(n) for n in state.catalog.accepted(NAME)]}
 
 
-@router.get("/v1/models/{model}", summary="One image model")
-async def one_model(model: str, account: CurrentAccount, state: State) -> Any:
+@router.get("/v1/models/{model}", summary="One image model", response_model=OpenAIModel)
+async def one_model(model: str, account: CurrentAccount, state: State) -> dict[str, Any]:
     accepted = state.catalog.accepted(NAME)
     if model not in accepted:
         raise NotFound(f"no model {model!r}; accepted: {', '.join(accepted)}", param="model")

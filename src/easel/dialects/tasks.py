@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
+from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, output_urls
 from easel.dialects.common import own_order, resolve_model, with_references
@@ -26,7 +27,13 @@ router = APIRouter(tags=["task API (seed 002)"])
 
 SUBMITTED = "提交成功,等待生成"  # seed 002's message: submitted, waiting for generation
 # How seed 002 shows a canonical status.
-TASK_STATUS = {"pending": 1, "running": 2, "completed": 3, "failed": 4, "canceled": 4}
+TASK_STATUS: dict[str, int] = {
+    OrderStatus.PENDING: 1,
+    OrderStatus.RUNNING: 2,
+    OrderStatus.COMPLETED: 3,
+    OrderStatus.FAILED: 4,
+    OrderStatus.CANCELED: 4,
+}
 ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")
 
 SEED_002_EXAMPLE: dict[str, Any] = {
@@ -55,6 +62,45 @@ def error_response(exc: EaselError) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code)
 
 
+class TaskCreatedData(BaseModel):
+    task_id: str
+    request_id: str
+    credits: int
+
+
+class TaskCreated(BaseModel):
+    code: int
+    msg: str
+    data: TaskCreatedData
+
+
+class TaskError(BaseModel):
+    code: str | None
+    message: str | None
+
+
+class TaskObject(BaseModel):
+    task_id: str
+    task_status: int = Field(description="1 submitted, 2 generating, 3 succeeded, 4 failed")
+    task_type: Literal["image", "video"]
+    model_id: str
+    image_url: str | None
+    image_urls: list[str]
+    video_url: str | None
+    audio_url: str | None
+    credits: int
+    progress: int
+    created_at: int = Field(description="Unix seconds")
+    completed_at: int | None = Field(description="Unix seconds")
+    error: TaskError | None = Field(default=None, description="Only when failed or canceled")
+
+
+class TaskQuery(BaseModel):
+    code: int
+    msg: str
+    data: TaskObject
+
+
 @dataclass(frozen=True)
 class TaskData(DialectData):
     request_id: str  # seed 002's create response carries one
@@ -78,13 +124,15 @@ def task_data(order: Order, outputs: list[Output], storage: Storage) -> dict[str
         "created_at": int(order.created_at.timestamp()),
         "completed_at": int(order.completed_at.timestamp()) if order.completed_at else None,
     }
-    if order.status in ("failed", "canceled"):
+    if order.status in UNSUCCESSFUL:
         body["error"] = {"code": order.error_code, "message": order.error_message}
     return body
 
 
-@router.post("/api/v1/tasks/create", summary="Create an image or video task")
-async def create(body: CreateTaskBody, account: CurrentAccount, state: State) -> Any:
+@router.post(
+    "/api/v1/tasks/create", summary="Create an image or video task", response_model=TaskCreated
+)
+async def create(body: CreateTaskBody, account: CurrentAccount, state: State) -> dict[str, Any]:
     catalog, settings = state.catalog, state.settings
     model = resolve_model(catalog, "tasks", body.model_id, "model_id")
     if body.aspect_ratio not in ASPECT_RATIOS:
@@ -121,10 +169,15 @@ async def create(body: CreateTaskBody, account: CurrentAccount, state: State) ->
     return {"code": 200, "msg": SUBMITTED, "data": data}
 
 
-@router.get("/api/v1/tasks/{task_id}", summary="Query a task")
+@router.get(
+    "/api/v1/tasks/{task_id}",
+    summary="Query a task",
+    response_model=TaskQuery,
+    response_model_exclude_unset=True,
+)
 async def query(
     task_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
-) -> Any:
+) -> dict[str, Any]:
     order = await own_order(session, account.id, task_id, NAME)
     outputs = await lifecycle.get_outputs(session, order.id)
     return {"code": 200, "msg": "ok", "data": task_data(order, outputs, state.storage)}

@@ -20,6 +20,7 @@ from PIL import Image
 from easel.config import Settings
 from easel.errors import InvalidRequest
 from easel.net.pinned import send_checked
+from easel.net.policy import url_policy
 
 USER_AGENT = "easel-references/1"
 CONTENT_TYPES = {
@@ -114,7 +115,7 @@ async def fetch(settings: Settings, url: str, param: str) -> bytes:
                 "GET",
                 url,
                 param,
-                settings.url_policy,
+                url_policy(settings),
                 max_redirects=settings.reference_max_redirects,
                 headers={
                     "user-agent": USER_AGENT,

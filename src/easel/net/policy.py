@@ -6,6 +6,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from easel.config import Settings
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -26,3 +28,8 @@ class URLPolicy:
         if any(ip in ipaddress.ip_network(net, strict=False) for net in self.allowed_networks):
             return False
         return not ip.is_global or ip.is_multicast or ip.is_reserved
+
+
+def url_policy(settings: Settings) -> URLPolicy:
+    """EASEL_ALLOW_PRIVATE_URLS and EASEL_ALLOWED_NETWORKS as a policy."""
+    return URLPolicy(settings.allow_private_urls, tuple(settings.allowed_networks))

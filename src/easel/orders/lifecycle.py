@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts import ledger
 from easel.accounts.accounts import release_running_slot
+from easel.db.status import OrderStatus
 from easel.db.tables import Order, Output
 from easel.errors import Conflict, NotFound
 from easel.webhooks import outbox
@@ -46,9 +47,9 @@ async def _finish(
     """Move a running (worker_id given) or pending order to a final state, once."""
     where = [Order.id == order_id]
     if worker_id is not None:
-        where += [Order.status == "running", Order.worker_id == worker_id]
+        where += [Order.status == OrderStatus.RUNNING, Order.worker_id == worker_id]
     else:
-        where += [Order.status.in_(("pending", "running"))]
+        where += [Order.status.in_((OrderStatus.PENDING, OrderStatus.RUNNING))]
     result = await session.execute(
         update(Order)
         .where(*where)
@@ -76,7 +77,7 @@ async def complete(
 ) -> Order | None:
     """None when the worker no longer holds the order (lease lost); nothing is written then."""
     order = await _finish(
-        session, order_id, worker_id, now, {"status": "completed", "progress": 100}
+        session, order_id, worker_id, now, {"status": OrderStatus.COMPLETED, "progress": 100}
     )
     if order is None:
         return None
@@ -96,11 +97,11 @@ async def fail(
     message: str,
     now: datetime,
     *,
-    status: str = "failed",
+    status: str = OrderStatus.FAILED,
 ) -> Order | None:
     """Fail (or cancel) and refund exactly once. `worker_id` None: any pending/running order."""
     before = await session.get(Order, order_id, with_for_update=True, populate_existing=True)
-    was_running = before is not None and before.status == "running"
+    was_running = before is not None and before.status == OrderStatus.RUNNING
     order = await _finish(
         session,
         order_id,
@@ -128,7 +129,7 @@ async def cancel(session: AsyncSession, account_id: str, order_id: str, now: dat
     )
     if order is None:
         raise NotFound(f"no order {order_id}")
-    if order.status == "pending":
+    if order.status == OrderStatus.PENDING:
         done = await fail(
             session,
             order_id,
@@ -136,11 +137,11 @@ async def cancel(session: AsyncSession, account_id: str, order_id: str, now: dat
             "canceled",
             "canceled by the client",
             now,
-            status="canceled",
+            status=OrderStatus.CANCELED,
         )
         assert done is not None
         return done
-    if order.status == "running":
+    if order.status == OrderStatus.RUNNING:
         order.cancel_requested = True
         await session.flush()
         return order
@@ -159,7 +160,7 @@ async def requeue_or_fail(
             "canceled",
             "canceled by the client",
             now,
-            status="canceled",
+            status=OrderStatus.CANCELED,
         )
         return "canceled"
     if order.attempts >= max_attempts:
@@ -175,8 +176,12 @@ async def requeue_or_fail(
         return "failed"
     result = await session.execute(
         update(Order)
-        .where(Order.id == order.id, Order.status == "running", Order.worker_id == order.worker_id)
-        .values(status="pending", worker_id=None, lease_until=None, progress=0, step=0)
+        .where(
+            Order.id == order.id,
+            Order.status == OrderStatus.RUNNING,
+            Order.worker_id == order.worker_id,
+        )
+        .values(status=OrderStatus.PENDING, worker_id=None, lease_until=None, progress=0, step=0)
         .returning(Order.id)
     )
     if result.first() is not None:

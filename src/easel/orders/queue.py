@@ -23,6 +23,7 @@ from sqlalchemy import and_, bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.db.engine import NOTIFY_CHANNEL, is_postgresql
+from easel.db.status import OrderStatus
 from easel.db.tables import Order, UTCDateTime
 
 log = logging.getLogger(__name__)
@@ -315,7 +316,7 @@ async def renew_leases(
         .where(
             Order.id.in_(list(order_ids)),
             Order.worker_id == worker_id,
-            Order.status == "running",
+            Order.status == OrderStatus.RUNNING,
         )
         .values(lease_until=now + lease, **progress)
         .returning(Order.id, Order.cancel_requested)
@@ -326,7 +327,7 @@ async def renew_leases(
 async def expired_leases(session: AsyncSession, now: datetime, limit: int = 100) -> list[Order]:
     query = (
         select(Order)
-        .where(Order.status == "running", Order.lease_until < now)
+        .where(Order.status == OrderStatus.RUNNING, Order.lease_until < now)
         .order_by(Order.lease_until)
         .limit(limit)
     )
@@ -341,7 +342,7 @@ async def queue_position(session: AsyncSession, order: Order) -> int:
         select(func.count())
         .select_from(Order)
         .where(
-            Order.status == "pending",
+            Order.status == OrderStatus.PENDING,
             or_(
                 Order.priority > order.priority,
                 and_(Order.priority == order.priority, Order.created_at < order.created_at),

@@ -16,10 +16,12 @@ from easel.catalog.pricing import check_plan, check_served, price
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
+from easel.db.status import OrderStatus
 from easel.db.tables import Account, Order
 from easel.errors import Conflict, InvalidRequest
 from easel.ids import new_order_id
 from easel.net.check import check_url
+from easel.net.policy import url_policy
 from easel.orders.queue import notify_new_order
 from easel.orders.request import GenerationRequest
 from easel.storage import Storage
@@ -40,7 +42,9 @@ class Placing(Protocol):
     catalog: Catalog
     db: Database
     storage: Storage
-    served_families: frozenset[str]
+
+    @property
+    def served_families(self) -> frozenset[str]: ...
 
 
 async def place_order(ctx: Placing, account: Account, req: GenerationRequest) -> tuple[Order, bool]:
@@ -49,7 +53,7 @@ async def place_order(ctx: Placing, account: Account, req: GenerationRequest) ->
     db, catalog, settings, storage = ctx.db, ctx.catalog, ctx.settings, ctx.storage
     check_served(catalog, req, ctx.served_families)
     if req.webhook_url:
-        await check_url(req.webhook_url, req.webhook_param, settings.url_policy)
+        await check_url(req.webhook_url, req.webhook_param, url_policy(settings))
     retention = timedelta(days=settings.output_retention_days)
     now = utcnow()
     order_id = new_order_id(now)
@@ -151,7 +155,7 @@ async def submit(
         webhook_url=req.webhook_url,
         dialect_data=req.dialect_data.as_json() if req.dialect_data else {},
         webhook_on_start=req.webhook_on_start,
-        status="pending",
+        status=OrderStatus.PENDING,
         progress=0,
         step=0,
         total_steps=req.steps,

@@ -25,6 +25,7 @@ from easel.db.engine import Database
 from easel.db.tables import Account, Order, Output, WebhookDelivery
 from easel.dialects.registry import dialect_of
 from easel.net.pinned import send_checked
+from easel.net.policy import url_policy
 from easel.orders.lifecycle import get_outputs
 from easel.services.base import wait_any
 from easel.storage import Storage
@@ -49,7 +50,7 @@ async def post_signed(
         "POST",
         url,
         "webhook_url",
-        settings.url_policy,
+        url_policy(settings),
         max_redirects=settings.webhook_max_redirects,
         headers=headers | {"user-agent": USER_AGENT},
         content=body,

@@ -10,6 +10,7 @@ whole budget still loads, alone.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -139,10 +140,11 @@ def module_bytes(backend: Backend) -> int:
 
 
 def _modules(values: Any) -> Iterator[Any]:
-    """torch modules among `values`, looking one level into diffusers pipelines' components."""
-    try:
-        import torch
-    except ImportError:
+    """torch modules among `values`, looking one level into diffusers pipelines' components.
+
+    Without torch imported there are none (a remote backend never imports it)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
         return
     for value in values:
         if isinstance(value, torch.nn.Module):

@@ -26,6 +26,7 @@ from easel.catalog import Catalog, Model
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
+from easel.db.status import OrderStatus
 from easel.db.tables import Order
 from easel.errors import ModelUnavailable
 from easel.media.encoding import GeneratedImage
@@ -81,6 +82,7 @@ class Worker:
         self.wake = asyncio.Event()
         self.batch_ended = asyncio.Event()
         self._in_flight: Counter[str] = Counter()  # model id -> batches running
+        self._reporting = asyncio.Lock()
         self.processed = 0
         self.recent_batches: deque[list[str]] = deque(maxlen=RECENT_BATCHES)  # order ids
         self._reported: list[str] | None = None  # loaded models as last reported
@@ -130,7 +132,6 @@ class Worker:
         batches: set[asyncio.Task[None]] = set()
         log.info("worker started", extra={"action": "start", "worker_id": self.worker_id})
         try:
-            await self.report_presence()
             if self.preload:
                 await self._preload(stop)
             while not stop.is_set():
@@ -149,6 +150,7 @@ class Worker:
                     await wait_any(stop, timeout=self.settings.poll_interval)
                     continue
                 if orders:
+                    self._in_flight[orders[0].model] += 1  # before the next claim looks
                     task = asyncio.create_task(self._run_batch(orders))
                     batches.add(task)
                     task.add_done_callback(batches.discard)
@@ -169,12 +171,10 @@ class Worker:
             log.info("worker stopped", extra={"action": "stop", "worker_id": self.worker_id})
 
     async def _run_batch(self, orders: list[Order]) -> None:
-        model_id = orders[0].model
-        self._in_flight[model_id] += 1
         try:
             await self.process(orders)
         finally:
-            self._in_flight[model_id] -= 1
+            self._in_flight[orders[0].model] -= 1
             self.batch_ended.set()
 
     async def _preload(self, stop: asyncio.Event) -> None:
@@ -184,8 +184,9 @@ class Worker:
             await self._backend(self.catalog.models[model_id])
 
     async def report_presence(self, *, stopped: bool = False) -> None:
+        """Write this worker's row; one report at a time (the heartbeat, loads and the stop)."""
         loaded = self.models.loaded
-        async with self.db.transaction() as session:
+        async with self._reporting, self.db.transaction() as session:
             await presence.report(
                 session, self.presence, loaded, self.models.loaded_bytes, utcnow(), stopped=stopped
             )
@@ -244,7 +245,9 @@ class Worker:
             # a backend that saw the work canceled at its end.
             for order_id in batch.live:
                 batch.drop(order_id)
-                await self._end(order_id, "canceled", "canceled by the client", status="canceled")
+                await self._end(
+                    order_id, "canceled", "canceled by the client", status=OrderStatus.CANCELED
+                )
         except ModelUnavailable as exc:
             for order_id in batch.live:
                 batch.fail(order_id, exc.code, exc.message)
@@ -303,7 +306,9 @@ class Worker:
         for order_id, (code, message) in batch.take_failures().items():
             await self._end(order_id, code, message)
 
-    async def _end(self, order_id: str, code: str, message: str, status: str = "failed") -> None:
+    async def _end(
+        self, order_id: str, code: str, message: str, status: str = OrderStatus.FAILED
+    ) -> None:
         """Fail (or cancel) and refund; a database error leaves it to the reaper."""
         try:
             async with self.db.transaction() as session:
@@ -412,7 +417,9 @@ class Worker:
                     )
             elif held[order_id] and batch.is_live(order_id):
                 batch.drop(order_id)
-                await self._end(order_id, "canceled", "canceled by the client", status="canceled")
+                await self._end(
+                    order_id, "canceled", "canceled by the client", status=OrderStatus.CANCELED
+                )
 
     async def _heartbeat(self, batch: BatchRun) -> None:
         """Renew every third of the lease; a failed renewal is retried at the next beat."""

@@ -19,7 +19,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from easel.api.deps import CurrentAccount, State
 from easel.api.state import AppState
-from easel.db.status import FINAL
+from easel.db.status import FINAL, OrderStatus
 from easel.db.tables import Account
 from easel.dialects.common import own_order
 from easel.dialects.native import native_status
@@ -53,15 +53,15 @@ class Changes:
         status = body["status"]
         about = {"order_id": body["order_id"]}
         out: list[Event] = []
-        if status == "pending":
-            if self.status != "pending" or body["queue_position"] != self.position:
+        if status == OrderStatus.PENDING:
+            if self.status != OrderStatus.PENDING or body["queue_position"] != self.position:
                 queued = {"status": status, "queue_position": body["queue_position"]}
                 out.append(("queued", about | queued))
             self.position, self.step = body["queue_position"], 0
         else:
             if body["started_at"] and body["attempts"] != self.attempt:
                 started = {"started_at": body["started_at"], "attempt": body["attempts"]}
-                out.append(("started", about | {"status": "running"} | started))
+                out.append(("started", about | {"status": OrderStatus.RUNNING} | started))
                 self.attempt, self.step = body["attempts"], 0
             if body["total_steps"] and body["step"] > self.step:
                 step, total = body["step"], body["total_steps"]
@@ -80,9 +80,9 @@ async def _status_body(state: AppState, account_id: str, order_id: str) -> dict[
             order = await own_order(session, account_id, order_id)
         except NotFound:
             return None
-        done = order.status == "completed"
+        done = order.status == OrderStatus.COMPLETED
         outputs = await lifecycle.get_outputs(session, order.id) if done else []
-        waiting = order.status == "pending"
+        waiting = order.status == OrderStatus.PENDING
         position = await queue.queue_position(session, order) if waiting else None
         return native_status(order, outputs, state.storage, position)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
@@ -20,7 +22,23 @@ MEDIA_TYPES = {
 }
 
 
-@router.get("/files/{key:path}", summary="Download an output by its signed URL")
+FILE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The output's bytes",
+        "content": {
+            media: {"schema": {"type": "string", "format": "binary"}}
+            for media in MEDIA_TYPES.values()
+        },
+    }
+}
+
+
+@router.get(
+    "/files/{key:path}",
+    summary="Download an output by its signed URL",
+    response_class=FileResponse,
+    responses=FILE_RESPONSE,
+)
 async def get_file(key: str, expires: int, signature: str, state: State) -> FileResponse:
     if not isinstance(state.storage, LocalStorage):
         raise NotFound("outputs are served by the object store; read the order's status for URLs")

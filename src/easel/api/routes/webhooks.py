@@ -5,15 +5,44 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
+from pydantic import BaseModel, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, SessionDep, State
 from easel.clock import iso, utcnow
-from easel.db.tables import Account, WebhookDelivery
-from easel.errors import NotFound
-from easel.webhooks.signing import new_secret
+from easel.db.tables import WebhookDelivery
+from easel.webhooks import deliveries as delivery_log
 
 router = APIRouter(tags=["webhooks"])
+
+
+class WebhookDeliveryView(BaseModel):
+    id: str = Field(description="The webhook-id header of every attempt")
+    order_id: str
+    url: str
+    event: str = Field(description="order.started / order.completed / order.failed / ...")
+    state: str = Field(description="pending / delivered / failed")
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    last_attempt_at: str | None
+    next_attempt_at: str | None = Field(description="Only while pending")
+    created_at: str | None
+    delivered_at: str | None
+
+
+class WebhookDeliveryLog(BaseModel):
+    ok: bool
+    deliveries: list[WebhookDeliveryView]
+
+
+class WebhookRedelivered(BaseModel):
+    ok: bool
+    delivery: WebhookDeliveryView
+
+
+class WebhookSecret(BaseModel):
+    ok: bool
+    webhook_secret: str
 
 
 def delivery_view(row: WebhookDelivery) -> dict[str, Any]:
@@ -33,7 +62,11 @@ def delivery_view(row: WebhookDelivery) -> dict[str, Any]:
     }
 
 
-@router.get("/api/v1/webhooks/deliveries", summary="This account's webhook deliveries")
+@router.get(
+    "/api/v1/webhooks/deliveries",
+    summary="This account's webhook deliveries",
+    response_model=WebhookDeliveryLog,
+)
 async def deliveries(
     account: CurrentAccount,
     session: ReadSessionDep,
@@ -41,16 +74,13 @@ async def deliveries(
     limit: Annotated[int, Query(ge=1)] = 50,
     order_id: Annotated[str | None, Query()] = None,
     delivery_state: Annotated[str | None, Query(alias="state")] = None,
-) -> Any:
-    query = select(WebhookDelivery).where(WebhookDelivery.account_id == account.id)
-    if order_id:
-        query = query.where(WebhookDelivery.order_id == order_id)
-    if delivery_state:
-        query = query.where(WebhookDelivery.state == delivery_state)
-    rows = await session.scalars(
-        query.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc()).limit(
-            min(limit, state.settings.orders_page_max)
-        )
+) -> dict[str, Any]:
+    rows = await delivery_log.list_deliveries(
+        session,
+        account.id,
+        limit=min(limit, state.settings.orders_page_max),
+        order_id=order_id,
+        state=delivery_state,
     )
     return {"ok": True, "deliveries": [delivery_view(r) for r in rows]}
 
@@ -58,26 +88,19 @@ async def deliveries(
 @router.post(
     "/api/v1/webhooks/deliveries/{delivery_id}/redeliver",
     summary="Send a delivery again now, with the same webhook-id",
+    response_model=WebhookRedelivered,
 )
-async def redeliver(delivery_id: str, account: CurrentAccount, session: SessionDep) -> Any:
-    row = await session.scalar(
-        select(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.account_id == account.id)
-        .with_for_update()
-    )
-    if row is None:
-        raise NotFound(f"no webhook delivery {delivery_id} in this account")
-    row.state = "pending"
-    row.attempts = 0
-    row.next_attempt_at = utcnow()
-    await session.flush()
+async def redeliver(
+    delivery_id: str, account: CurrentAccount, session: SessionDep
+) -> dict[str, Any]:
+    row = await delivery_log.redeliver(session, account.id, delivery_id, utcnow())
     return {"ok": True, "delivery": delivery_view(row)}
 
 
-@router.post("/api/v1/webhooks/secret/rotate", summary="Replace the webhook signing secret")
-async def rotate_secret(account: CurrentAccount, session: SessionDep) -> Any:
-    row = await session.get(Account, account.id, with_for_update=True)
-    assert row is not None
-    row.webhook_secret = new_secret()
-    await session.flush()
-    return {"ok": True, "webhook_secret": row.webhook_secret}
+@router.post(
+    "/api/v1/webhooks/secret/rotate",
+    summary="Replace the webhook signing secret",
+    response_model=WebhookSecret,
+)
+async def rotate_secret(account: CurrentAccount, session: SessionDep) -> dict[str, Any]:
+    return {"ok": True, "webhook_secret": await delivery_log.rotate_secret(session, account.id)}

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
 from easel.clock import iso, utcnow
@@ -17,8 +18,29 @@ from easel.worker.presence import is_online, list_workers
 router = APIRouter(tags=["workers"])
 
 
-@router.get("/api/v1/workers", summary="Workers, their devices and loaded models")
-async def workers(_account: CurrentAccount, session: ReadSessionDep, state: State) -> Any:
+class WorkerView(BaseModel):
+    id: str
+    host: str
+    device: str
+    online: bool = Field(description="Running and heard from within three heartbeats")
+    loaded_models: list[str] = Field(description="Least recently used first")
+    loaded_bytes: int
+    served_models: list[str] | None = Field(description="null: every model of the catalog")
+    started_at: str | None
+    last_seen: str | None
+    stopped_at: str | None
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerView]
+
+
+@router.get(
+    "/api/v1/workers", summary="Workers, their devices and loaded models", response_model=WorkerList
+)
+async def workers(
+    _account: CurrentAccount, session: ReadSessionDep, state: State
+) -> dict[str, Any]:
     settings = state.settings
     now = utcnow()
     heartbeat = timedelta(seconds=settings.worker_heartbeat_seconds)

@@ -1,0 +1,76 @@
+"""Reading an account's orders: a page of them newest first, and one by the client's own id.
+
+Reads only; they take the caller's session and write nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from easel.db.status import OrderStatus
+from easel.db.tables import Order, Output
+from easel.errors import NotFound
+from easel.orders import lifecycle
+
+
+@dataclass(frozen=True)
+class OrderPage:
+    """Up to `limit` orders, newest first, each with its outputs (none unless completed)."""
+
+    orders: list[tuple[Order, list[Output]]]
+    next_before: str | None  # pass it as `before` for the next page; None: this is the last
+
+
+async def list_orders(
+    session: AsyncSession,
+    account_id: str,
+    *,
+    limit: int,
+    before: str | None = None,
+    status: str | None = None,
+) -> OrderPage:
+    """The account's orders older than order `before` (keyset: created_at, then id), optionally
+    of one status. NotFound when `before` is not one of the account's orders."""
+    query = select(Order).where(Order.account_id == account_id)
+    if status:
+        query = query.where(Order.status == status)
+    if before:
+        anchor = await session.scalar(
+            select(Order).where(Order.id == before, Order.account_id == account_id)
+        )
+        if anchor is None:
+            raise NotFound(f"no order {before} in this account")
+        query = query.where(
+            (Order.created_at < anchor.created_at)
+            | ((Order.created_at == anchor.created_at) & (Order.id < anchor.id))
+        )
+    rows = list(
+        await session.scalars(
+            query.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1)
+        )
+    )
+    page = rows[:limit]
+    orders = []
+    for order in page:
+        done = order.status == OrderStatus.COMPLETED
+        orders.append((order, await lifecycle.get_outputs(session, order.id) if done else []))
+    return OrderPage(orders=orders, next_before=page[-1].id if len(rows) > limit else None)
+
+
+async def find_by_external_id(
+    session: AsyncSession, account_id: str, dialect: str, external_task_id: str
+) -> Order:
+    """The account's order that the client named `external_task_id` through `dialect`."""
+    order = await session.scalar(
+        select(Order).where(
+            Order.account_id == account_id,
+            Order.dialect == dialect,
+            Order.external_task_id == external_task_id,
+        )
+    )
+    if order is None:
+        raise NotFound(f"no task with external_task_id {external_task_id!r} in this account")
+    return order
