@@ -13,7 +13,7 @@ from easel.api.limits import BodyLimit
 from easel.api.routes import events, files, health, webhooks, workers
 from easel.api.state import AppState
 from easel.config import Settings, get_settings
-from easel.dialects.registry import DIALECTS
+from easel.dialects import registry
 
 
 def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
@@ -35,11 +35,10 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    shapes = [
-        (d.prefix, d.error_response) for d in DIALECTS.values() if d.prefix and d.error_response
-    ]
+    dialects = registry.DIALECTS.values()
+    shapes = [(d.prefix, d.error_response) for d in dialects if d.prefix and d.error_response]
     errors.install(app, shapes)
-    for dialect in DIALECTS.values():
+    for dialect in dialects:
         app.include_router(dialect.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)

@@ -1,33 +1,16 @@
-"""What every dialect's translator shares: finding the caller's order and resolving model names."""
+"""What every dialect's translator shares: resolving model names and taking reference images."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from easel.api.state import AppState
 from easel.catalog import Catalog, Model
 from easel.config import Settings
-from easel.db.tables import Order
-from easel.errors import InvalidRequest, NotFound
+from easel.errors import InvalidRequest
 from easel.media.references import Reference, load_reference
 from easel.orders.request import GenerationRequest
-
-
-async def own_order(
-    session: AsyncSession, account_id: str, order_id: str, dialect: str | None = None
-) -> Order:
-    """The caller's order; another account's, or one made through another dialect, is not found."""
-    query = select(Order).where(Order.id == order_id, Order.account_id == account_id)
-    if dialect is not None:
-        query = query.where(Order.dialect == dialect)
-    order = await session.scalar(query)
-    if order is None:
-        raise NotFound(f"no {'task' if dialect else 'order'} {order_id} in this account")
-    return order
 
 
 def resolve_model(catalog: Catalog, dialect: str, name: str, param: str) -> Model:

@@ -13,9 +13,9 @@ from easel.api.deps import CurrentAccount, ReadSessionDep, State
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, iso_seconds, output_urls
-from easel.dialects.common import own_order, resolve_model
+from easel.dialects.common import resolve_model
 from easel.errors import EaselError
-from easel.orders import lifecycle
+from easel.orders import lifecycle, reads
 from easel.orders.request import DialectData, build_request
 from easel.orders.submit import place_order
 from easel.storage import Storage
@@ -203,7 +203,7 @@ async def record_info(
     state: State,
     taskId: str = Query(description="The taskId that generate returned"),
 ) -> dict[str, Any]:
-    order = await own_order(session, account.id, taskId, NAME)
+    order = await reads.own_order(session, account.id, taskId, NAME)
     outputs = await lifecycle.get_outputs(session, order.id)
     return kie_body(order, outputs, state.storage)
 

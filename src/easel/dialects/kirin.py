@@ -12,7 +12,7 @@ from easel.api.deps import CurrentAccount, ReadSessionDep, State
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, iso_seconds, output_urls
-from easel.dialects.common import own_order, resolve_model, with_references
+from easel.dialects.common import resolve_model, with_references
 from easel.errors import EaselError, InvalidRequest
 from easel.orders import lifecycle, reads
 from easel.orders.request import build_request, size_for_aspect
@@ -182,7 +182,7 @@ async def create(body: KirinBody, account: CurrentAccount, state: State) -> dict
 async def query(
     task_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
 ) -> dict[str, Any]:
-    order = await own_order(session, account.id, task_id, NAME)
+    order = await reads.own_order(session, account.id, task_id, NAME)
     outputs = await lifecycle.get_outputs(session, order.id)
     return kirin_task(order, outputs, state.storage)
 

@@ -14,7 +14,7 @@ from easel.clock import iso, utcnow
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, output_urls
-from easel.dialects.common import own_order, with_references
+from easel.dialects.common import with_references
 from easel.errors import InvalidRequest
 from easel.orders import lifecycle, queue, reads
 from easel.orders.request import GenerationRequest, build_request
@@ -324,7 +324,7 @@ async def generate(
 async def status(
     order_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
 ) -> dict[str, Any]:
-    order = await own_order(session, account.id, order_id)
+    order = await reads.own_order(session, account.id, order_id)
     outputs = await lifecycle.get_outputs(session, order.id)
     position = (
         await queue.queue_position(session, order) if order.status == OrderStatus.PENDING else None

@@ -1,16 +1,31 @@
-"""Every dialect this server speaks, by the name its orders record. Adding one: a module in
-this package that builds a `Dialect`, one line here, its model names in the catalog's
-`[dialects]` table, and its docs (docs/architecture.md walks through it)."""
+"""Every dialect this server speaks, by the name its orders record.
+
+Each module of this package that defines `DIALECT` is one; native comes first, the others by
+module name. Adding one: a module that builds a `Dialect`, the model names it accepts in the
+catalog's `[dialects]` table, and its docs (docs/architecture.md walks through it).
+"""
 
 from __future__ import annotations
 
-from easel.dialects import kie, kirin, native, openai_images, tasks
+import importlib
+import pkgutil
+
+import easel.dialects
+from easel.dialects import native
 from easel.dialects.base import Dialect
 
-DIALECTS: dict[str, Dialect] = {
-    d.name: d
-    for d in (native.DIALECT, kie.DIALECT, tasks.DIALECT, kirin.DIALECT, openai_images.DIALECT)
-}
+
+def _discover() -> dict[str, Dialect]:
+    found = {native.DIALECT.name: native.DIALECT}
+    for info in sorted(pkgutil.iter_modules(easel.dialects.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"easel.dialects.{info.name}")
+        dialect = getattr(module, "DIALECT", None)
+        if isinstance(dialect, Dialect):
+            found.setdefault(dialect.name, dialect)
+    return found
+
+
+DIALECTS: dict[str, Dialect] = _discover()
 
 
 def dialect_of(name: str) -> Dialect:

@@ -13,10 +13,10 @@ from easel.api.deps import CurrentAccount, ReadSessionDep, State
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, output_urls
-from easel.dialects.common import own_order, resolve_model, with_references
+from easel.dialects.common import resolve_model, with_references
 from easel.errors import EaselError, InvalidRequest, Unauthorized
 from easel.ids import new_id
-from easel.orders import lifecycle
+from easel.orders import lifecycle, reads
 from easel.orders.request import DialectData, build_request, size_for_aspect
 from easel.orders.submit import place_order
 from easel.storage import Storage
@@ -178,7 +178,7 @@ async def create(body: CreateTaskBody, account: CurrentAccount, state: State) ->
 async def query(
     task_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
 ) -> dict[str, Any]:
-    order = await own_order(session, account.id, task_id, NAME)
+    order = await reads.own_order(session, account.id, task_id, NAME)
     outputs = await lifecycle.get_outputs(session, order.id)
     return {"code": 200, "msg": "ok", "data": task_data(order, outputs, state.storage)}
 

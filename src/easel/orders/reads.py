@@ -1,4 +1,4 @@
-"""Reading an account's orders: a page of them newest first, and one by the client's own id.
+"""Reading an account's orders: one by id, a page of them newest first, one by the client's id.
 
 Reads only; they take the caller's session and write nothing.
 """
@@ -38,11 +38,7 @@ async def list_orders(
     if status:
         query = query.where(Order.status == status)
     if before:
-        anchor = await session.scalar(
-            select(Order).where(Order.id == before, Order.account_id == account_id)
-        )
-        if anchor is None:
-            raise NotFound(f"no order {before} in this account")
+        anchor = await own_order(session, account_id, before)
         query = query.where(
             (Order.created_at < anchor.created_at)
             | ((Order.created_at == anchor.created_at) & (Order.id < anchor.id))
@@ -58,6 +54,19 @@ async def list_orders(
         done = order.status == OrderStatus.COMPLETED
         orders.append((order, await lifecycle.get_outputs(session, order.id) if done else []))
     return OrderPage(orders=orders, next_before=page[-1].id if len(rows) > limit else None)
+
+
+async def own_order(
+    session: AsyncSession, account_id: str, order_id: str, dialect: str | None = None
+) -> Order:
+    """The caller's order; another account's, or one made through another dialect, is not found."""
+    query = select(Order).where(Order.id == order_id, Order.account_id == account_id)
+    if dialect is not None:
+        query = query.where(Order.dialect == dialect)
+    order = await session.scalar(query)
+    if order is None:
+        raise NotFound(f"no {'task' if dialect else 'order'} {order_id} in this account")
+    return order
 
 
 async def find_by_external_id(

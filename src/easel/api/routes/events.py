@@ -21,10 +21,9 @@ from easel.api.deps import CurrentAccount, State
 from easel.api.state import AppState
 from easel.db.status import FINAL, OrderStatus
 from easel.db.tables import Account
-from easel.dialects.common import own_order
 from easel.dialects.native import native_status
 from easel.errors import NotFound
-from easel.orders import lifecycle, queue
+from easel.orders import lifecycle, queue, reads
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ Event = tuple[str, dict[str, Any]]
 async def order_owner(order_id: str, account: CurrentAccount, state: State) -> Account:
     """The account, once it is known to own the order (404 before the stream starts)."""
     async with state.db.transaction(readonly=True) as session:
-        await own_order(session, account.id, order_id)
+        await reads.own_order(session, account.id, order_id)
     return account
 
 
@@ -77,7 +76,7 @@ class Changes:
 async def _status_body(state: AppState, account_id: str, order_id: str) -> dict[str, Any] | None:
     async with state.db.transaction(readonly=True) as session:
         try:
-            order = await own_order(session, account_id, order_id)
+            order = await reads.own_order(session, account_id, order_id)
         except NotFound:
             return None
         done = order.status == OrderStatus.COMPLETED
