@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from easel.api.state import AppState
 from easel.catalog import load_catalog
 from easel.config import Settings
 from tests.support import databases
@@ -107,3 +108,13 @@ def tiny_animatediff(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     from tests.support.tiny_animatediff import build_tiny_animatediff
 
     return build_tiny_animatediff(tmp_path_factory.mktemp("models") / "tiny-animatediff")
+
+
+@pytest.fixture
+async def app_state(settings: Settings) -> AsyncIterator[AppState]:
+    """The process state for `settings` (database, catalog, storage), disposed after the test."""
+    state = AppState.build(settings)
+    try:
+        yield state
+    finally:
+        await state.db.dispose()

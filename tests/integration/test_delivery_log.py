@@ -4,7 +4,6 @@ PostgreSQL)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -12,7 +11,6 @@ from sqlalchemy import update
 
 from easel.api.state import AppState
 from easel.clock import utcnow
-from easel.config import Settings
 from easel.db.tables import Account, WebhookDelivery
 from easel.errors import NotFound
 from easel.orders import lifecycle
@@ -30,12 +28,8 @@ class Abandon(Exception):
 
 
 @pytest.fixture
-async def state(settings: Settings) -> AsyncIterator[AppState]:
-    state = AppState.build(settings)
-    try:
-        yield state
-    finally:
-        await state.db.dispose()
+def state(app_state: AppState) -> AppState:
+    return app_state
 
 
 async def canceled_with_hook(state: AppState, account: Account) -> str:

@@ -3,7 +3,6 @@ and outputs, and the lookup by the client's external_task_id (SQLite and Postgre
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -11,7 +10,6 @@ from sqlalchemy import update
 
 from easel.api.state import AppState
 from easel.clock import utcnow
-from easel.config import Settings
 from easel.db.tables import Account, Order
 from easel.errors import NotFound
 from easel.orders import lifecycle, queue, reads
@@ -25,12 +23,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def state(settings: Settings) -> AsyncIterator[AppState]:
-    state = AppState.build(settings)
-    try:
-        yield state
-    finally:
-        await state.db.dispose()
+def state(app_state: AppState) -> AppState:
+    return app_state
 
 
 async def page_ids(

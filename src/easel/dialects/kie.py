@@ -15,7 +15,7 @@ from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, iso_seconds, output_urls
 from easel.dialects.common import resolve_model
 from easel.errors import EaselError
-from easel.orders import lifecycle, reads
+from easel.orders import reads
 from easel.orders.request import DialectData, build_request
 from easel.orders.submit import place_order
 from easel.storage import Storage
@@ -204,8 +204,7 @@ async def record_info(
     taskId: str = Query(description="The taskId that generate returned"),
 ) -> dict[str, Any]:
     order = await reads.own_order(session, account.id, taskId, NAME)
-    outputs = await lifecycle.get_outputs(session, order.id)
-    return kie_body(order, outputs, state.storage)
+    return kie_body(*await reads.with_outputs(session, order), state.storage)
 
 
 DIALECT = Dialect(

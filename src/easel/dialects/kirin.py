@@ -14,7 +14,7 @@ from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, iso_seconds, output_urls
 from easel.dialects.common import resolve_model, with_references
 from easel.errors import EaselError, InvalidRequest
-from easel.orders import lifecycle, reads
+from easel.orders import reads
 from easel.orders.request import build_request, size_for_aspect
 from easel.orders.submit import place_order
 from easel.storage import Storage
@@ -183,8 +183,7 @@ async def query(
     task_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
 ) -> dict[str, Any]:
     order = await reads.own_order(session, account.id, task_id, NAME)
-    outputs = await lifecycle.get_outputs(session, order.id)
-    return kirin_task(order, outputs, state.storage)
+    return kirin_task(*await reads.with_outputs(session, order), state.storage)
 
 
 @router.get(
@@ -200,8 +199,7 @@ async def find(
     external_task_id: str = Query(description="The external_task_id you created the task with"),
 ) -> dict[str, Any]:
     order = await reads.find_by_external_id(session, account.id, NAME, external_task_id)
-    outputs = await lifecycle.get_outputs(session, order.id)
-    return kirin_task(order, outputs, state.storage)
+    return kirin_task(*await reads.with_outputs(session, order), state.storage)
 
 
 DIALECT = Dialect(

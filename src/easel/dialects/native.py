@@ -324,8 +324,9 @@ async def generate(
 async def status(
     order_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
 ) -> dict[str, Any]:
-    order = await reads.own_order(session, account.id, order_id)
-    outputs = await lifecycle.get_outputs(session, order.id)
+    order, outputs = await reads.with_outputs(
+        session, await reads.own_order(session, account.id, order_id)
+    )
     position = (
         await queue.queue_position(session, order) if order.status == OrderStatus.PENDING else None
     )

@@ -16,7 +16,7 @@ from easel.dialects.base import Dialect, output_urls
 from easel.dialects.common import resolve_model, with_references
 from easel.errors import EaselError, InvalidRequest, Unauthorized
 from easel.ids import new_id
-from easel.orders import lifecycle, reads
+from easel.orders import reads
 from easel.orders.request import DialectData, build_request, size_for_aspect
 from easel.orders.submit import place_order
 from easel.storage import Storage
@@ -179,8 +179,8 @@ async def query(
     task_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
 ) -> dict[str, Any]:
     order = await reads.own_order(session, account.id, task_id, NAME)
-    outputs = await lifecycle.get_outputs(session, order.id)
-    return {"code": 200, "msg": "ok", "data": task_data(order, outputs, state.storage)}
+    data = task_data(*await reads.with_outputs(session, order), state.storage)
+    return {"code": 200, "msg": "ok", "data": data}
 
 
 DIALECT = Dialect(

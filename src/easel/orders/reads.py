@@ -69,6 +69,11 @@ async def own_order(
     return order
 
 
+async def with_outputs(session: AsyncSession, order: Order) -> tuple[Order, list[Output]]:
+    """The order and its outputs (by index; none before it completes)."""
+    return order, await lifecycle.get_outputs(session, order.id)
+
+
 async def find_by_external_id(
     session: AsyncSession, account_id: str, dialect: str, external_task_id: str
 ) -> Order:
