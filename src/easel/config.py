@@ -27,6 +27,9 @@ class Settings(BaseSettings):
 
     # Request bounds.
     max_prompt_chars: int = 2500
+    max_images_per_request: int = 16  # n; plans and models may allow fewer
+    max_steps: int = 150  # denoising steps; a model may allow fewer (catalog max_steps)
+    max_guidance: float = 30.0
     min_side: int = 256
     max_side: int = 2048
     max_pixels: int = 2048 * 2048
@@ -34,6 +37,8 @@ class Settings(BaseSettings):
     max_idempotency_key_chars: int = 255
     orders_page_max: int = 100
     max_body_bytes: int = 64 * 1024 * 1024  # any request body, counted as it arrives
+    max_json_members: int = 1000  # keys and array items in one JSON body, all levels
+    max_json_depth: int = 16  # nesting of a JSON body
     max_reference_images: int = 1  # reference images per order (image-to-image takes one)
     default_strength: float = 0.8
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
+from easel.api.intake import api_router
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, iso_seconds, output_urls
@@ -22,7 +23,7 @@ from easel.storage import Storage
 
 NAME = "kie"
 PREFIX = "/api/v1/qwen/"
-router = APIRouter(tags=["KIE Qwen Image (seed 001)"])
+router = api_router(tags=["KIE Qwen Image (seed 001)"])
 
 # Seed 001's image_size enum -> pixels (multiples of 16, as Qwen-Image's latents need).
 IMAGE_SIZES: dict[str, tuple[int, int]] = {

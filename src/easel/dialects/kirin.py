@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
+from easel.api.intake import api_router
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, iso_seconds, output_urls
@@ -22,7 +23,7 @@ from easel.storage import Storage
 NAME = "kirin"
 PREFIX = "/kirin/"
 CALLS_BACK_ON_START = True  # seed 004: a callback on every status change
-router = APIRouter(tags=["kirin (seed 004)"])
+router = api_router(tags=["kirin (seed 004)"])
 
 ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9")
 MAX_N = 9

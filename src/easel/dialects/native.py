@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from easel.accounts import ledger
 from easel.api.deps import CurrentAccount, ReadSessionDep, SessionDep, State
+from easel.api.intake import api_router
 from easel.catalog import Catalog
 from easel.clock import iso, utcnow
 from easel.db.status import UNSUCCESSFUL, OrderStatus
@@ -22,7 +23,7 @@ from easel.orders.submit import place_order
 from easel.storage import Storage
 
 NAME = "native"
-router = APIRouter(tags=["native (seed 000)"])
+router = api_router(tags=["native (seed 000)"])
 
 SEED_000_EXAMPLE: dict[str, Any] = {
     "style": "guofeng",

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 
 from easel.api.deps import CurrentAccount, State
 from easel.api.errors import explain_validation
+from easel.api.intake import api_router
 from easel.api.state import AppState
 from easel.catalog import Model
 from easel.config import Settings
@@ -35,7 +36,6 @@ from easel.dialects.native import native_webhook
 from easel.errors import EaselError, InvalidRequest, NotFound, QuotaExceeded, Unauthorized
 from easel.media.references import Reference, check_image
 from easel.orders.request import (
-    MAX_STEPS,
     DialectData,
     GenerationRequest,
     build_request,
@@ -43,11 +43,12 @@ from easel.orders.request import (
     size_for_aspect,
 )
 from easel.orders.submit import place_order
+from easel.orders.text import check_text
 from easel.orders.waiting import wait_until_final
 from easel.storage import Storage
 
 PREFIX = "/v1/"
-router = APIRouter(tags=["OpenAI Images (seed 003)"])
+router = api_router(tags=["OpenAI Images (seed 003)"])
 log = logging.getLogger(__name__)
 
 NAME = "openai"
@@ -189,8 +190,8 @@ def parse_size(settings: Settings, value: str | None, default: tuple[int, int]) 
     return width, height
 
 
-def steps_for(model: Model, quality: str | None) -> int:
-    most = model.max_steps or MAX_STEPS
+def steps_for(settings: Settings, model: Model, quality: str | None) -> int:
+    most = model.max_steps or settings.max_steps
     return min(most, max(1, round(model.steps * QUALITY_STEPS[quality or "auto"])))
 
 
@@ -221,7 +222,7 @@ def to_request(
         width=width,
         height=height,
         n=1 if body.n is None else body.n,
-        steps=steps_for(model, body.quality),
+        steps=steps_for(settings, model, body.quality),
         seed=body.seed,
         output_format=body.output_format or "png",
         idempotency_key=idempotency_key,
@@ -356,6 +357,9 @@ def parse_fields(fields: dict[str, Any]) -> EditFields:
     for name, value in fields.items():
         if name in EditFields.model_fields and not isinstance(value, str):
             raise InvalidRequest(f"{name} must be a text field, not a file", param=name)
+        check_text(name, "a form field's name")
+        if isinstance(value, str):
+            check_text(value, name)
     try:
         return EditFields.model_validate(fields)
     except ValidationError as exc:

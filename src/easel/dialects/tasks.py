@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
+from easel.api.intake import api_router
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, output_urls
@@ -23,7 +23,7 @@ from easel.storage import Storage
 
 NAME = "tasks"
 PREFIX = "/api/v1/tasks/"
-router = APIRouter(tags=["task API (seed 002)"])
+router = api_router(tags=["task API (seed 002)"])
 
 SUBMITTED = "提交成功,等待生成"  # seed 002's message: submitted, waiting for generation
 # How seed 002 shows a canonical status.

@@ -11,10 +11,10 @@ import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from easel.errors import InvalidRequest
 from easel.net.policy import IPAddress, URLPolicy
+from easel.net.urls import parse_url
 
 RESOLVE_TIMEOUT = 3.0
 
@@ -34,16 +34,8 @@ class Target:
 
 
 def _parts(url: str, param: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequest(
-            f"{param} must be an http(s) URL with a host, got {url!r}", param=param
-        )
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:
-        raise InvalidRequest(f"{param} has an invalid port: {url!r}", param=param) from exc
-    return parts.hostname, port
+    parsed = parse_url(url, param)
+    return parsed.host, parsed.port
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
@@ -75,7 +67,7 @@ async def check_url(url: str, param: str, policy: URLPolicy) -> None:
         return
     try:
         addresses = await resolve(host, port)
-    except (OSError, TimeoutError):
+    except (OSError, TimeoutError, UnicodeError):
         return
     for ip in addresses:
         if policy.forbids(ip):
@@ -87,7 +79,7 @@ async def pin(url: str, param: str, policy: URLPolicy) -> Target:
     host, port = _parts(url, param)
     try:
         addresses = await resolve(host, port)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, UnicodeError) as exc:
         raise UnsafeURL(f"{param} host {host!r} does not resolve: {exc}", param=param) from exc
     if not addresses:
         raise UnsafeURL(f"{param} host {host!r} has no addresses", param=param)

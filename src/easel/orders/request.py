@@ -7,9 +7,6 @@ import json
 import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit
-
-import httpx
 
 from easel.catalog import Model, Product
 from easel.catalog.loader import ACCELERATIONS
@@ -17,10 +14,10 @@ from easel.config import Settings
 from easel.errors import InvalidRequest
 from easel.media.encoding import ANIMATION_FORMATS, IMAGE_FORMATS
 from easel.media.references import Reference
+from easel.net.urls import parse_url
+from easel.orders.text import check_text
 
 MAX_SEED = 2**32 - 1
-MAX_STEPS = 150
-MAX_GUIDANCE = 30.0
 SIZE_STEP = 64
 
 
@@ -98,7 +95,7 @@ def check_prompt(settings: Settings, prompt: str | None, param: str = "prompt") 
             f"{param} is {len(prompt)} characters; the limit is {settings.max_prompt_chars}",
             param=param,
         )
-    return prompt.strip()
+    return check_text(prompt, param).strip()
 
 
 def check_size(settings: Settings, width: int, height: int) -> None:
@@ -125,16 +122,7 @@ def check_webhook_url(settings: Settings, url: str | None, param: str) -> str | 
         raise InvalidRequest(
             f"{param} is longer than {settings.max_webhook_url_chars} characters", param=param
         )
-    try:
-        parts = urlsplit(url)
-        httpx.URL(url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except (ValueError, httpx.InvalidURL):
-        valid = False
-    if not valid:
-        raise InvalidRequest(
-            f"{param} must be an http(s) URL with a host, got {url!r}", param=param
-        )
+    parse_url(url, param)
     return url
 
 
@@ -172,29 +160,41 @@ def build_request(
             f"negative_prompt is longer than {settings.max_prompt_chars} characters",
             param="negative_prompt",
         )
-    width = width or model.width
-    height = height or model.height
+    for field, text in (
+        ("negative_prompt", negative_prompt),
+        ("external_task_id", external_task_id),
+        ("Idempotency-Key", idempotency_key),
+    ):
+        if text is not None:
+            check_text(text, field)
+    width = model.width if width is None else width  # 0 is a size to refuse, not a default
+    height = model.height if height is None else height
     check_size(settings, width, height)
     n = product.images if n is None else n
-    if n < 1:
-        raise InvalidRequest(f"n must be at least 1, got {n}", param="n")
+    if not 1 <= n <= settings.max_images_per_request:
+        raise InvalidRequest(
+            f"n must be between 1 and {settings.max_images_per_request}, got {n}", param="n"
+        )
     if model.max_images and n > model.max_images:
         raise InvalidRequest(
             f"{model_alias} makes at most {model.max_images} image(s) per request, got n={n}",
             param="n",
         )
     steps = model.steps if steps is None else steps
-    if not 1 <= steps <= MAX_STEPS:
-        raise InvalidRequest(f"steps must be between 1 and {MAX_STEPS}, got {steps}", param="steps")
+    if not 1 <= steps <= settings.max_steps:
+        raise InvalidRequest(
+            f"steps must be between 1 and {settings.max_steps}, got {steps}", param="steps"
+        )
     if model.max_steps and steps > model.max_steps:
         raise InvalidRequest(
             f"{model_alias} runs 1 to {model.max_steps} steps, got {steps}", param="steps"
         )
     steps = model.plan_steps(acceleration, steps)  # the catalog's acceleration mapping
     guidance = model.guidance if guidance is None else guidance
-    if not 0 <= guidance <= MAX_GUIDANCE:
+    if not 0 <= guidance <= settings.max_guidance:
         raise InvalidRequest(
-            f"guidance must be between 0 and {MAX_GUIDANCE}, got {guidance}", param="guidance"
+            f"guidance must be between 0 and {settings.max_guidance}, got {guidance}",
+            param="guidance",
         )
     if seed is None:
         seed = secrets.randbelow(MAX_SEED + 1 - 64)

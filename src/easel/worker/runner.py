@@ -36,16 +36,10 @@ from easel.storage import MissingObject, Storage
 from easel.worker import presence
 from easel.worker.batch import BatchRun, build_job, run_splitting
 from easel.worker.models import ModelCache
+from easel.worker.outputs import store_outputs
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {
-    "image/png": "png",
-    "image/jpeg": "jpg",
-    "image/webp": "webp",
-    "image/gif": "gif",
-    "video/mp4": "mp4",
-}
 RECENT_BATCHES = 100  # claimed batches remembered for inspection (`Worker.recent_batches`)
 
 
@@ -83,6 +77,7 @@ class Worker:
         self.batch_ended = asyncio.Event()
         self._in_flight: Counter[str] = Counter()  # model id -> batches running
         self._reporting = asyncio.Lock()
+        self._stopped = False  # the final presence report was written
         self.processed = 0
         self.recent_batches: deque[list[str]] = deque(maxlen=RECENT_BATCHES)  # order ids
         self._reported: list[str] | None = None  # loaded models as last reported
@@ -185,12 +180,20 @@ class Worker:
 
     async def report_presence(self, *, stopped: bool = False) -> None:
         """Write this worker's row; one report at a time (the heartbeat, loads and the stop)."""
-        loaded = self.models.loaded
-        async with self._reporting, self.db.transaction() as session:
-            await presence.report(
-                session, self.presence, loaded, self.models.loaded_bytes, utcnow(), stopped=stopped
-            )
-        self._reported = loaded
+        async with self._reporting:
+            if self._stopped:  # a heartbeat that came late must not revive the row
+                return
+            loaded = self.models.loaded
+            async with self.db.transaction() as session:
+                await presence.report(
+                    session,
+                    self.presence,
+                    loaded,
+                    self.models.loaded_bytes,
+                    utcnow(),
+                    stopped=stopped,
+                )
+            self._reported, self._stopped = loaded, stopped
 
     async def claim(self, models: list[str] | None = None) -> list[Order]:
         """A leader by the claim rule, then compatible followers up to EASEL_MAX_BATCH_IMAGES."""
@@ -281,7 +284,9 @@ class Worker:
             await self._end_failures(batch)
             return
         try:
-            keys = await asyncio.to_thread(self._store, order.id, [i for i in images if i])
+            keys = await asyncio.to_thread(
+                store_outputs, self.storage, order.id, [i for i in images if i]
+            )
             batch.drop(order.id)  # settled: the heartbeat stops renewing it
             async with self.db.transaction() as session:
                 done = await lifecycle.complete(session, order.id, self.worker_id, keys, utcnow())
@@ -429,21 +434,3 @@ class Worker:
                 await self._renew(batch)
             except (DBAPIError, OSError):
                 log.exception("lease renewal failed", extra={"action": "heartbeat_error"})
-
-    def _store(self, order_id: str, images: list[GeneratedImage]) -> list[lifecycle.NewOutput]:
-        outputs = []
-        for index, image in enumerate(images):
-            key = f"{order_id}/{index}.{EXTENSIONS[image.content_type]}"
-            stored = self.storage.put(key, image.data, image.content_type)
-            outputs.append(
-                lifecycle.NewOutput(
-                    index=index,
-                    storage_key=key,
-                    content_type=image.content_type,
-                    seed=image.seed,
-                    width=image.width,
-                    height=image.height,
-                    bytes=stored.size,
-                )
-            )
-        return outputs

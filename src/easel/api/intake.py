@@ -1,0 +1,102 @@
+"""JSON request bodies are checked before anyone validates them: UTF-8, bounded in members and
+depth (a cheap count of structural characters first, so junk is refused without parsing it), and
+every string is text (`orders.text`). The error names the field, in the dialect's shape."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
+
+from easel.config import Settings
+from easel.errors import InvalidRequest
+from easel.orders.text import check_text
+
+STRUCTURAL = (b"{", b"[", b":", b",")
+TEXT_FIELDS_ALLOWANCE = 4  # prompt-sized texts whose punctuation may look structural
+
+
+def _field(path: tuple[str | int, ...]) -> str:
+    return ".".join(str(p) for p in path) or "body"
+
+
+def _is_json(request: Request) -> bool:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
+
+
+def parse_json_body(body: bytes, settings: Settings) -> Any:
+    """The parsed body, or InvalidRequest saying what to change."""
+    members, depth = settings.max_json_members, settings.max_json_depth
+    budget = members + TEXT_FIELDS_ALLOWANCE * settings.max_prompt_chars
+    if sum(body.count(c) for c in STRUCTURAL) > budget:
+        raise InvalidRequest(
+            f"the JSON body has far more than {members} members (keys and array items); "
+            "send only the fields the API documents"
+        )
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(
+            f"the body is not valid UTF-8 (byte {exc.start}); send JSON encoded as UTF-8"
+        ) from None
+    except json.JSONDecodeError as exc:
+        message = f"the body is not valid JSON: {exc.msg} at character {exc.pos}"
+        raise InvalidRequest(message) from None
+    except RecursionError:
+        raise InvalidRequest(f"the JSON body nests deeper than {depth} levels") from None
+    check_json(data, members, depth)
+    return data
+
+
+def check_json(data: Any, max_members: int, max_depth: int) -> None:
+    """Members, depth and text of a parsed body; walks it once, iteratively."""
+    seen = 0
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > max_depth:
+            raise InvalidRequest(
+                f"{_field(path)} nests deeper than {max_depth} levels", param=_field(path)
+            )
+        if isinstance(value, dict):
+            seen += len(value)
+            for key, item in value.items():
+                check_text(key, _field((*path, key)))
+                stack.append((item, (*path, key)))
+        elif isinstance(value, list):
+            seen += len(value)
+            stack.extend((item, (*path, i)) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            check_text(value, _field(path))
+        if seen > max_members:
+            raise InvalidRequest(
+                f"the JSON body has more than {max_members} members (keys and array items); "
+                "send only the fields the API documents"
+            )
+
+
+class CheckedRoute(APIRoute):
+    """An APIRoute whose JSON body passes `parse_json_body` first."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            if request.method in ("POST", "PUT", "PATCH") and _is_json(request):
+                body = await request.body()
+                if body:
+                    settings: Settings = request.app.state.easel.settings
+                    # Starlette's own cache of the parsed body: FastAPI reads it from there.
+                    request._json = parse_json_body(body, settings)
+            return await handle(request)
+
+        return checked
+
+
+def api_router(**options: Any) -> APIRouter:
+    """An APIRouter whose routes check their JSON bodies (every dialect's router is one)."""
+    return APIRouter(route_class=CheckedRoute, **options)
