@@ -18,6 +18,11 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     data_dir: Path = Path("./easel-data")
     database_url: str = ""
+    # PostgreSQL connections per process: kept, extra under load, and seconds a request waits
+    # for one before it gets 503 with Retry-After.
+    db_pool_size: int = 10
+    db_pool_overflow: int = 10
+    db_pool_timeout: float = 10.0
     catalog: Path | None = None
     host: str = "0.0.0.0"
     port: int = 7000

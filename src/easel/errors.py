@@ -8,7 +8,8 @@
     ├── NotFound               404 not_found
     ├── Conflict               409 conflict          (idempotency key reused with another body)
     ├── PayloadTooLarge        413 payload_too_large (request body over EASEL_MAX_BODY_BYTES)
-    └── ModelUnavailable       503 model_unavailable (weights cannot be loaded; worker side)
+    ├── ModelUnavailable       503 model_unavailable (weights cannot be loaded; worker side)
+    └── Busy                   503 busy              (no database connection free in time; retry)
 
 Each class's docstring is its default message. HTTP rendering happens in `api/errors.py` only.
 """
@@ -21,6 +22,8 @@ class EaselError(Exception):
 
     status_code = 500
     code = "internal_error"
+
+    retry_after: int | None = None  # seconds, sent as Retry-After
 
     def __init__(self, message: str | None = None, *, param: str | None = None) -> None:
         self.message = message or (self.__doc__ or self.code).strip()
@@ -82,3 +85,14 @@ class ModelUnavailable(EaselError):
 
     status_code = 503
     code = "model_unavailable"
+
+
+class Busy(EaselError):
+    """The server is busy; try again in a moment."""
+
+    status_code = 503
+    code = "busy"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

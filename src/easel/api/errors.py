@@ -12,9 +12,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
-from easel.errors import EaselError, InvalidRequest
+from easel.errors import Busy, EaselError, InvalidRequest
+
+BUSY_MESSAGE = (
+    "the server has no database connection free right now (EASEL_DB_POOL_SIZE); nothing was "
+    "charged or queued: send the request again after Retry-After seconds"
+)
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -58,10 +64,11 @@ def install(app: FastAPI, shapes: Sequence[tuple[str, Shape]] = ()) -> None:
 
     def render(request: Request, exc: EaselError) -> JSONResponse:
         path = request.url.path
-        for prefix, shape in shapes:
-            if path.startswith(prefix):
-                return shape(exc)
-        return native_response(exc)
+        shape = next((s for prefix, s in shapes if path.startswith(prefix)), native_response)
+        response = shape(exc)
+        if exc.retry_after is not None:
+            response.headers["retry-after"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(EaselError)
     async def _easel(request: Request, exc: EaselError) -> JSONResponse:
@@ -70,6 +77,10 @@ def install(app: FastAPI, shapes: Sequence[tuple[str, Shape]] = ()) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return render(request, explain_validation(exc))
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool(request: Request, exc: PoolTimeout) -> JSONResponse:
+        return render(request, Busy(BUSY_MESSAGE))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:

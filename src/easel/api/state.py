@@ -28,7 +28,12 @@ class AppState:
         return cls(
             settings=settings,
             catalog=load_catalog(settings.catalog),
-            db=Database(settings.db_url),
+            db=Database(
+                settings.db_url,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_pool_overflow,
+                pool_timeout=settings.db_pool_timeout,
+            ),
             storage=build_storage(settings),
         )
 

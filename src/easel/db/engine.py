@@ -23,7 +23,11 @@ NOTIFY_CHANNEL = "easel_orders"
 class Database:
     """Owns the engine; `transaction()` is the one way services get a session."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 10.0
+    ) -> None:
+        """PostgreSQL: `pool_size` connections kept, `max_overflow` more under load, and a
+        request that finds none free within `pool_timeout` seconds fails (Busy, 503)."""
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {}
@@ -32,7 +36,12 @@ class Database:
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 60}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            kwargs.update(
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=pool_timeout,
+                pool_pre_ping=True,
+            )
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _sqlite_pragmas(self.engine)

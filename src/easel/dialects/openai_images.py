@@ -170,7 +170,9 @@ def error_response(exc: EaselError) -> JSONResponse:
     else:
         kind = "invalid_request_error"
     error = {"message": exc.message, "type": kind, "param": exc.param, "code": code}
-    return JSONResponse({"error": error}, status_code=status, headers={"x-should-retry": "false"})
+    # Nothing charged and worth a retry (Busy): let the SDK retry; anything else it must not.
+    retry = "true" if exc.retry_after is not None else "false"
+    return JSONResponse({"error": error}, status_code=status, headers={"x-should-retry": retry})
 
 
 def parse_size(settings: Settings, value: str | None, default: tuple[int, int]) -> tuple[int, int]:
