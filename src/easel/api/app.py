@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from easel import __version__
 from easel.api import errors
 from easel.api.limits import BodyLimit
+from easel.api.openapi import with_bounds
 from easel.api.routes import events, files, health, webhooks, workers
 from easel.api.state import AppState
 from easel.config import Settings, get_settings
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.openapi = with_bounds(app, settings)  # type: ignore[method-assign]
     dialects = registry.DIALECTS.values()
     shapes = [(d.prefix, d.error_response) for d in dialects if d.prefix and d.error_response]
     errors.install(app, shapes)

@@ -12,10 +12,47 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from easel.errors import Busy, EaselError, InvalidRequest
+
+# What each status means, as /openapi.json describes it.
+STATUS_MEANINGS = {
+    400: "Invalid request: the message says what to change",
+    401: "Missing, unknown or revoked API key",
+    402: "Not enough credits",
+    403: "The plan does not allow this (API access, model, animation, images per order)",
+    404: "Not found in this account",
+    409: "Conflict: an Idempotency-Key or external id used for another request",
+    413: "The body is larger than EASEL_MAX_BODY_BYTES",
+    422: "Invalid request: the message names the field and says what to change",
+    429: "Rate or quota limit: see the message (and Retry-After where given)",
+    500: "The order failed; its credits were refunded",
+    503: "Busy: no database connection free; nothing was charged; retry after Retry-After",
+    504: "The order was not ready within the wait; it goes on (charged once)",
+}
+NATIVE_STATUSES = (401, 402, 403, 404, 409, 413, 422, 503)
+
+
+def error_responses(model: type[BaseModel], statuses: Sequence[int]) -> dict[int | str, Any]:
+    """`responses=` for a router: each status with the dialect's error body."""
+    return {status: {"model": model, "description": STATUS_MEANINGS[status]} for status in statuses}
+
+
+class NativeErrorDetail(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class NativeError(BaseModel):
+    """The native API's error body (also for the routes every API shares)."""
+
+    ok: bool = False
+    error: NativeErrorDetail
+
 
 BUSY_MESSAGE = (
     "the server has no database connection free right now (EASEL_DB_POOL_SIZE); nothing was "

@@ -5,12 +5,14 @@ every string is text (`orders.text`). The error names the field, in the dialect'
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
+from easel.api.errors import error_responses
 from easel.config import Settings
 from easel.errors import InvalidRequest
 from easel.orders.text import check_text
@@ -97,6 +99,10 @@ class CheckedRoute(APIRoute):
         return checked
 
 
-def api_router(**options: Any) -> APIRouter:
-    """An APIRouter whose routes check their JSON bodies (every dialect's router is one)."""
-    return APIRouter(route_class=CheckedRoute, **options)
+def api_router(error_model: type[BaseModel], statuses: Sequence[int], **options: Any) -> APIRouter:
+    """An APIRouter whose routes check their JSON bodies and declare their error responses
+    (`error_model` for each of `statuses`); every dialect's router is one."""
+    responses = error_responses(error_model, statuses)
+    if 422 not in statuses:  # else FastAPI declares its own 422 body, which no route sends
+        responses["4XX"] = {"model": error_model, "description": "Any other client error"}
+    return APIRouter(route_class=CheckedRoute, responses=responses, **options)

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
+from easel.api.errors import NATIVE_STATUSES
 from easel.api.intake import api_router
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
@@ -23,7 +24,17 @@ from easel.storage import Storage
 
 NAME = "kie"
 PREFIX = "/api/v1/qwen/"
-router = api_router(tags=["KIE Qwen Image (seed 001)"])
+
+
+class KieError(BaseModel):
+    """Seed 001's error envelope: `code` repeats the HTTP status."""
+
+    code: int
+    msg: str
+    data: None = None
+
+
+router = api_router(KieError, NATIVE_STATUSES, tags=["KIE Qwen Image (seed 001)"])
 
 # Seed 001's image_size enum -> pixels (multiples of 16, as Qwen-Image's latents need).
 IMAGE_SIZES: dict[str, tuple[int, int]] = {

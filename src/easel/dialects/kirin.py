@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
+from easel.api.errors import NATIVE_STATUSES
 from easel.api.intake import api_router
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
@@ -23,7 +24,19 @@ from easel.storage import Storage
 NAME = "kirin"
 PREFIX = "/kirin/"
 CALLS_BACK_ON_START = True  # seed 004: a callback on every status change
-router = api_router(tags=["kirin (seed 004)"])
+
+
+class KirinErrorDetail(BaseModel):
+    code: str
+    error_message: str
+    param: str | None = None
+
+
+class KirinError(BaseModel):
+    error: KirinErrorDetail
+
+
+router = api_router(KirinError, NATIVE_STATUSES, tags=["kirin (seed 004)"])
 
 ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9")
 MAX_N = 9
@@ -56,10 +69,20 @@ class KirinBody(BaseModel):
         default=None, description="Reference image: a URL or a raw base64 string (no data: prefix)"
     )
     negative_prompt: str | None = Field(default=None, description="At most 2,500 characters")
-    n: int = Field(default=1, description="1 to 9")
-    aspect_ratio: str = Field(default="16:9", description=" / ".join(ASPECT_RATIOS))
+    n: int = Field(
+        default=1, description="1 to 9", json_schema_extra={"minimum": 1, "maximum": MAX_N}
+    )
+    aspect_ratio: str = Field(
+        default="16:9",
+        description=" / ".join(ASPECT_RATIOS),
+        json_schema_extra={"enum": list(ASPECT_RATIOS)},
+    )
     callback_url: str | None = Field(default=None, description="POSTed on every status change")
-    external_task_id: str | None = Field(default=None, description="Your id, unique per account")
+    external_task_id: str | None = Field(
+        default=None,
+        description="Your id, unique per account",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_EXTERNAL_ID},
+    )
 
 
 class KirinTaskError(BaseModel):

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from easel.accounts import ledger
 from easel.api.deps import CurrentAccount, ReadSessionDep, SessionDep, State
+from easel.api.errors import NATIVE_STATUSES, NativeError
 from easel.api.intake import api_router
 from easel.catalog import Catalog
 from easel.clock import iso, utcnow
@@ -23,7 +24,7 @@ from easel.orders.submit import place_order
 from easel.storage import Storage
 
 NAME = "native"
-router = api_router(tags=["native (seed 000)"])
+router = api_router(NativeError, NATIVE_STATUSES, tags=["native (seed 000)"])
 
 SEED_000_EXAMPLE: dict[str, Any] = {
     "style": "guofeng",

@@ -48,7 +48,23 @@ from easel.orders.waiting import wait_until_final
 from easel.storage import Storage
 
 PREFIX = "/v1/"
-router = api_router(tags=["OpenAI Images (seed 003)"])
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    """OpenAI's error body; every error also carries `x-should-retry`."""
+
+    error: OpenAIErrorDetail
+
+
+OPENAI_STATUSES = (400, 401, 403, 404, 409, 413, 429, 500, 503, 504)
+router = api_router(OpenAIError, OPENAI_STATUSES, tags=["OpenAI Images (seed 003)"])
 log = logging.getLogger(__name__)
 
 NAME = "openai"
@@ -100,8 +116,15 @@ class OrderFailed(EaselError):
     code = "generation_failed"
 
 
+def _generations_schema(schema: dict[str, Any]) -> None:
+    """Seed 003's example, and `model` required: optional in the model only so that its absence
+    gets a message that lists the accepted names."""
+    schema["examples"] = [SEED_003_EXAMPLE]
+    schema["required"] = sorted({*schema.get("required", []), "model"})
+
+
 class GenerationsBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SEED_003_EXAMPLE]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_generations_schema)
 
     model: str | None = Field(default=None, description="Required: one of GET /v1/models")
     prompt: str = Field(description="What to draw, at most 2,500 characters")
@@ -316,7 +339,7 @@ EDITS_OPENAPI: dict[str, Any] = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "required": ["image", "prompt"],
+                    "required": ["image", "model", "prompt"],
                     "properties": {
                         "image": {"type": "string", "format": "binary"},
                         "mask": {"type": "string", "format": "binary"},

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
+from easel.api.errors import NATIVE_STATUSES
 from easel.api.intake import api_router
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
@@ -23,7 +24,17 @@ from easel.storage import Storage
 
 NAME = "tasks"
 PREFIX = "/api/v1/tasks/"
-router = api_router(tags=["task API (seed 002)"])
+
+
+class TaskApiError(BaseModel):
+    """Seed 002's failure: `code` 0 (401 for a bad key), the reason in `msg`."""
+
+    code: int
+    msg: str
+    data: None = None
+
+
+router = api_router(TaskApiError, NATIVE_STATUSES, tags=["task API (seed 002)"])
 
 SUBMITTED = "提交成功,等待生成"  # seed 002's message: submitted, waiting for generation
 # How seed 002 shows a canonical status.
@@ -50,7 +61,11 @@ class CreateTaskBody(BaseModel):
     model_id: str = Field(description="gpt-image-2 / nano-banana-2 (images), seedance-2 (video)")
     prompt: str
     image_urls: list[str] = Field(default_factory=list, description="Reference image URL")
-    aspect_ratio: str = Field(default="1:1", description=" / ".join(ASPECT_RATIOS))
+    aspect_ratio: str = Field(
+        default="1:1",
+        description=" / ".join(ASPECT_RATIOS),
+        json_schema_extra={"enum": list(ASPECT_RATIOS)},
+    )
     callback_url: str | None = Field(default=None, description="Easel extra: POSTed the task")
 
 

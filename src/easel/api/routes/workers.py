@@ -12,10 +12,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
+from easel.api.errors import NativeError, error_responses
 from easel.clock import iso, utcnow
 from easel.worker.presence import is_online, list_workers
 
-router = APIRouter(tags=["workers"])
+router = APIRouter(tags=["workers"], responses=error_responses(NativeError, (401, 403, 503)))
 
 
 class WorkerView(BaseModel):
