@@ -10,10 +10,13 @@ from easel.api.state import AppState
 from easel.catalog import load_catalog
 from easel.config import Settings
 from tests.support import databases
+from tests.support.redis import REDIS_URL, redis_reachable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Tests poll fast; the rate-limit tests turn the limits on (test_rate_limits.py).
+os.environ.setdefault("EASEL_RATE_LIMITS", "false")
 
 POSTGRES_REQUIRED = os.environ.get("CI", "") not in ("", "0", "false") or bool(
     os.environ.get("EASEL_REQUIRE_POSTGRES")
@@ -73,6 +76,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
         webhook_timeout=5.0,
         allowed_networks=["127.0.0.0/8"],
         port=7000,
+        rate_limits=False,
     )
 
 
@@ -118,3 +122,18 @@ async def app_state(settings: Settings) -> AsyncIterator[AppState]:
         yield state
     finally:
         await state.db.dispose()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def rate_limit_storage(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Where rate limits are counted: "" (memory), or a Redis URL with a key prefix of its own."""
+    if request.param == "memory":
+        yield ""
+        return
+    why = redis_reachable()
+    if why is not None:
+        message = f"Redis is not reachable at {REDIS_URL} ({why})"
+        if POSTGRES_REQUIRED:
+            pytest.fail(message + "; CI requires it", pytrace=False)
+        pytest.skip(message + "; skipping the Redis half (set EASEL_TEST_REDIS_URL)")
+    yield REDIS_URL

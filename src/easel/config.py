@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     reference_fetch_timeout: float = 15.0
     reference_max_redirects: int = 3
 
+    # Rate limits by plan (catalog): counted in memory, or in Redis shared by every API process.
+    rate_limits: bool = True  # false: no rate limits at all (a private deployment)
+    rate_limit_storage: str = ""  # e.g. redis://127.0.0.1:6379/0; empty: this process's memory
+    rate_limit_prefix: str = "easel:"  # Redis key prefix
+    rate_limit_open_ttl: float = 3900.0  # an open-request slot a vanished process left expires
+
     # Server-sent order events.
     events_poll_interval: float = 0.25
     events_keepalive_interval: float = 15.0

@@ -8,6 +8,7 @@
     ├── NotFound               404 not_found
     ├── Conflict               409 conflict          (idempotency key reused with another body)
     ├── PayloadTooLarge        413 payload_too_large (request body over EASEL_MAX_BODY_BYTES)
+    ├── RateLimited            429 rate_limited      (requests per minute or open requests)
     ├── ModelUnavailable       503 model_unavailable (weights cannot be loaded; worker side)
     └── Busy                   503 busy              (no database connection free in time; retry)
 
@@ -92,6 +93,17 @@ class Busy(EaselError):
 
     status_code = 503
     code = "busy"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(EaselError):
+    """Too many requests; slow down."""
+
+    status_code = 429
+    code = "rate_limited"
 
     def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
         super().__init__(message)

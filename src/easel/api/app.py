@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             yield
         finally:
             if state is None:
-                await app.state.easel.db.dispose()
+                await app.state.easel.close()
 
     app = FastAPI(
         title="Easel",

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from easel.accounts.keys import authenticate, last_used_is_stale, touch_key
 from easel.api.state import AppState
 from easel.clock import utcnow
-from easel.db.tables import Account
+from easel.db.tables import Account, ApiKey
 from easel.errors import Forbidden, Unauthorized
 
 API_ACCESS_MESSAGE = (
@@ -54,18 +54,30 @@ def api_key_from(request: Request) -> str:
     raise Unauthorized()
 
 
-async def current_account(request: Request, state: State) -> Account:
+async def current_account(request: Request, state: State) -> AsyncIterator[Account]:
+    """The key's account, within its plan's rate limits; it holds one of the key's and the
+    account's open-request slots until the response has been sent."""
     plain = api_key_from(request)
     async with state.db.transaction(readonly=True) as session:
         account, key = await authenticate(session, plain)
+    plan = state.catalog.plans.get(account.plan)
+    if plan is None or not plan.api_access:
+        raise Forbidden(API_ACCESS_MESSAGE.format(plan=account.plan))
+    if not state.settings.rate_limits:
+        await _touch(state, key)
+        yield account
+        return
+    await state.limits.hit(plan, account.id, key.id)
+    await _touch(state, key)
+    async with state.limits.open_request(plan, account.id, key.id):
+        yield account
+
+
+async def _touch(state: AppState, key: ApiKey) -> None:
     now = utcnow()
     if last_used_is_stale(key, now):
         async with state.db.transaction() as session:
             await touch_key(session, key.id, now)
-    plan = state.catalog.plans.get(account.plan)
-    if plan is None or not plan.api_access:
-        raise Forbidden(API_ACCESS_MESSAGE.format(plan=account.plan))
-    return account
 
 
 CurrentAccount = Annotated[Account, Depends(current_account)]

@@ -33,7 +33,7 @@ STATUS_MEANINGS = {
     503: "Busy: no database connection free; nothing was charged; retry after Retry-After",
     504: "The order was not ready within the wait; it goes on (charged once)",
 }
-NATIVE_STATUSES = (401, 402, 403, 404, 409, 413, 422, 503)
+NATIVE_STATUSES = (401, 402, 403, 404, 409, 413, 422, 429, 503)
 
 
 def error_responses(model: type[BaseModel], statuses: Sequence[int]) -> dict[int | str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from easel.api.ratelimit import RateLimits
 from easel.backends.registry import FAMILIES
 from easel.catalog import Catalog, load_catalog
 from easel.config import Settings
@@ -17,11 +18,16 @@ class AppState:
     catalog: Catalog
     db: Database
     storage: Storage
+    limits: RateLimits
 
     @property
     def served_families(self) -> frozenset[str]:
         """Model families a worker of this build can run (the backend registry)."""
         return frozenset(FAMILIES)
+
+    async def close(self) -> None:
+        await self.db.dispose()
+        await self.limits.close()
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -35,6 +41,7 @@ class AppState:
                 pool_timeout=settings.db_pool_timeout,
             ),
             storage=build_storage(settings),
+            limits=RateLimits(settings),
         )
 
 

@@ -28,6 +28,12 @@ class Plan:
     api_access: bool
     models: tuple[str, ...]
     max_running: int
+    # Rate limits (0: none): requests per minute and requests open at once (waits, streams),
+    # for the whole account and for each of its API keys.
+    requests_per_minute: int = 0
+    key_requests_per_minute: int = 0
+    max_open_requests: int = 0
+    key_max_open_requests: int = 0
 
     def allows_model(self, model_id: str) -> bool:
         return "*" in self.models or model_id in self.models

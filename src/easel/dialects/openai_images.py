@@ -33,7 +33,14 @@ from easel.db.tables import Account, Order, Output
 from easel.dialects.base import Dialect
 from easel.dialects.common import attach_reference, check_reference_count, resolve_model
 from easel.dialects.native import native_webhook
-from easel.errors import EaselError, InvalidRequest, NotFound, QuotaExceeded, Unauthorized
+from easel.errors import (
+    EaselError,
+    InvalidRequest,
+    NotFound,
+    QuotaExceeded,
+    RateLimited,
+    Unauthorized,
+)
 from easel.media.references import Reference, check_image
 from easel.orders.request import (
     DialectData,
@@ -186,6 +193,8 @@ def error_response(exc: EaselError) -> JSONResponse:
         kind, code = "invalid_request_error", "invalid_api_key"
     elif isinstance(exc, QuotaExceeded):
         kind = code = "insufficient_quota"
+    elif isinstance(exc, RateLimited):
+        kind, code = "requests", "rate_limit_exceeded"
     elif isinstance(exc, WaitTimedOut):
         kind = "timeout"
     elif status >= 500:
@@ -193,7 +202,7 @@ def error_response(exc: EaselError) -> JSONResponse:
     else:
         kind = "invalid_request_error"
     error = {"message": exc.message, "type": kind, "param": exc.param, "code": code}
-    # Nothing charged and worth a retry (Busy): let the SDK retry; anything else it must not.
+    # Nothing charged and worth a retry (Busy, RateLimited): the SDK may retry; else it must not.
     retry = "true" if exc.retry_after is not None else "false"
     return JSONResponse({"error": error}, status_code=status, headers={"x-should-retry": retry})
 
