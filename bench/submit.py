@@ -115,6 +115,7 @@ def server(url: str, tmp: Path) -> Iterator[str]:
         "EASEL_DATABASE_URL": url,
         "EASEL_SECRET_KEY": "bench-secret",
         "EASEL_LOG_LEVEL": "WARNING",
+        "EASEL_RATE_LIMITS": "false",  # the load is the point here, not the plan's limits
     }
     cmd = [str(EASEL), "serve", "--no-worker", "--host", "127.0.0.1", "--port", str(port)]
     log = (tmp / "server.log").open("w")

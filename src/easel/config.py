@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     max_idempotency_key_chars: int = 255
     orders_page_max: int = 100
     max_body_bytes: int = 64 * 1024 * 1024  # any request body, counted as it arrives
+    max_json_bytes: int = 16 * 1024 * 1024  # a JSON body: room for one base64 reference image
     max_json_members: int = 1000  # keys and array items in one JSON body, all levels
     max_json_depth: int = 16  # nesting of a JSON body
     max_reference_images: int = 1  # reference images per order (image-to-image takes one)

@@ -1,5 +1,6 @@
 """Schemathesis against /openapi.json: every route, with a valid key, answers every generated
-request without a 5xx and with a body its declared schema accepts (a bounded run)."""
+request without a 5xx and with a body its declared schema accepts (a bounded run, on PostgreSQL,
+the stricter database: it refuses NUL in text)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from easel.api.app import create_app
 from easel.api.state import AppState
 from easel.config import Settings
 from easel.db.migrate import migrate
+from tests.support import databases
 from tests.support.app import free_port, new_account, running_server
 
 LOOPBACK = "http://127.0.0.1:9/never"  # nothing listens: outbound calls fail at once, locally
@@ -49,14 +51,13 @@ FUZZ_SETTINGS = Settings(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, pg_template: databases.PostgresTemplate
+) -> Iterator[tuple[str, str]]:
     tmp = tmp_path_factory.mktemp("fuzz")
+    url = pg_template.copy()
     settings = FUZZ_SETTINGS.model_copy(
-        update={
-            "data_dir": tmp / "data",
-            "database_url": f"sqlite+aiosqlite:///{tmp / 'easel.db'}",
-            "port": free_port(),
-        }
+        update={"data_dir": tmp / "data", "database_url": url, "port": free_port()}
     )
 
     async def prepare() -> str:
@@ -69,8 +70,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
             await state.close()
 
     key = asyncio.run(prepare())
-    with running_server(settings) as base:
-        yield base, key
+    try:
+        with running_server(settings) as base:
+            yield base, key
+    finally:
+        pg_template.drop(url)
 
 
 # The document the server will serve (built without a database: it depends on settings only).

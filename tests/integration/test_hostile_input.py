@@ -191,3 +191,33 @@ async def test_openai_edit_form_fields_are_text(settings: Settings) -> None:
         assert r.status_code == 400, r.text
         assert "control character" in r.json()["error"]["message"]
         await nothing_happened(state, account.id, 2000)
+
+
+async def test_paths_queries_and_numbers_that_are_not_text_or_json(settings: Settings) -> None:
+    settings = settings.model_copy(update={"max_json_bytes": 64 * 1024})
+    async with app_client(settings) as (client, state):
+        account, key = await new_account(state, "mega")
+        for path in (
+            "/kirin/v1/images/generations?external_task_id=%00",
+            "/api/v1/orders/ORD-%00/events",
+            "/api/v1/status/ORD-%01",
+            "/api/v1/webhooks/deliveries?order_id=%00",
+        ):
+            r = await client.get(path, headers=auth(key))
+            assert r.status_code == 422, (path, r.text)
+            assert "control character" in r.text, r.text
+        digits = '{"style": "general", "prompt": "x", "seed": ' + "1" * 5000 + "}"
+        r = await client.post(
+            "/api/v1/generate",
+            content=digits.encode(),
+            headers=auth(key) | {"content-type": "application/json"},
+        )
+        assert r.status_code == 422 and "not valid JSON" in r.json()["error"]["message"]
+        big = json.dumps({"style": "general", "prompt": "x", "image": "A" * 100_000})
+        r = await client.post(
+            "/api/v1/generate",
+            content=big.encode(),
+            headers=auth(key) | {"content-type": "application/json"},
+        )
+        assert r.status_code == 413 and "EASEL_MAX_JSON_BYTES" in r.json()["error"]["message"]
+        await nothing_happened(state, account.id, 2000)

@@ -69,6 +69,19 @@ async def test_requests_per_minute_per_key_and_account(limited: Settings) -> Non
             await state.limits.close()
 
 
+async def test_an_unreachable_redis_lets_requests_through(settings: Settings) -> None:
+    settings = settings.model_copy(
+        update={"rate_limits": True, "rate_limit_storage": "redis://127.0.0.1:1/0"}
+    )
+    async with app_client(settings) as (client, state):
+        try:
+            _, key = await new_account(state, "standard")
+            for _ in range(3):
+                assert (await client.get("/api/v1/account", headers=auth(key))).status_code == 200
+        finally:
+            await state.limits.close()
+
+
 async def test_open_requests_are_bounded(limited: Settings) -> None:
     async with app_client(limited) as (client, state):
         try:

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from easel import __version__
 from easel.api import errors
-from easel.api.limits import BodyLimit
+from easel.api.limits import BodyLimit, json_budget
 from easel.api.openapi import with_bounds
 from easel.api.routes import events, files, health, webhooks, workers
 from easel.api.state import AppState
@@ -35,7 +35,13 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         description="Self-hosted image and animation generation, speaking several providers' APIs.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    budget = json_budget(settings.max_json_members, settings.max_prompt_chars)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        max_json_bytes=settings.max_json_bytes,
+        json_budget=budget,
+    )
     app.openapi = with_bounds(app, settings)  # type: ignore[method-assign]
     dialects = registry.DIALECTS.values()
     shapes = [(d.prefix, d.error_response) for d in dialects if d.prefix and d.error_response]

@@ -13,32 +13,21 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from easel.api.errors import error_responses
+from easel.api.limits import TOO_MANY_MEMBERS, count_structural, is_json, json_budget
 from easel.config import Settings
 from easel.errors import InvalidRequest
 from easel.orders.text import check_text
-
-STRUCTURAL = (b"{", b"[", b":", b",")
-TEXT_FIELDS_ALLOWANCE = 4  # prompt-sized texts whose punctuation may look structural
 
 
 def _field(path: tuple[str | int, ...]) -> str:
     return ".".join(str(p) for p in path) or "body"
 
 
-def _is_json(request: Request) -> bool:
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    return kind == "application/json" or kind.endswith("+json")
-
-
 def parse_json_body(body: bytes, settings: Settings) -> Any:
     """The parsed body, or InvalidRequest saying what to change."""
     members, depth = settings.max_json_members, settings.max_json_depth
-    budget = members + TEXT_FIELDS_ALLOWANCE * settings.max_prompt_chars
-    if sum(body.count(c) for c in STRUCTURAL) > budget:
-        raise InvalidRequest(
-            f"the JSON body has far more than {members} members (keys and array items); "
-            "send only the fields the API documents"
-        )
+    if count_structural(body) > json_budget(members, settings.max_prompt_chars):
+        raise InvalidRequest(TOO_MANY_MEMBERS)  # BodyLimit saw it first when served
     try:
         data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -48,6 +37,8 @@ def parse_json_body(body: bytes, settings: Settings) -> Any:
     except json.JSONDecodeError as exc:
         message = f"the body is not valid JSON: {exc.msg} at character {exc.pos}"
         raise InvalidRequest(message) from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidRequest(f"the JSON body nests deeper than {depth} levels") from None
     check_json(data, members, depth)
@@ -82,13 +73,21 @@ def check_json(data: Any, max_members: int, max_depth: int) -> None:
 
 
 class CheckedRoute(APIRoute):
-    """An APIRoute whose JSON body passes `parse_json_body` first."""
+    """An APIRoute whose path and query values are text and whose JSON body passes
+    `parse_json_body`, before anything else reads them."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
 
         async def checked(request: Request) -> Response:
-            if request.method in ("POST", "PUT", "PATCH") and _is_json(request):
+            for name, value in request.path_params.items():
+                if isinstance(value, str):
+                    check_text(value, name)
+            for name, value in request.query_params.multi_items():
+                check_text(name, "a query parameter's name")
+                check_text(value, name)
+            json_body = is_json(request.headers.get("content-type", ""))
+            if request.method in ("POST", "PUT", "PATCH") and json_body:
                 body = await request.body()
                 if body:
                     settings: Settings = request.app.state.easel.settings

@@ -5,10 +5,13 @@ Counted in this process's memory (embedded), or in Redis when EASEL_RATE_LIMIT_S
 one, so that every API replica sees the same counts. Requests per minute use a moving window
 (the `limits` library); open requests are a sorted set per key and account in Redis, whose
 members a vanished process leaves behind expire after EASEL_RATE_LIMIT_OPEN_TTL seconds.
+When Redis cannot be reached the limits are not applied (logged): an outage of the limiter does
+not take the API down with it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
@@ -20,10 +23,17 @@ from typing import Any
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
+from redis.exceptions import RedisError
 
 from easel.catalog import Plan
 from easel.config import Settings
 from easel.errors import RateLimited
+
+log = logging.getLogger(__name__)
+
+
+def _unreachable() -> None:
+    log.warning("rate-limit storage unreachable; request allowed", extra={"action": "rate_limit"})
 
 
 class RateLimits:
@@ -60,8 +70,13 @@ class RateLimits:
             if per_minute <= 0:
                 continue
             item = RateLimitItemPerMinute(per_minute)
-            if not await self.window.hit(item, subject):
-                reset, _ = await self.window.get_window_stats(item, subject)
+            try:
+                allowed = await self.window.hit(item, subject)
+                reset = 0.0 if allowed else (await self.window.get_window_stats(item, subject))[0]
+            except (RedisError, OSError):
+                _unreachable()
+                return
+            if not allowed:
                 wait = max(1, math.ceil(reset - time.time()))
                 raise RateLimited(
                     f"{who} made more than {per_minute} requests in the last minute (plan "
@@ -80,7 +95,11 @@ class RateLimits:
             ):
                 if most <= 0:
                     continue
-                member = await self._take(subject, most)
+                try:
+                    member = await self._take(subject, most)
+                except (RedisError, OSError):
+                    _unreachable()
+                    continue
                 if member is None:
                     raise RateLimited(
                         f"{who} already has {most} requests open (plan {plan.id}), such as "
@@ -91,7 +110,10 @@ class RateLimits:
             yield
         finally:
             for taken in held:
-                await self._give_back(*taken.split("\n"))
+                try:
+                    await self._give_back(*taken.split("\n"))
+                except (RedisError, OSError):  # the slot expires with the TTL
+                    _unreachable()
 
     async def _take(self, subject: str, most: int) -> str | None:
         if self._redis is None:

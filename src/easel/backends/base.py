@@ -113,7 +113,13 @@ class LocalBackend(Backend):
             asyncio.run_coroutine_threadsafe(progress(done, total), loop).result()
 
         async with self._one_at_a_time:
-            return await asyncio.to_thread(self.run, job, step)
+            running = asyncio.ensure_future(asyncio.to_thread(self.run, job, step))
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                # The thread cannot be stopped: hold the device until it has finished.
+                await asyncio.wait([running])
+                raise
 
     @abstractmethod
     def run(self, job: Job, progress: StepFn) -> list[GeneratedImage]:

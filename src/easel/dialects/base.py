@@ -33,7 +33,6 @@ class Dialect:
     # Paths under `prefix` answer errors in `error_response`'s shape; None: the native shape.
     prefix: str | None = None
     error_response: ErrorShape | None = None
-    calls_back_on_start: bool = False  # a callback when the order starts, not only at its end
 
 
 def output_urls(order: Order, outputs: list[Output], storage: Storage) -> list[str]:

@@ -232,5 +232,4 @@ DIALECT = Dialect(
     callback_body=kirin_task,
     prefix=PREFIX,
     error_response=error_response,
-    calls_back_on_start=CALLS_BACK_ON_START,
 )

@@ -19,6 +19,7 @@ from fastapi import Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
@@ -286,14 +287,19 @@ async def generate_and_wait(
     settings = state.settings
     order, _ = await place_order(state, account, req)
     timeout = settings.openai_wait_timeout
-    done = await wait_until_final(state.db, order.id, timeout, settings.openai_wait_interval)
+    goes_on = (
+        f"order {order.id} goes on and was charged once: read it with "
+        f"GET {settings.base_url}/api/v1/status/{order.id} and the same key (or resend with "
+        "the same Idempotency-Key header to wait again without paying twice)"
+    )
+    try:
+        done = await wait_until_final(state.db, order.id, timeout, settings.openai_wait_interval)
+    except PoolTimeout:  # placed and charged: a retry must not pay again (no x-should-retry)
+        raise WaitTimedOut(f"the server is too busy to wait for the image; {goes_on}") from None
     if done is None:
         log.info("wait timed out", extra={"action": "openai_wait", "order_id": order.id})
         raise WaitTimedOut(
-            f"the image was not ready within {timeout:g} s (EASEL_OPENAI_WAIT_TIMEOUT); order "
-            f"{order.id} goes on and was charged once: read it with "
-            f"GET {settings.base_url}/api/v1/status/{order.id} and the same key (or resend with "
-            "the same Idempotency-Key header to wait again without paying twice)"
+            f"the image was not ready within {timeout:g} s (EASEL_OPENAI_WAIT_TIMEOUT); {goes_on}"
         )
     order, outputs = done
     if order.status != OrderStatus.COMPLETED:

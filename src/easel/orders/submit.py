@@ -51,6 +51,9 @@ async def place_order(ctx: Placing, account: Account, req: GenerationRequest) ->
     """What every dialect calls: outbound URL checks (outside any lock), the reference image
     stored under the order's id, then one transaction. A refused order leaves nothing stored."""
     db, catalog, settings, storage = ctx.db, ctx.catalog, ctx.settings, ctx.storage
+    plan = catalog.plans.get(account.plan)
+    if plan is not None:
+        check_plan(catalog, plan, req)  # a plan refusal (403) first, as submit() gives it
     check_served(catalog, req, ctx.served_families)
     if req.webhook_url:
         await check_url(req.webhook_url, req.webhook_param, url_policy(settings))

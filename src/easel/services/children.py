@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +21,20 @@ MAX_QUICK_EXITS = 5
 
 
 PR_SET_PDEATHSIG = 1
+# Looked up once here: the child between fork and exec must not load libraries.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the process that started it exits (Linux)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with(parent: int) -> Callable[[], None]:
+    def arm() -> None:
+        """In the child, before exec: SIGTERM when `parent` exits (Linux), or exit at once
+        if it already has."""
+        if _PRCTL is not None:
+            _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    return arm
 
 
 class ChildSupervisor:
@@ -44,7 +53,7 @@ class ChildSupervisor:
         return subprocess.Popen(
             [sys.executable, "-m", "easel", self.command],
             env=os.environ.copy(),
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with(os.getpid()),  # only prctl and getppid before exec
         )
 
     def _run(self) -> None:

@@ -22,17 +22,23 @@ async def run_services(services: Sequence[Service], stop: asyncio.Event) -> None
     log.info("services started", extra={"action": "start", "services": [s.name for s in services]})
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if not stop.is_set():
-            task = next(iter(done))
-            name = tasks[task].name
-            error = task.exception() if not task.cancelled() else None
-            log.error(
-                "service died; stopping the process",
-                extra={"action": "service_died", "service": name},
-                exc_info=error,
-            )
-            raise ServiceDied(f"service {name!r} stopped unexpectedly: {error!r}") from error
+        task = next(iter(done))
+        error = None if task.cancelled() else task.exception()
+        if error is not None or not stop.is_set():
+            died(tasks[task].name, error)
     finally:
         stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        ends = await asyncio.gather(*tasks, return_exceptions=True)
         log.info("services stopped", extra={"action": "stop"})
+    for service, end in zip(tasks.values(), ends, strict=True):
+        if isinstance(end, Exception):  # failed while stopping
+            died(service.name, end)
+
+
+def died(name: str, error: BaseException | None) -> None:
+    log.error(
+        "service died; stopping the process",
+        extra={"action": "service_died", "service": name},
+        exc_info=error,
+    )
+    raise ServiceDied(f"service {name!r} stopped unexpectedly: {error!r}") from error

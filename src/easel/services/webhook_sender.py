@@ -66,7 +66,7 @@ def as_of(order: Order, event: str) -> Order:
     if order.status == status:
         return order
     columns = {c.key: getattr(order, c.key) for c in Order.__mapper__.column_attrs}
-    return Order(**columns | {"status": status, "completed_at": None, "progress": order.progress})
+    return Order(**columns | {"status": status, "completed_at": None, "progress": 0, "step": 0})
 
 
 async def render(session: AsyncSession, row: WebhookDelivery, storage: Storage) -> bytes:
@@ -101,15 +101,19 @@ async def deliver_due(
             query = query.with_for_update(of=WebhookDelivery, skip_locked=True)
         due = [(row, secret) for row, secret in (await session.execute(query)).all()]
         hold = timedelta(seconds=settings.webhook_timeout * (settings.webhook_max_redirects + 2))
-        bodies: dict[str, bytes] = {}
         for row, _ in due:
             row.next_attempt_at = utcnow() + hold
-            bodies[row.id] = await render(session, row, storage)
     for row, secret in due:
-        body = bodies[row.id]
-        headers = signing.headers(secret, row.id, int(time.time()), body)
         status: int | None = None
         error: str | None = None
+        try:
+            async with db.transaction(readonly=True) as session:
+                body = await render(session, row, storage)
+        except Exception as exc:  # counted as a failed attempt of this row alone
+            log.exception("webhook body failed", extra={"action": "webhook_render_error"})
+            await _record(db, settings, row.id, None, f"rendering the body failed: {exc!r}"[:1000])
+            continue
+        headers = signing.headers(secret, row.id, int(time.time()), body)
         try:
             status = await post_signed(client, settings, row.url, body, headers)
             if not 200 <= status < 300:

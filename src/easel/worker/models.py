@@ -13,7 +13,7 @@ import logging
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,9 @@ class ModelCache:
     def size_of(self, model_id: str) -> int | None:
         return self._sizes.get(model_id)
 
-    def get(self, model: Model) -> Backend:
-        """The loaded backend for `model`, loading it (blocking) if needed."""
+    def get(self, model: Model, pinned: Collection[str] = ()) -> Backend:
+        """The loaded backend for `model`, loading it (blocking) if needed; `pinned` models
+        (in use) are never unloaded to make room."""
         with self._lock:
             backend = self._loaded.get(model.id)
             if backend is not None and backend.model == model:
@@ -72,10 +73,12 @@ class ModelCache:
                 return backend
             if backend is not None:  # the catalog entry changed: load it afresh
                 self._unload(model.id)
-            self._make_room(self._sizes.get(model.id) or weights_on_disk(model), keep=None)
+            self._make_room(
+                self._sizes.get(model.id) or weights_on_disk(model), keep=None, pinned=pinned
+            )
             backend = self._load(model)
             self._loaded[model.id] = backend
-            self._make_room(0, keep=model.id)
+            self._make_room(0, keep=model.id, pinned=pinned)
             self._publish()
             return backend
 
@@ -105,11 +108,12 @@ class ModelCache:
         )
         return backend
 
-    def _make_room(self, incoming: int, keep: str | None) -> None:
-        """Unload least recently used models (never `keep`) until the cap and budget hold."""
+    def _make_room(self, incoming: int, keep: str | None, pinned: Collection[str] = ()) -> None:
+        """Unload least recently used models (never `keep` or `pinned`) until the cap and
+        budget hold, or only those are left."""
         slots = self.max_loaded - (0 if keep else 1)
         while True:
-            others = [m for m in self._loaded if m != keep]
+            others = [m for m in self._loaded if m != keep and m not in pinned]
             if not others:
                 return
             used = incoming + sum(self._sizes.get(m, 0) for m in self._loaded)

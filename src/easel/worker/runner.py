@@ -101,18 +101,21 @@ class Worker:
         beat = Periodic("presence", self.settings.worker_heartbeat_seconds, self.report_presence)
         return [self, beat]
 
+    def _is_local(self, model_id: str) -> bool:
+        """Runs on this worker's device; so does a model gone from the catalog (it fails)."""
+        model = self.catalog.models.get(model_id)
+        return model is None or model.family not in FAMILIES or backend_class(model.family).local
+
     def _claimable(self) -> list[str] | None:
         """Models with room for another batch (None: every model, no filter)."""
-        local_busy = any(
-            backend_class(self.catalog.models[m].family).local for m in +self._in_flight
-        )
+        local_busy = any(self._is_local(m) for m in +self._in_flight)
         serving = self._serving()
         room = [
             m.id
             for m in serving
             if (
                 not local_busy
-                if backend_class(m.family).local
+                if self._is_local(m.id)
                 else self._in_flight[m.id] < backend_class(m.family).max_in_flight
             )
         ]
@@ -149,12 +152,12 @@ class Worker:
                     task = asyncio.create_task(self._run_batch(orders))
                     batches.add(task)
                     task.add_done_callback(batches.discard)
+                    task.add_done_callback(_log_failure)
                     continue
                 await wait_any(
                     self.wake, self.batch_ended, stop, timeout=self.settings.poll_interval
                 )
         finally:
-            stop.set()
             await asyncio.gather(*batches, return_exceptions=True)
             if listener is not None:
                 listener.cancel()
@@ -333,7 +336,8 @@ class Worker:
             )
 
     async def _backend(self, model: Model) -> Backend:
-        backend = await asyncio.to_thread(self.models.get, model)
+        in_use = set(+self._in_flight)  # never unloaded under a running batch
+        backend = await asyncio.to_thread(self.models.get, model, in_use)
         if self.models.loaded != self._reported:
             try:
                 await self.report_presence()
@@ -434,3 +438,13 @@ class Worker:
                 await self._renew(batch)
             except (DBAPIError, OSError):
                 log.exception("lease renewal failed", extra={"action": "heartbeat_error"})
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """A batch's own errors end its orders; anything that escapes is logged here."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "batch failed outside its orders' handling; leases will expire",
+            extra={"action": "batch_error"},
+            exc_info=task.exception(),
+        )

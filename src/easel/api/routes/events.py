@@ -19,6 +19,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from easel.api.deps import CurrentAccount, State
 from easel.api.errors import NativeError, error_responses
+from easel.api.intake import CheckedRoute
 from easel.api.state import AppState
 from easel.db.status import FINAL, OrderStatus
 from easel.db.tables import Account
@@ -29,7 +30,9 @@ from easel.orders import lifecycle, queue, reads
 log = logging.getLogger(__name__)
 
 router = APIRouter(
-    tags=["native (seed 000)"], responses=error_responses(NativeError, (401, 403, 404, 503))
+    route_class=CheckedRoute,
+    tags=["native (seed 000)"],
+    responses=error_responses(NativeError, (401, 403, 404, 503)),
 )
 
 Event = tuple[str, dict[str, Any]]

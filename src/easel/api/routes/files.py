@@ -9,10 +9,13 @@ from fastapi.responses import FileResponse
 
 from easel.api.deps import State
 from easel.api.errors import NativeError, error_responses
+from easel.api.intake import CheckedRoute
 from easel.errors import Forbidden, NotFound
 from easel.storage.local import LocalStorage, SignatureError
 
-router = APIRouter(tags=["files"], responses=error_responses(NativeError, (403, 404)))
+router = APIRouter(
+    route_class=CheckedRoute, tags=["files"], responses=error_responses(NativeError, (403, 404))
+)
 
 MEDIA_TYPES = {
     ".png": "image/png",

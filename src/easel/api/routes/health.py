@@ -8,8 +8,9 @@ from sqlalchemy import text
 
 from easel import __version__
 from easel.api.deps import State
+from easel.api.intake import CheckedRoute
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=CheckedRoute, tags=["health"])
 
 
 class Health(BaseModel):

@@ -9,11 +9,16 @@ from pydantic import BaseModel, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, SessionDep, State
 from easel.api.errors import NativeError, error_responses
+from easel.api.intake import CheckedRoute
 from easel.clock import iso, utcnow
 from easel.db.tables import WebhookDelivery
 from easel.webhooks import deliveries as delivery_log
 
-router = APIRouter(tags=["webhooks"], responses=error_responses(NativeError, (401, 403, 404, 503)))
+router = APIRouter(
+    route_class=CheckedRoute,
+    tags=["webhooks"],
+    responses=error_responses(NativeError, (401, 403, 404, 503)),
+)
 
 
 class WebhookDeliveryView(BaseModel):

@@ -13,10 +13,15 @@ from pydantic import BaseModel, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
 from easel.api.errors import NativeError, error_responses
+from easel.api.intake import CheckedRoute
 from easel.clock import iso, utcnow
 from easel.worker.presence import is_online, list_workers
 
-router = APIRouter(tags=["workers"], responses=error_responses(NativeError, (401, 403, 503)))
+router = APIRouter(
+    route_class=CheckedRoute,
+    tags=["workers"],
+    responses=error_responses(NativeError, (401, 403, 503)),
+)
 
 
 class WorkerView(BaseModel):
