@@ -55,3 +55,19 @@ async def test_stop_ends_every_service_cleanly() -> None:
     stop.set()
     await asyncio.wait_for(task, timeout=5)
     assert steady.stopped and len(passes) > 3
+
+
+class FailingWhileStopping:
+    """Sets the shared stop itself, then raises: still a death, not a clean stop."""
+
+    name = "failing"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.sleep(0.05)
+        stop.set()
+        raise RuntimeError("listener lost")
+
+
+async def test_a_service_that_fails_while_stopping_still_fails_the_process() -> None:
+    with pytest.raises(ServiceDied, match="failing"):
+        await asyncio.wait_for(run_services([Steady(), FailingWhileStopping()], asyncio.Event()), 5)
