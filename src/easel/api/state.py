@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from easel.api.ratelimit import RateLimits
 from easel.backends.registry import FAMILIES
 from easel.catalog import Catalog, load_catalog
 from easel.config import Settings
 from easel.db.engine import Database
 from easel.storage import LocalStorage, Storage
+
+if TYPE_CHECKING:
+    from easel.api.ratelimit import RateLimits
 
 
 @dataclass
@@ -18,7 +21,16 @@ class AppState:
     catalog: Catalog
     db: Database
     storage: Storage
-    limits: RateLimits
+    _limits: RateLimits | None = field(default=None, repr=False)
+
+    @property
+    def limits(self) -> RateLimits:
+        """The rate limiter, made on first use: workers and services never load it."""
+        if self._limits is None:
+            from easel.api.ratelimit import RateLimits
+
+            self._limits = RateLimits(self.settings)
+        return self._limits
 
     @property
     def served_families(self) -> frozenset[str]:
@@ -27,7 +39,8 @@ class AppState:
 
     async def close(self) -> None:
         await self.db.dispose()
-        await self.limits.close()
+        if self._limits is not None:
+            await self._limits.close()
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -41,7 +54,6 @@ class AppState:
                 pool_timeout=settings.db_pool_timeout,
             ),
             storage=build_storage(settings),
-            limits=RateLimits(settings),
         )
 
 
