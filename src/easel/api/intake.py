@@ -1,6 +1,6 @@
 """JSON request bodies are checked before anyone validates them: UTF-8, bounded in members and
-depth (a cheap count of structural characters first, so junk is refused without parsing it), and
-every string is text (`orders.text`). The error names the field, in the dialect's shape."""
+depth, and every string is text (`orders.text`); junk with thousands of keys was already refused
+as it arrived (`api.limits.BodyLimit`). The error names the field, in the dialect's shape."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from easel.api.errors import error_responses
-from easel.api.limits import TOO_MANY_MEMBERS, count_structural, is_json, json_budget
+from easel.api.limits import is_json
 from easel.config import Settings
 from easel.errors import InvalidRequest
 from easel.orders.text import check_text
@@ -26,8 +26,6 @@ def _field(path: tuple[str | int, ...]) -> str:
 def parse_json_body(body: bytes, settings: Settings) -> Any:
     """The parsed body, or InvalidRequest saying what to change."""
     members, depth = settings.max_json_members, settings.max_json_depth
-    if count_structural(body) > json_budget(members, settings.max_prompt_chars):
-        raise InvalidRequest(TOO_MANY_MEMBERS)  # BodyLimit saw it first when served
     try:
         data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:

@@ -8,8 +8,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from easel.errors import InvalidRequest, PayloadTooLarge
 
-STRUCTURAL = b"{[:,"
-
 
 def is_json(content_type: str) -> bool:
     kind = content_type.split(";")[0].strip().lower()

@@ -37,12 +37,17 @@ def bounds(settings: Settings) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _non_null(spec: dict[str, Any]) -> dict[str, Any]:
+    """A nullable schema's non-null branch (`anyOf: [X, null]`), else the schema itself."""
+    return next((s for s in spec.get("anyOf", []) if s.get("type") != "null"), spec)
+
+
 def _bound(properties: dict[str, Any], known: dict[str, dict[str, Any]]) -> None:
     for name, spec in properties.items():
         extra = known.get(name)
         if extra is None:
             continue
-        target = next((s for s in spec.get("anyOf", []) if s.get("type") != "null"), spec)
+        target = _non_null(spec)
         for key, value in extra.items():
             target.setdefault(key, value)  # a dialect's own tighter bound stays
 
@@ -54,11 +59,8 @@ def declare_bounds(schema: dict[str, Any], settings: Settings) -> None:
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
                 if parameter.get("name", "").lower() == "idempotency-key":
-                    target = parameter["schema"]
-                    target = next(
-                        (s for s in target.get("anyOf", []) if s.get("type") != "null"), target
-                    )
-                    target |= {"minLength": 1, "maxLength": settings.max_idempotency_key_chars}
+                    bound = {"minLength": 1, "maxLength": settings.max_idempotency_key_chars}
+                    _non_null(parameter["schema"]).update(bound)
             for content in operation.get("requestBody", {}).get("content", {}).values():
                 body = content.get("schema", {})
                 ref = body.get("$ref", "")

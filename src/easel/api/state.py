@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from easel.backends.registry import FAMILIES
+from easel.backends.registry import served_families
 from easel.catalog import Catalog, load_catalog
 from easel.config import Settings
 from easel.db.engine import Database
@@ -35,7 +35,7 @@ class AppState:
     @property
     def served_families(self) -> frozenset[str]:
         """Model families a worker of this build can run (the backend registry)."""
-        return frozenset(FAMILIES)
+        return frozenset(served_families())
 
     async def close(self) -> None:
         await self.db.dispose()

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts import ledger
 from easel.api.deps import CurrentAccount, ReadSessionDep, SessionDep, State
@@ -326,13 +327,19 @@ async def generate(
 async def status(
     order_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
 ) -> dict[str, Any]:
-    order, outputs = await reads.with_outputs(
-        session, await reads.own_order(session, account.id, order_id)
-    )
-    position = (
-        await queue.queue_position(session, order) if order.status == OrderStatus.PENDING else None
-    )
-    return native_status(order, outputs, state.storage, position)
+    return await read_status(session, account.id, order_id, state.storage)
+
+
+async def read_status(
+    session: AsyncSession, account_id: str, order_id: str, storage: Storage
+) -> dict[str, Any]:
+    """The account's order as its native status body, with its queue position while pending
+    (the status route and the events stream)."""
+    order = await reads.own_order(session, account_id, order_id)
+    order, outputs = await reads.with_outputs(session, order)
+    waiting = order.status == OrderStatus.PENDING
+    position = await queue.queue_position(session, order) if waiting else None
+    return native_status(order, outputs, storage, position)
 
 
 @router.get(

@@ -70,7 +70,9 @@ async def own_order(
 
 
 async def with_outputs(session: AsyncSession, order: Order) -> tuple[Order, list[Output]]:
-    """The order and its outputs (by index; none before it completes)."""
+    """The order and its outputs (by index; only a completed order has any)."""
+    if order.status != OrderStatus.COMPLETED:
+        return order, []
     return order, await lifecycle.get_outputs(session, order.id)
 
 

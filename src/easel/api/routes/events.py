@@ -23,9 +23,9 @@ from easel.api.intake import CheckedRoute
 from easel.api.state import AppState
 from easel.db.status import FINAL, OrderStatus
 from easel.db.tables import Account
-from easel.dialects.native import native_status
+from easel.dialects.native import read_status
 from easel.errors import NotFound
-from easel.orders import lifecycle, queue, reads
+from easel.orders import reads
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +82,9 @@ class Changes:
 async def _status_body(state: AppState, account_id: str, order_id: str) -> dict[str, Any] | None:
     async with state.db.transaction(readonly=True) as session:
         try:
-            order = await reads.own_order(session, account_id, order_id)
+            return await read_status(session, account_id, order_id, state.storage)
         except NotFound:
             return None
-        done = order.status == OrderStatus.COMPLETED
-        outputs = await lifecycle.get_outputs(session, order.id) if done else []
-        waiting = order.status == OrderStatus.PENDING
-        position = await queue.queue_position(session, order) if waiting else None
-        return native_status(order, outputs, state.storage, position)
 
 
 @router.get(
