@@ -63,6 +63,8 @@ class Account(Base):
     # Denormalised so the claim statement can keep the running cap under concurrency.
     running_count: Mapped[int] = mapped_column(Integer, default=0)
     max_running: Mapped[int] = mapped_column(Integer)
+    # The fair_seq of the account's newest order (orders/queue.py: fair order within a priority).
+    queue_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     webhook_secret: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -117,7 +119,6 @@ class Order(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "idempotency_key", name="uq_orders_account_idempotency"),
         UniqueConstraint("account_id", "external_task_id", name="uq_orders_account_external"),
-        Index("ix_orders_queue", "status", "priority", "created_at"),
         Index("ix_orders_account_created", "account_id", "created_at"),
         Index("ix_orders_sweep", "outputs_swept", "outputs_expire_at"),
     )
@@ -160,6 +161,8 @@ class Order(Base):
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int] = mapped_column(Integer, default=0)
     priority: Mapped[int] = mapped_column(Integer)
+    # Place in the fair order among accounts of one priority (orders/queue.py `fair_seq`).
+    fair_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     cost_credits: Mapped[int] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -172,6 +175,19 @@ class Order(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     outputs_expire_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     outputs_swept: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+# The claim walks these in order (orders/queue.py): highest priority, then fair_seq, then oldest;
+# the second once per model a worker serves or holds loaded.
+Index("ix_orders_fair", Order.status, Order.priority.desc(), Order.fair_seq, Order.created_at)
+Index(
+    "ix_orders_model_fair",
+    Order.status,
+    Order.model,
+    Order.priority.desc(),
+    Order.fair_seq,
+    Order.created_at,
+)
 
 
 class Output(Base):

@@ -2,12 +2,18 @@
 
 Which order a worker takes next (the claim rule):
 1. plan priority first, always: a higher-priority pending order is taken before any other;
-2. within one priority, orders for a model the worker already holds in memory come first, so a
-   worker does not swap pipelines while work for its loaded ones waits; an order passed over
-   this way for longer than EASEL_PREFER_LOADED_SECONDS loses that handicap, so none starves;
-3. then the oldest first.
-A worker started with `--models` only sees orders for those models. After taking one order (the
-leader) it may take compatible followers into the same pipeline call (`claim_followers`).
+2. within one priority, accounts take turns: each order carries a `fair_seq` (start-time fair
+   queuing, weighted by images: see `fair_seq`), so one account's burst of a thousand orders
+   does not delay another account's next order by more than a turn;
+3. an order for a model the worker already holds in memory may go before the head of that fair
+   order, so a worker does not swap pipelines while work for its loaded ones waits; a head passed
+   over this way for longer than EASEL_PREFER_LOADED_SECONDS is taken first, so none starves;
+4. then the oldest first.
+The claim walks `ix_orders_fair` (status, priority DESC, fair_seq, created_at) from its start, and
+`ix_orders_model_fair` once per loaded or served model: a few index probes whatever the queue's
+length. A worker started with `--models` only sees orders for those models. After taking one
+order (the leader) it may take compatible followers into the same pipeline call
+(`claim_followers`).
 """
 
 from __future__ import annotations
@@ -24,36 +30,79 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.db.engine import NOTIFY_CHANNEL, is_postgresql
 from easel.db.status import OrderStatus
-from easel.db.tables import Order, UTCDateTime
+from easel.db.tables import Account, Order, UTCDateTime
 
 log = logging.getLogger(__name__)
 
 # Image-to-image strength an order without one runs at (the backends' Job default).
 DEFAULT_STRENGTH = 0.8
 
-# Highest priority first, then oldest, among accounts under their running cap. PostgreSQL: order
-# rows another claimer holds are skipped; the account row is only taken by the `slot` UPDATE,
-# which waits for it and re-checks the cap on its newest version, so concurrent claimers keep the
-# cap, and a claim holds at most one account lock (no lock-order deadlocks). When the cap filled
-# up between the snapshot and the slot, `candidate_id` comes back without `claimed_id`: try again.
-# :models NULL serves every model; :loaded and :passed_over_since order within a priority.
+# The fair order's clock at a priority: the head of its pending orders, else the newest running
+# one, else (an idle priority) the furthest any account has gone.
+FAIR_CLOCK = text(
+    """
+    SELECT COALESCE(
+        (SELECT fair_seq FROM orders WHERE status = 'pending' AND priority = :priority
+         ORDER BY priority DESC, fair_seq, created_at LIMIT 1),
+        (SELECT fair_seq FROM orders WHERE status = 'running' AND priority = :priority
+         ORDER BY priority DESC, fair_seq DESC, created_at DESC LIMIT 1),
+        (SELECT MAX(queue_seq) FROM accounts),
+        0)
+    """
+)
+
+# Highest priority first, then the fair order, among accounts under their running cap; each
+# probe is one index walk that stops at its first row (`head`: every model, when :models is
+# NULL; `served`: each of :models; `loaded`: each of :probe_loaded, the loaded models when
+# :models is NULL, else none, as `served` covers them). Of those heads, the highest
+# priority wins, then one the worker holds loaded or that was passed over since
+# :passed_over_since, then fair_seq. PostgreSQL: order rows another claimer holds are skipped;
+# the account row is only taken by the `slot` UPDATE, which waits for it and re-checks the cap
+# on its newest version, so concurrent claimers keep the cap, and a claim holds at most one
+# account lock (no lock-order deadlocks). When the cap filled up between the snapshot and the
+# slot, `candidate_id` comes back without `claimed_id`: try again.
 CLAIM_NEXT_POSTGRESQL = text(
     """
-    WITH candidate AS (
-        SELECT o.id, o.account_id
+    WITH head AS (
+        SELECT o.id, o.account_id, o.priority, o.fair_seq, o.created_at, o.model
         FROM orders AS o JOIN accounts AS a ON a.id = o.account_id
-        WHERE o.status = 'pending' AND a.running_count < a.max_running
-          AND (CAST(:models AS text[]) IS NULL OR o.model = ANY(CAST(:models AS text[])))
-        ORDER BY o.priority DESC,
-                 CASE WHEN o.model = ANY(CAST(:loaded AS text[]))
-                        OR o.created_at < :passed_over_since THEN 0 ELSE 1 END,
-                 o.created_at ASC, o.id ASC
+        WHERE CAST(:models AS text[]) IS NULL
+          AND o.status = 'pending' AND a.running_count < a.max_running
+        ORDER BY o.priority DESC, o.fair_seq, o.created_at
         LIMIT 1
         FOR UPDATE OF o SKIP LOCKED
+    ), served AS (
+        SELECT h.* FROM unnest(CAST(:models AS text[])) AS m(model) CROSS JOIN LATERAL (
+            SELECT o.id, o.account_id, o.priority, o.fair_seq, o.created_at, o.model
+            FROM orders AS o JOIN accounts AS a ON a.id = o.account_id
+            WHERE o.status = 'pending' AND o.model = m.model
+              AND a.running_count < a.max_running
+            ORDER BY o.priority DESC, o.fair_seq, o.created_at
+            LIMIT 1
+            FOR UPDATE OF o SKIP LOCKED
+        ) AS h
+    ), loaded AS (
+        SELECT h.* FROM unnest(CAST(:probe_loaded AS text[])) AS m(model) CROSS JOIN LATERAL (
+            SELECT o.id, o.account_id, o.priority, o.fair_seq, o.created_at, o.model
+            FROM orders AS o JOIN accounts AS a ON a.id = o.account_id
+            WHERE o.status = 'pending' AND o.model = m.model
+              AND a.running_count < a.max_running
+            ORDER BY o.priority DESC, o.fair_seq, o.created_at
+            LIMIT 1
+            FOR UPDATE OF o SKIP LOCKED
+        ) AS h
+    ), candidate AS (
+        SELECT heads.id, heads.account_id
+        FROM (SELECT * FROM head UNION ALL SELECT * FROM served UNION ALL SELECT * FROM loaded)
+             AS heads
+        ORDER BY heads.priority DESC,
+                 CASE WHEN heads.model = ANY(CAST(:loaded AS text[]))
+                        OR heads.created_at < :passed_over_since THEN 0 ELSE 1 END,
+                 heads.fair_seq, heads.created_at, heads.id
+        LIMIT 1
     ), slot AS (
         UPDATE accounts SET running_count = accounts.running_count + 1
-        FROM candidate
-        WHERE accounts.id = candidate.account_id
+        WHERE accounts.id = (SELECT account_id FROM candidate)
           AND accounts.running_count < accounts.max_running
         RETURNING accounts.id
     ), claimed AS (
@@ -73,21 +122,36 @@ CLAIM_NEXT_POSTGRESQL = text(
     bindparam("passed_over_since", type_=UTCDateTime),
 )
 
-# SQLite: the transaction began with BEGIN IMMEDIATE, so this pair runs alone. :models and
-# :loaded are JSON arrays (:models NULL serves every model).
+# SQLite: the transaction began with BEGIN IMMEDIATE, so this pair runs alone. The same probes
+# as above; :models and :loaded are JSON arrays (:models NULL serves every model).
 CLAIM_NEXT_SQLITE = text(
     """
     UPDATE orders
     SET status = 'running', worker_id = :worker_id, lease_until = :lease_until,
         started_at = COALESCE(started_at, :now), attempts = attempts + 1
     WHERE id = (
-        SELECT o.id FROM orders AS o JOIN accounts AS a ON a.id = o.account_id
-        WHERE o.status = 'pending' AND a.running_count < a.max_running
-          AND (:models IS NULL OR o.model IN (SELECT value FROM json_each(:models)))
-        ORDER BY o.priority DESC,
-                 CASE WHEN o.model IN (SELECT value FROM json_each(:loaded))
-                        OR o.created_at < :passed_over_since THEN 0 ELSE 1 END,
-                 o.created_at ASC, o.id ASC
+        SELECT heads.id FROM orders AS heads
+        WHERE heads.id IN (
+            SELECT * FROM (
+                SELECT o.id FROM orders AS o JOIN accounts AS a ON a.id = o.account_id
+                WHERE :models IS NULL AND o.status = 'pending'
+                  AND a.running_count < a.max_running
+                ORDER BY o.priority DESC, o.fair_seq, o.created_at
+                LIMIT 1)
+            UNION ALL
+            SELECT (
+                SELECT o.id FROM orders AS o JOIN accounts AS a ON a.id = o.account_id
+                WHERE o.status = 'pending' AND o.model = m.value
+                  AND a.running_count < a.max_running
+                ORDER BY o.priority DESC, o.fair_seq, o.created_at
+                LIMIT 1)
+            FROM (SELECT value FROM json_each(COALESCE(:models, '[]'))
+                  UNION SELECT value FROM json_each(:loaded)) AS m
+        )
+        ORDER BY heads.priority DESC,
+                 CASE WHEN heads.model IN (SELECT value FROM json_each(:loaded))
+                        OR heads.created_at < :passed_over_since THEN 0 ELSE 1 END,
+                 heads.fair_seq, heads.created_at, heads.id
         LIMIT 1
     )
     RETURNING id, account_id
@@ -112,7 +176,7 @@ CLAIM_RACE_RETRIES = 5
 CLAIM_FOLLOWERS_POSTGRESQL = text(
     """
     WITH candidate AS (
-        SELECT o.id, o.account_id, o.n, o.priority, o.created_at
+        SELECT o.id, o.account_id, o.n, o.priority, o.fair_seq, o.created_at
         FROM orders AS o JOIN accounts AS a ON a.id = o.account_id
         WHERE o.status = 'pending' AND a.running_count < a.max_running
           AND o.model = :model AND o.width = :width AND o.height = :height
@@ -121,7 +185,7 @@ CLAIM_FOLLOWERS_POSTGRESQL = text(
           AND (o.reference_key IS NOT NULL) = :with_reference
           AND (NOT :with_reference OR COALESCE(o.strength, :default_strength) = :strength)
           AND o.n <= :room
-        ORDER BY o.priority DESC, o.created_at ASC, o.id ASC
+        ORDER BY o.priority DESC, o.fair_seq, o.created_at, o.id
         LIMIT :room
         FOR UPDATE OF o SKIP LOCKED
     ), account AS (
@@ -131,16 +195,19 @@ CLAIM_FOLLOWERS_POSTGRESQL = text(
         ORDER BY accounts.id
         FOR UPDATE
     ), ranked AS (
-        SELECT c.id, c.account_id, c.n, c.priority, c.created_at, account.free,
+        SELECT c.id, c.account_id, c.n, c.priority, c.fair_seq, c.created_at, account.free,
                ROW_NUMBER() OVER (
-                   PARTITION BY c.account_id ORDER BY c.priority DESC, c.created_at, c.id
+                   PARTITION BY c.account_id
+                   ORDER BY c.priority DESC, c.fair_seq, c.created_at, c.id
                ) AS nth
         FROM candidate AS c JOIN account ON account.id = c.account_id
     ), chosen AS (
         SELECT fitting.id, fitting.account_id
         FROM (
             SELECT r.id, r.account_id,
-                   SUM(r.n) OVER (ORDER BY r.priority DESC, r.created_at, r.id) AS images
+                   SUM(r.n) OVER (
+                       ORDER BY r.priority DESC, r.fair_seq, r.created_at, r.id
+                   ) AS images
             FROM ranked AS r
             WHERE r.nth <= r.free
         ) AS fitting
@@ -171,14 +238,18 @@ CLAIM_FOLLOWERS_SQLITE = text(
         started_at = COALESCE(started_at, :now), attempts = attempts + 1
     WHERE id IN (
         SELECT fitting.id FROM (
-            SELECT r.id, SUM(r.n) OVER (ORDER BY r.priority DESC, r.created_at, r.id) AS images
+            SELECT r.id, SUM(r.n) OVER (
+                       ORDER BY r.priority DESC, r.fair_seq, r.created_at, r.id
+                   ) AS images
             FROM (
-                SELECT c.id, c.n, c.priority, c.created_at, a.max_running - a.running_count AS free,
+                SELECT c.id, c.n, c.priority, c.fair_seq, c.created_at,
+                       a.max_running - a.running_count AS free,
                        ROW_NUMBER() OVER (
-                           PARTITION BY c.account_id ORDER BY c.priority DESC, c.created_at, c.id
+                           PARTITION BY c.account_id
+                           ORDER BY c.priority DESC, c.fair_seq, c.created_at, c.id
                        ) AS nth
                 FROM (
-                    SELECT o.id, o.account_id, o.n, o.priority, o.created_at
+                    SELECT o.id, o.account_id, o.n, o.priority, o.fair_seq, o.created_at
                     FROM orders AS o JOIN accounts AS a ON a.id = o.account_id
                     WHERE o.status = 'pending' AND a.running_count < a.max_running
                       AND o.model = :model AND o.width = :width AND o.height = :height
@@ -189,7 +260,7 @@ CLAIM_FOLLOWERS_SQLITE = text(
                       AND (NOT :with_reference
                            OR COALESCE(o.strength, :default_strength) = :strength)
                       AND o.n <= :room
-                    ORDER BY o.priority DESC, o.created_at ASC, o.id ASC
+                    ORDER BY o.priority DESC, o.fair_seq, o.created_at, o.id
                     LIMIT :room
                 ) AS c JOIN accounts AS a ON a.id = c.account_id
             ) AS r
@@ -226,9 +297,15 @@ async def claim_next(
         "now": now,
         "passed_over_since": now - prefer_loaded_for,
     }
+    if models is not None:
+        loaded = [m for m in loaded if m in models]
     order_id = None
     if is_postgresql(session):
-        params |= {"models": None if models is None else list(models), "loaded": list(loaded)}
+        params |= {
+            "models": None if models is None else list(models),
+            "loaded": list(loaded),
+            "probe_loaded": list(loaded) if models is None else [],
+        }
         for _ in range(CLAIM_RACE_RETRIES):
             row = (await session.execute(CLAIM_NEXT_POSTGRESQL, params)).first()
             if row is None or row.claimed_id is not None:
@@ -291,7 +368,7 @@ async def claim_followers(
     orders = await session.scalars(
         select(Order)
         .where(Order.id.in_(ids))
-        .order_by(Order.priority.desc(), Order.created_at, Order.id)
+        .order_by(Order.priority.desc(), Order.fair_seq, Order.created_at, Order.id)
         .execution_options(populate_existing=True)
     )
     return list(orders)
@@ -336,8 +413,20 @@ async def expired_leases(session: AsyncSession, now: datetime, limit: int = 100)
     return list(await session.scalars(query))
 
 
+async def fair_seq(session: AsyncSession, account: Account, priority: int, images: int) -> int:
+    """Where a new order of `account` goes in the fair order of its priority (start-time fair
+    queuing): at the account's own finish (its previous orders' images) or at the queue's clock,
+    whichever is later. An account that sent a burst waits behind its own burst, while one that
+    sends a single order is next in line after the head. Call it with the account row locked."""
+    clock = int(await session.scalar(FAIR_CLOCK, {"priority": priority}) or 0)
+    start = max(clock, account.queue_seq)
+    account.queue_seq = start + max(1, images)
+    return start
+
+
 async def queue_position(session: AsyncSession, order: Order) -> int:
-    """1 for the next order to run."""
+    """1 for the next order to run (by priority and the fair order; loaded-model preference and
+    running caps may move it)."""
     ahead = await session.scalar(
         select(func.count())
         .select_from(Order)
@@ -345,7 +434,16 @@ async def queue_position(session: AsyncSession, order: Order) -> int:
             Order.status == OrderStatus.PENDING,
             or_(
                 Order.priority > order.priority,
-                and_(Order.priority == order.priority, Order.created_at < order.created_at),
+                and_(
+                    Order.priority == order.priority,
+                    or_(
+                        Order.fair_seq < order.fair_seq,
+                        and_(
+                            Order.fair_seq == order.fair_seq,
+                            Order.created_at < order.created_at,
+                        ),
+                    ),
+                ),
             ),
         )
     )

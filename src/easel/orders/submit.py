@@ -22,7 +22,7 @@ from easel.errors import Conflict, InvalidRequest
 from easel.ids import new_order_id
 from easel.net.check import check_url
 from easel.net.policy import url_policy
-from easel.orders.queue import notify_new_order
+from easel.orders.queue import fair_seq, notify_new_order
 from easel.orders.request import GenerationRequest
 from easel.storage import Storage
 
@@ -105,7 +105,7 @@ async def submit(
         raise InvalidRequest(f"account plan {account.plan!r} is not in the catalog")
     check_plan(catalog, plan, req)
     cost = price(req)
-    await lock_account(session, account.id)
+    locked = await lock_account(session, account.id)
     if req.idempotency_key:
         earlier = await find_by_idempotency_key(session, account.id, req.idempotency_key)
         if earlier is not None:
@@ -129,6 +129,7 @@ async def submit(
     await ledger.ensure_grant(session, account.id, plan, now)
     order_id = order_id or new_order_id(now)
     await ledger.debit(session, account.id, order_id, cost, now)
+    seq = await fair_seq(session, locked, plan.priority, req.n)
     order = Order(
         id=order_id,
         account_id=account.id,
@@ -163,6 +164,7 @@ async def submit(
         step=0,
         total_steps=req.steps,
         priority=plan.priority,
+        fair_seq=seq,
         cost_credits=cost,
         attempts=0,
         cancel_requested=False,
