@@ -121,6 +121,14 @@ class Settings(BaseSettings):
     vae_upcast: Literal["auto", "always", "off"] = "auto"  # auto: float16 VAEs that overflow
     vae_fp16_fix: str = ""  # local AutoencoderKL folder with fp16-safe weights (SDXL's fp16-fix)
 
+    # Prometheus metrics (docs/operations.md). /metrics needs no API key.
+    metrics: bool = True  # GET /metrics on the API; false: 404
+    metrics_token: str = ""  # when set, /metrics and --metrics-port ask for Bearer <token>
+    # Shared by the processes of one host that are scraped as one; empty: each process keeps its
+    # own (`easel serve` with children then uses <data_dir>/metrics, cleared at its start).
+    metrics_dir: str = ""
+    metrics_port: int = 0  # `easel worker` / `easel services` alone: serve metrics here; 0: off
+
     admin_email: str = "admin@localhost"
     admin_plan: str = "mega"
 

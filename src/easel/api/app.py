@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,10 +12,13 @@ from easel import __version__
 from easel.api import errors
 from easel.api.limits import BodyLimit, json_budget
 from easel.api.openapi import with_bounds
-from easel.api.routes import events, files, health, webhooks, workers
+from easel.api.request_metrics import RequestMetrics
+from easel.api.routes import events, files, health, metrics, webhooks, workers
 from easel.api.state import AppState
 from easel.config import Settings, get_settings
 from easel.dialects import registry
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
@@ -53,4 +57,13 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     app.include_router(files.router)
     app.include_router(health.router)
     app.include_router(workers.router)
+    if settings.metrics:
+        app.include_router(metrics.router)
+        if settings.environment == "production" and not settings.metrics_token:
+            log.warning(
+                "GET /metrics answers anyone who reaches this port: set EASEL_METRICS_TOKEN, "
+                "or block /metrics at the proxy",
+                extra={"action": "metrics_open"},
+            )
+    app.add_middleware(RequestMetrics)  # last added: outermost, sees every answer
     return app

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
+from easel import metrics
 from easel.api.state import AppState
 from easel.catalog import Catalog, Model
 from easel.config import Settings
-from easel.errors import InvalidRequest
+from easel.db.tables import Account, Order
+from easel.errors import EaselError, InvalidRequest
 from easel.media.references import Reference, load_reference
 from easel.orders.request import GenerationRequest
+from easel.orders.submit import place_order
 
 
 def resolve_model(catalog: Catalog, dialect: str, name: str, param: str) -> Model:
@@ -21,6 +25,23 @@ def resolve_model(catalog: Catalog, dialect: str, name: str, param: str) -> Mode
             f"unknown {param} {name!r}; accepted: {', '.join(accepted)}", param=param
         )
     return model
+
+
+async def place(state: AppState, account: Account, req: GenerationRequest) -> tuple[Order, bool]:
+    """`place_order`, timed into easel_submit_duration_seconds by dialect and outcome."""
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        order, created = await place_order(state, account, req)
+        outcome = "placed" if created else "replayed"
+        return order, created
+    except EaselError as exc:
+        if exc.status_code < 500:
+            outcome = "refused"
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        metrics.SUBMIT_DURATION.labels(req.dialect, outcome).observe(elapsed)
 
 
 async def with_references(

@@ -15,11 +15,10 @@ from easel.api.intake import api_router
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, iso_seconds, output_urls
-from easel.dialects.common import resolve_model
+from easel.dialects.common import place, resolve_model
 from easel.errors import EaselError
 from easel.orders import reads
 from easel.orders.request import DialectData, build_request
-from easel.orders.submit import place_order
 from easel.storage import Storage
 
 NAME = "kie"
@@ -199,7 +198,7 @@ async def generate(body: QwenGenerateBody, account: CurrentAccount, state: State
         body=body.model_dump(),
         dialect_data=KieData(request=body.model_dump(exclude={"callBackUrl"}, exclude_none=True)),
     )
-    order, _ = await place_order(state, account, req)
+    order, _ = await place(state, account, req)
     return envelope({"taskId": order.id})
 
 

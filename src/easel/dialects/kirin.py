@@ -14,11 +14,10 @@ from easel.api.intake import api_router
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, iso_seconds, output_urls
-from easel.dialects.common import resolve_model, with_references
+from easel.dialects.common import place, resolve_model, with_references
 from easel.errors import EaselError, InvalidRequest
 from easel.orders import reads
 from easel.orders.request import build_request, size_for_aspect
-from easel.orders.submit import place_order
 from easel.storage import Storage
 
 NAME = "kirin"
@@ -193,7 +192,7 @@ async def create(body: KirinBody, account: CurrentAccount, state: State) -> dict
     )
     refs = [body.image] if body.image else []
     req = await with_references(req, refs, "image", state, allow_data_url=False)
-    order, _ = await place_order(state, account, req)
+    order, _ = await place(state, account, req)
     return kirin_task(order, [], state.storage)
 
 

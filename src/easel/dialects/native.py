@@ -17,11 +17,10 @@ from easel.clock import iso, utcnow
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, output_urls
-from easel.dialects.common import with_references
+from easel.dialects.common import place, with_references
 from easel.errors import InvalidRequest
 from easel.orders import lifecycle, queue, reads
 from easel.orders.request import GenerationRequest, build_request
-from easel.orders.submit import place_order
 from easel.storage import Storage
 
 NAME = "native"
@@ -305,7 +304,7 @@ async def generate(
     req = to_request(state, body, idempotency_key)
     refs = [body.image] if body.image else []
     req = await with_references(req, refs, "image", state, strength=body.strength)
-    order, created = await place_order(state, account, req)
+    order, created = await place(state, account, req)
     response.headers["Idempotent-Replayed"] = str(not created).lower()
     return {
         "ok": True,

@@ -32,7 +32,7 @@ from easel.config import Settings
 from easel.db.status import OrderStatus
 from easel.db.tables import Account, Order, Output
 from easel.dialects.base import Dialect
-from easel.dialects.common import attach_reference, check_reference_count, resolve_model
+from easel.dialects.common import attach_reference, check_reference_count, place, resolve_model
 from easel.dialects.native import native_webhook
 from easel.errors import (
     EaselError,
@@ -50,7 +50,6 @@ from easel.orders.request import (
     check_size,
     size_for_aspect,
 )
-from easel.orders.submit import place_order
 from easel.orders.text import check_text
 from easel.orders.waiting import wait_until_final
 from easel.storage import Storage
@@ -285,7 +284,7 @@ async def generate_and_wait(
     state: AppState, account: Account, req: GenerationRequest, response_format: str | None
 ) -> dict[str, Any]:
     settings = state.settings
-    order, _ = await place_order(state, account, req)
+    order, _ = await place(state, account, req)
     timeout = settings.openai_wait_timeout
     goes_on = (
         f"order {order.id} goes on and was charged once: read it with "

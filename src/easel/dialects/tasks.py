@@ -14,12 +14,11 @@ from easel.api.intake import api_router
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, output_urls
-from easel.dialects.common import resolve_model, with_references
+from easel.dialects.common import place, resolve_model, with_references
 from easel.errors import EaselError, InvalidRequest, Unauthorized
 from easel.ids import new_id
 from easel.orders import reads
 from easel.orders.request import DialectData, build_request, size_for_aspect
-from easel.orders.submit import place_order
 from easel.storage import Storage
 
 NAME = "tasks"
@@ -175,7 +174,7 @@ async def create(body: CreateTaskBody, account: CurrentAccount, state: State) ->
         dialect_data=TaskData(request_id=new_id("req", 16)),
     )
     req = await with_references(req, body.image_urls, "image_urls", state)
-    order, _ = await place_order(state, account, req)
+    order, _ = await place(state, account, req)
     data = {
         "task_id": order.id,
         "request_id": TaskData.stored(order)["request_id"],

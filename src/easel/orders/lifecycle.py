@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from easel import metrics
 from easel.accounts import ledger
 from easel.accounts.accounts import release_running_slot
 from easel.db.status import OrderStatus
@@ -86,6 +87,7 @@ async def complete(
     await release_running_slot(session, order.account_id)
     await session.flush()
     outbox.enqueue(session, order, outbox.event_for(order.status), now)
+    metrics.order_finished(session, order.status, order.model)
     return order
 
 
@@ -119,6 +121,7 @@ async def fail(
         extra={"action": status, "order_id": order_id, "code": code, "refunded": refunded},
     )
     outbox.enqueue(session, order, outbox.event_for(order.status), now)
+    metrics.order_finished(session, order.status, order.model, code, refunded)
     return order
 
 

@@ -19,6 +19,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from easel import metrics
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
@@ -147,6 +148,7 @@ async def _record(
             row.state = "failed"
         else:
             row.next_attempt_at = now + timedelta(seconds=retry_delay(settings, row.attempts))
+        metrics.count_webhook_attempt(row.state)
 
 
 class WebhookSender:

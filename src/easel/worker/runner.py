@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from easel import metrics
 from easel.backends.base import Backend, Canceled, ProgressFn
 from easel.backends.registry import FAMILIES, backend_class
 from easel.catalog import Catalog, Model
@@ -141,12 +142,16 @@ class Worker:
                 if models == []:  # every model's backend is busy
                     await wait_any(self.batch_ended, stop, timeout=self.settings.poll_interval)
                     continue
+                started = time.perf_counter()
                 try:
                     orders = await self.claim(models)
                 except (DBAPIError, OSError):
+                    metrics.CLAIM_DURATION.labels("error").observe(time.perf_counter() - started)
                     log.exception("claim failed; retrying", extra={"action": "claim_error"})
                     await wait_any(stop, timeout=self.settings.poll_interval)
                     continue
+                outcome = "claimed" if orders else "empty"
+                metrics.CLAIM_DURATION.labels(outcome).observe(time.perf_counter() - started)
                 if orders:
                     self._in_flight[orders[0].model] += 1  # before the next claim looks
                     task = asyncio.create_task(self._run_batch(orders))
@@ -197,6 +202,7 @@ class Worker:
                     stopped=stopped,
                 )
             self._reported, self._stopped = loaded, stopped
+            metrics.WORKER_HEARTBEATS.inc()
 
     async def claim(self, models: list[str] | None = None) -> list[Order]:
         """A leader by the claim rule, then compatible followers up to EASEL_MAX_BATCH_IMAGES."""
@@ -383,7 +389,10 @@ class Worker:
         if not orders:
             return {}
         job = build_job(model, orders, references)
-        return await run_splitting(backend, job, self._progress(batch), batch)
+        started = time.perf_counter()
+        results = await run_splitting(backend, job, self._progress(batch), batch)
+        metrics.GENERATION_DURATION.labels(model.id).observe(time.perf_counter() - started)
+        return results
 
     def _progress(self, batch: BatchRun) -> ProgressFn:
         """Awaited after each step: records progress (at most every EASEL_PROGRESS_INTERVAL)
