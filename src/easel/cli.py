@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -17,6 +20,8 @@ from easel.errors import EaselError
 from easel.logging import setup_logging
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 def run_with_state(fn: Callable[[AppState], Awaitable[T]]) -> T:
@@ -89,6 +94,7 @@ def serve(host: str | None, port: int | None, no_worker: bool, no_services: bool
         os.environ["EASEL_PORT"] = str(port)
     get_settings.cache_clear()
     settings = get_settings()
+    share_metrics(settings, children=not (no_worker and no_services))
     admin = run_with_state(_bootstrap_admin)
     if admin:
         click.echo(f"Created the first account. Save this key, it is shown only once:\n  {admin}")
@@ -123,6 +129,55 @@ def _exit_cleanly(signum: int, _frame: Any) -> None:
     raise SystemExit(0)
 
 
+def share_metrics(settings: Settings, children: bool) -> Path | None:
+    """`easel serve`'s metrics directory: EASEL_METRICS_DIR, else <data dir>/metrics when it
+    starts children; cleared of earlier processes' files and handed to the children, so /metrics
+    adds them all up. None: one process, metrics in memory. Runs before prometheus_client is
+    imported (it chooses its mode then)."""
+    if settings.metrics_dir:
+        path = Path(settings.metrics_dir)
+    elif children:
+        path = settings.data_dir / "metrics"
+    else:
+        return None
+    path = path.resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):  # files of processes of an earlier run
+        stale.unlink(missing_ok=True)
+    os.environ["EASEL_METRICS_DIR"] = str(path)
+    os.environ.pop("EASEL_METRICS_PORT", None)  # children are scraped through the API
+    from easel import metrics
+
+    metrics.require_shared(path)
+    return path
+
+
+@contextmanager
+def serving_metrics(settings: Settings, port: int | None) -> Iterator[None]:
+    """`--metrics-port` (EASEL_METRICS_PORT): this process's metrics over HTTP while it runs."""
+    port = settings.metrics_port if port is None else port
+    if not port:
+        yield
+        return
+    from easel.metrics import MetricsServer
+
+    server = MetricsServer(settings.host, port, settings.metrics_token).start()
+    log.info(
+        "metrics served",
+        extra={"action": "metrics_port", "host": settings.host, "port": server.port},
+    )
+    try:
+        yield
+    finally:
+        server.close()
+
+
+METRICS_PORT_HELP = (
+    "Serve this process's Prometheus metrics on this port (EASEL_METRICS_PORT; default: off). "
+    "Not needed under `easel serve`, whose /metrics includes its children."
+)
+
+
 @main.command()
 @click.option(
     "--models",
@@ -131,7 +186,8 @@ def _exit_cleanly(signum: int, _frame: Any) -> None:
     "default: all.",
 )
 @click.option("--preload", is_flag=True, help="Load the --models before claiming any order.")
-def worker(models: str, preload: bool) -> None:
+@click.option("--metrics-port", type=int, default=None, help=METRICS_PORT_HELP)
+def worker(models: str, preload: bool, metrics_port: int | None) -> None:
     """Claim and run orders until SIGTERM (the running batch is finished first)."""
     from easel.services.host import run_services
     from easel.worker.runner import Worker
@@ -146,11 +202,13 @@ def worker(models: str, preload: bool) -> None:
         )
         await run_services(worker.services(), stop_on_signals())
 
-    run_with_state(_run)
+    with serving_metrics(get_settings(), metrics_port):
+        run_with_state(_run)
 
 
 @main.command()
-def services() -> None:
+@click.option("--metrics-port", type=int, default=None, help=METRICS_PORT_HELP)
+def services(metrics_port: int | None) -> None:
     """Run the reaper, the retention sweeper and the webhook sender until SIGTERM (no GPU)."""
     from easel.services.host import run_services
     from easel.services.hosted import background_services
@@ -159,7 +217,8 @@ def services() -> None:
         hosted = background_services(state.settings, state.db, state.storage)
         await run_services(hosted, stop_on_signals())
 
-    run_with_state(_run)
+    with serving_metrics(get_settings(), metrics_port):
+        run_with_state(_run)
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from easel import metrics
+
 log = logging.getLogger(__name__)
 
 QUICK_EXIT_SECONDS = 30.0
@@ -62,6 +64,7 @@ class ChildSupervisor:
             started = time.monotonic()
             self._proc = self._spawn()
             code = self._proc.wait()
+            metrics.process_ended(self._proc.pid)
             if self._stop.is_set():
                 return
             quick = time.monotonic() - started < QUICK_EXIT_SECONDS
