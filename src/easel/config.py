@@ -82,6 +82,21 @@ class Settings(BaseSettings):
     webhook_retry_factor: float = 2.5
     webhook_max_redirects: int = 3
     webhook_poll_interval: float = 1.0  # the sender looks for due deliveries this often when idle
+    # Delivery isolation (services/webhook_sender.py): deliveries one sender process keeps in
+    # flight, and at most this many to one endpoint (an account's scheme + host + port).
+    webhook_max_in_flight: int = 64
+    webhook_max_per_endpoint: int = 4
+    # Each attempt: seconds to connect, to the first byte of the answer after sending, and
+    # webhook_timeout for all of it (redirects included); at most this much of the answer is read.
+    webhook_connect_timeout: float = 5.0
+    webhook_first_byte_timeout: float = 8.0
+    webhook_max_response_bytes: int = 4096
+    # After this many failures in a row an endpoint backs off as a whole: one probe delivery at a
+    # time, spaced like retries (first * factor**k), at most endpoint_retry_max seconds apart.
+    webhook_endpoint_failures: int = 5
+    webhook_endpoint_retry_max: float = 3600.0
+    # An endpoint failing for this long (no success in between) is disabled until re-enabled.
+    webhook_disable_after_days: float = 5.0
     allow_private_urls: bool = False
     allowed_networks: list[str] = []
 
@@ -144,6 +159,22 @@ class Settings(BaseSettings):
             raise ValueError("EASEL_STORAGE=s3 needs EASEL_S3_BUCKET")
         if self.min_side % 8 or self.max_side % 8 or self.min_side > self.max_side:
             raise ValueError("EASEL_MIN_SIDE and EASEL_MAX_SIDE must be multiples of 8, min <= max")
+        if self.webhook_max_in_flight < 1 or self.webhook_max_per_endpoint < 1:
+            raise ValueError(
+                "EASEL_WEBHOOK_MAX_IN_FLIGHT and EASEL_WEBHOOK_MAX_PER_ENDPOINT must be at least 1"
+            )
+        if self.webhook_endpoint_failures < 1:
+            raise ValueError("EASEL_WEBHOOK_ENDPOINT_FAILURES must be at least 1")
+        timeouts = (
+            self.webhook_timeout,
+            self.webhook_connect_timeout,
+            self.webhook_first_byte_timeout,
+        )
+        if min(timeouts) <= 0:
+            raise ValueError(
+                "EASEL_WEBHOOK_TIMEOUT, EASEL_WEBHOOK_CONNECT_TIMEOUT and "
+                "EASEL_WEBHOOK_FIRST_BYTE_TIMEOUT must be positive seconds"
+            )
         return self
 
     @property

@@ -48,6 +48,8 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` seri
 # Seconds. Requests include server-sent event streams and OpenAI waits (up to minutes).
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 CLAIM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+# Seconds from a status change to its webhook's 2xx: sub-second when healthy, hours on retries.
+WEBHOOK_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600)
 GENERATION_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
 
 HTTP_REQUESTS = Counter(
@@ -109,6 +111,19 @@ WEBHOOK_ATTEMPTS = Counter(
     "Webhook delivery attempts, by result: delivered, retry (will be tried again), "
     "given_up (the last attempt failed)",
     ["result"],
+)
+WEBHOOK_ENDPOINT_ATTEMPTS = Counter(
+    "easel_webhook_endpoint_attempts",
+    "Webhook delivery attempts by account, endpoint (scheme://host:port) and result: delivered, "
+    "retry, given_up",
+    ["account", "endpoint", "result"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "easel_webhook_delivery_latency_seconds",
+    "From the status change a webhook reports to its receiver's 2xx, retries included, by "
+    "account and endpoint",
+    ["account", "endpoint"],
+    buckets=WEBHOOK_LATENCY_BUCKETS,
 )
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -230,6 +245,18 @@ def count_webhook_attempt(state: str) -> None:
     failed (given up)."""
     result = {"delivered": "delivered", "failed": "given_up"}.get(state, "retry")
     WEBHOOK_ATTEMPTS.labels(result=result).inc()
+
+
+def webhook_endpoint_attempt(
+    account: str, endpoint: str, state: str, latency: float | None = None
+) -> None:
+    """An attempt to one account's endpoint, by the state it left its delivery in (as
+    `count_webhook_attempt`); `latency`: seconds from the status change to the 2xx, if
+    delivered."""
+    result = {"delivered": "delivered", "failed": "given_up"}.get(state, "retry")
+    WEBHOOK_ENDPOINT_ATTEMPTS.labels(account, endpoint, result).inc()
+    if latency is not None:
+        WEBHOOK_LATENCY.labels(account, endpoint).observe(latency)
 
 
 class _Server(ThreadingMixIn, WSGIServer):

@@ -210,10 +210,24 @@ class WebhookDelivery(Base):
     """Outbox: written in the same transaction as the status change it reports."""
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+        # The sender's claim walks each endpoint's due deliveries in due order
+        # (webhooks/claim.py CLAIM_DUE_*); expired leases are found by the second.
+        Index(
+            "ix_webhook_deliveries_endpoint_due",
+            "endpoint_id",
+            "state",
+            "next_attempt_at",
+            "created_at",
+        ),
+        Index("ix_webhook_deliveries_lease", "lease_until"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    # The account's endpoint (scheme + host + port of `url`), set when the row is flushed.
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
     order_id: Mapped[str] = mapped_column(String(32), index=True)
     url: Mapped[str] = mapped_column(String(2048))
     event: Mapped[str] = mapped_column(String(32))
@@ -225,6 +239,10 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set while a sender holds the delivery in flight; a lease that ran out (the sender died)
+    # is released and the delivery is due again.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Worker(Base):
@@ -241,3 +259,26 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebhookEndpoint(Base):
+    """Where one account's webhooks go: the scheme, host and port of their URLs. Concurrency,
+    backoff and disabling are per endpoint, so one endpoint's trouble stays its own."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (UniqueConstraint("account_id", "origin", name="uq_webhook_endpoints_origin"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    origin: Mapped[str] = mapped_column(String(2048))  # scheme://host:port
+    # Deliveries senders hold in flight now (each with a lease on its row).
+    in_flight: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Backing off as a whole: nothing is sent before this, then one probe at a time.
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -22,6 +22,7 @@ from easel.errors import InvalidRequest
 from easel.orders import lifecycle, queue, reads
 from easel.orders.request import GenerationRequest, build_request
 from easel.storage import Storage
+from easel.webhooks import endpoints
 
 NAME = "native"
 router = api_router(NativeError, NATIVE_STATUSES, tags=["native (seed 000)"])
@@ -157,6 +158,13 @@ class NativeCredits(BaseModel):
     topup: int
 
 
+class NativeDisabledEndpoint(BaseModel):
+    id: str
+    url: str = Field(description="scheme://host:port")
+    disabled_at: str
+    reason: str
+
+
 class NativeAccount(BaseModel):
     ok: bool
     account_id: str
@@ -170,6 +178,11 @@ class NativeAccount(BaseModel):
     animation: bool
     max_running: int
     webhook_secret: str
+    webhook_endpoints_disabled: list[NativeDisabledEndpoint] = Field(
+        description="Webhook endpoints no longer sent to after failing for "
+        "EASEL_WEBHOOK_DISABLE_AFTER_DAYS; POST /api/v1/webhooks/endpoints/{id}/enable sends "
+        "their backlog"
+    )
 
 
 class NativePlan(BaseModel):
@@ -407,6 +420,15 @@ async def account_info(
         "animation": plan.animation,
         "max_running": plan.max_running,
         "webhook_secret": account.webhook_secret,
+        "webhook_endpoints_disabled": [
+            {
+                "id": e.id,
+                "url": e.origin,
+                "disabled_at": iso(e.disabled_at) or "",
+                "reason": e.disabled_reason or "",
+            }
+            for e in await endpoints.disabled_endpoints(session, account.id)
+        ],
     }
 
 

@@ -12,9 +12,16 @@ from easel.net.policy import URLPolicy
 
 
 def pinned_request(
-    method: str, target: Target, headers: Mapping[str, str], content: bytes | None = None
+    method: str,
+    target: Target,
+    headers: Mapping[str, str],
+    content: bytes | None = None,
+    timeout: httpx.Timeout | None = None,
 ) -> httpx.Request:
-    """A request that connects to the address that passed the check, not a fresh DNS answer."""
+    """A request that connects to the address that passed the check, not a fresh DNS answer.
+
+    `timeout`: its connect / read / write / pool limits (a request built by hand carries none of
+    the client's)."""
     url = httpx.URL(target.url)
     host = f"[{target.host}]" if ":" in target.host else target.host
     host_header = host if url.port is None else f"{host}:{url.port}"
@@ -26,6 +33,8 @@ def pinned_request(
     )
     if url.scheme == "https":
         request.extensions["sni_hostname"] = target.host
+    if timeout is not None:
+        request.extensions["timeout"] = timeout.as_dict()
     return request
 
 
@@ -39,6 +48,7 @@ async def send_checked(
     max_redirects: int,
     headers: Mapping[str, str],
     content: bytes | None = None,
+    timeout: httpx.Timeout | None = None,
 ) -> httpx.Response:
     """Send to the pinned address, following redirects that pass the same check.
 
@@ -46,7 +56,7 @@ async def send_checked(
     """
     for _ in range(max_redirects + 1):
         target = await pin(url, param, policy)
-        request = pinned_request(method, target, headers, content)
+        request = pinned_request(method, target, headers, content, timeout)
         response = await client.send(request, stream=True)
         location = response.headers.get("location")
         if not (response.is_redirect and location):

@@ -1,10 +1,16 @@
-"""The webhook sender service: due outbox rows as signed POSTs to the checked address, retried
-with backoff.
+"""The webhook sender service: due outbox rows as signed POSTs to the checked address, many at
+once, with each endpoint's trouble kept to that endpoint.
+
+One sender process keeps up to EASEL_WEBHOOK_MAX_IN_FLIGHT deliveries in flight and at most
+EASEL_WEBHOOK_MAX_PER_ENDPOINT to one endpoint (counted over every sender sharing the database:
+webhooks/claim.py). A receiver that hangs holds its own endpoint's slots until the attempt's
+timeouts end it, never anyone else's. Each pass records the results that came back and claims
+more in one transaction, then renders the claimed bodies in one read.
 
 Each body is rendered by the order's dialect when it is sent, so a delivery retried hours later
 carries output URLs valid for the full EASEL_URL_TTL_SECONDS from that moment. At least once: a
-row is claimed for a while before it is sent, and a sender that dies mid-way leaves it to be sent
-again later with the same `webhook-id`.
+claimed delivery is leased, and a sender that dies mid-way leaves it to be sent again when the
+lease runs out, with the same `webhook-id`.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import asyncio
 import json
 import logging
 import time
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import httpx
 from sqlalchemy import select
@@ -23,41 +31,92 @@ from easel import metrics
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
-from easel.db.tables import Account, Order, Output, WebhookDelivery
+from easel.db.tables import Account, Order, Output, WebhookDelivery, WebhookEndpoint
 from easel.dialects.registry import dialect_of
 from easel.net.pinned import send_checked
 from easel.net.policy import url_policy
-from easel.orders.lifecycle import get_outputs
 from easel.services.base import wait_any
 from easel.storage import Storage
-from easel.webhooks import outbox, signing
+from easel.webhooks import claim, outbox, signing
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "easel-webhooks/1"
 
+Clock = Callable[[], datetime]
 
-def retry_delay(settings: Settings, attempts: int) -> float:
-    """Seconds to wait after the `attempts`-th failed attempt."""
-    return settings.webhook_retry_first * settings.webhook_retry_factor ** (attempts - 1)
+retry_delay = claim.retry_delay  # kept importable from here
+
+
+def client_for(settings: Settings) -> httpx.AsyncClient:
+    """The sender's connection pool: a connection per delivery in flight, no environment
+    proxies (the checked address is the one connected to)."""
+    size = settings.webhook_max_in_flight
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+        trust_env=False,
+    )
+
+
+def attempt_timeout(settings: Settings) -> httpx.Timeout:
+    return httpx.Timeout(
+        settings.webhook_timeout,
+        connect=settings.webhook_connect_timeout,
+        read=settings.webhook_first_byte_timeout,
+        write=settings.webhook_first_byte_timeout,
+    )
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    excerpt: str  # the start of the body (at most EASEL_WEBHOOK_MAX_RESPONSE_BYTES read)
 
 
 async def post_signed(
     client: httpx.AsyncClient, settings: Settings, url: str, body: bytes, headers: dict[str, str]
-) -> int:
-    """POST `body`, following redirects that pass the same address check. The final status."""
-    response = await send_checked(
-        client,
-        "POST",
-        url,
-        "webhook_url",
-        url_policy(settings),
-        max_redirects=settings.webhook_max_redirects,
-        headers=headers | {"user-agent": USER_AGENT},
-        content=body,
-    )
-    await response.aclose()
-    return response.status_code
+) -> Answer:
+    """POST `body`, following redirects that pass the same address check, within the attempt's
+    timeouts; reads at most EASEL_WEBHOOK_MAX_RESPONSE_BYTES of the final answer."""
+    async with asyncio.timeout(settings.webhook_timeout):
+        response = await send_checked(
+            client,
+            "POST",
+            url,
+            "webhook_url",
+            url_policy(settings),
+            max_redirects=settings.webhook_max_redirects,
+            headers=headers | {"user-agent": USER_AGENT},
+            content=body,
+            timeout=attempt_timeout(settings),
+        )
+        try:
+            read = bytearray()
+            async for chunk in response.aiter_raw():
+                read += chunk
+                if len(read) >= settings.webhook_max_response_bytes:
+                    break
+        finally:
+            await response.aclose()
+    text = bytes(read[: settings.webhook_max_response_bytes]).decode("utf-8", "replace")
+    return Answer(response.status_code, text)
+
+
+def describe(exc: BaseException, settings: Settings) -> str:
+    """A failed attempt in words a receiver's owner can act on."""
+    if isinstance(exc, TimeoutError):
+        return f"no complete answer within {settings.webhook_timeout:g} s (EASEL_WEBHOOK_TIMEOUT)"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return (
+            f"could not connect within {settings.webhook_connect_timeout:g} s "
+            "(EASEL_WEBHOOK_CONNECT_TIMEOUT)"
+        )
+    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
+        return (
+            f"no answer within {settings.webhook_first_byte_timeout:g} s of sending "
+            "(EASEL_WEBHOOK_FIRST_BYTE_TIMEOUT)"
+        )
+    return f"{type(exc).__name__}: {exc}"[:1000]
 
 
 def as_of(order: Order, event: str) -> Order:
@@ -70,16 +129,167 @@ def as_of(order: Order, event: str) -> Order:
     return Order(**columns | {"status": status, "completed_at": None, "progress": 0, "step": 0})
 
 
-async def render(session: AsyncSession, row: WebhookDelivery, storage: Storage) -> bytes:
+def render_one(
+    row: WebhookDelivery, order: Order | None, outputs: list[Output], storage: Storage
+) -> bytes:
     """The delivery's body in its order's dialect, with URLs signed now."""
-    order = await session.get(Order, row.order_id)
     if order is None:
         body = {"order_id": row.order_id, "status": "deleted"}
     else:
         seen = as_of(order, row.event)
-        outputs: list[Output] = await get_outputs(session, order.id) if seen is order else []
-        body = dialect_of(order.dialect).callback_body(seen, outputs, storage)
+        body = dialect_of(order.dialect).callback_body(
+            seen, outputs if seen is order else [], storage
+        )
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def render(session: AsyncSession, row: WebhookDelivery, storage: Storage) -> bytes:
+    """One delivery's body (see `render_all` for a batch)."""
+    [(_, result)] = await render_all(session, [row], storage)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+async def render_all(
+    session: AsyncSession, rows: Sequence[WebhookDelivery], storage: Storage
+) -> list[tuple[WebhookDelivery, bytes | Exception]]:
+    """Each delivery's body, or the error that rendering it raised (its own failure only)."""
+    order_ids = {row.order_id for row in rows}
+    orders = {o.id: o for o in await session.scalars(select(Order).where(Order.id.in_(order_ids)))}
+    outputs: dict[str, list[Output]] = {}
+    for out in await session.scalars(
+        select(Output).where(Output.order_id.in_(order_ids)).order_by(Output.index)
+    ):
+        outputs.setdefault(out.order_id, []).append(out)
+    rendered: list[tuple[WebhookDelivery, bytes | Exception]] = []
+    for row in rows:
+        try:
+            body: bytes | Exception = render_one(
+                row, orders.get(row.order_id), outputs.get(row.order_id, []), storage
+            )
+        except Exception as exc:  # counted as a failed attempt of this row alone
+            log.exception("webhook body failed", extra={"action": "webhook_render_error"})
+            body = exc
+        rendered.append((row, body))
+    return rendered
+
+
+@dataclass(frozen=True)
+class Claimed:
+    delivery: WebhookDelivery
+    secret: str
+    origin: str
+    body: bytes | Exception
+
+
+async def claim_and_render(
+    db: Database,
+    settings: Settings,
+    storage: Storage,
+    results: Sequence[claim.Attempt],
+    room: int,
+    now: datetime,
+    *,
+    release: bool = False,
+) -> list[Claimed]:
+    """Record `results` and claim up to `room` due deliveries (one write transaction), then
+    render their bodies (one read)."""
+    async with db.transaction() as session:
+        if release:
+            await claim.release_expired(session, now)
+        recorded = await claim.record(session, settings, results, now)
+        due = await claim.claim_due(session, settings, room, now)
+    for done in recorded:
+        seen(done)
+    if not due:
+        return []
+    async with db.transaction(readonly=True) as session:
+        accounts = {d.account_id for d in due}
+        secrets: dict[str, str] = {
+            account_id: secret
+            for account_id, secret in await session.execute(
+                select(Account.id, Account.webhook_secret).where(Account.id.in_(accounts))
+            )
+        }
+        endpoint_ids = {d.endpoint_id for d in due}
+        origins: dict[str, str] = {
+            endpoint_id: origin
+            for endpoint_id, origin in await session.execute(
+                select(WebhookEndpoint.id, WebhookEndpoint.origin).where(
+                    WebhookEndpoint.id.in_(endpoint_ids)
+                )
+            )
+        }
+        bodies = await render_all(session, due, storage)
+    return [
+        Claimed(row, secrets.get(row.account_id, ""), origins.get(row.endpoint_id, ""), body)
+        for row, body in bodies
+    ]
+
+
+def seen(done: claim.Recorded) -> None:
+    """Metrics and a log line for one recorded attempt."""
+    row, endpoint = done.delivery, done.endpoint
+    metrics.count_webhook_attempt(done.state)
+    metrics.webhook_endpoint_attempt(endpoint.account_id, endpoint.origin, done.state, done.latency)
+    log.info(
+        "webhook attempt",
+        extra={
+            "action": "webhook",
+            "order_id": row.order_id,
+            "delivery_id": row.id,
+            "endpoint": endpoint.origin,
+            "status": row.last_status,
+            "error": row.last_error,
+            "duration_ms": row.last_duration_ms,
+            "state": done.state,
+        },
+    )
+    if done.disabled:
+        log.warning(
+            "webhook endpoint disabled",
+            extra={
+                "action": "webhook_endpoint_disabled",
+                "account_id": endpoint.account_id,
+                "endpoint": endpoint.origin,
+                "reason": endpoint.disabled_reason,
+            },
+        )
+
+
+async def attempt(
+    client: httpx.AsyncClient, settings: Settings, job: Claimed, clock: Clock
+) -> claim.Attempt:
+    """Send one claimed delivery once; never raises."""
+    row = job.delivery
+    assert row.lease_until is not None
+    started, t0 = clock(), time.monotonic()
+    status: int | None = None
+    fault = True
+    if isinstance(job.body, Exception):
+        error: str | None = f"rendering the body failed: {job.body!r}"[:1000]
+        fault = False
+    else:
+        headers = signing.headers(job.secret, row.id, int(time.time()), job.body)
+        try:
+            answer = await post_signed(client, settings, row.url, job.body, headers)
+            status = answer.status
+            error = None
+            if not 200 <= status < 300:
+                excerpt = " ".join(answer.excerpt.split())[:200]
+                error = f"HTTP {status}" + (f": {excerpt}" if excerpt else "")
+        except Exception as exc:  # any failure of one delivery must not stop the sender
+            error = describe(exc, settings)
+    return claim.Attempt(
+        delivery_id=row.id,
+        lease_until=row.lease_until,
+        status=status,
+        error=error,
+        endpoint_fault=fault,
+        started_at=started,
+        duration_ms=int((time.monotonic() - t0) * 1000),
+    )
 
 
 async def deliver_due(
@@ -87,85 +297,75 @@ async def deliver_due(
     client: httpx.AsyncClient,
     settings: Settings,
     storage: Storage,
-    limit: int = 20,
+    limit: int | None = None,
+    clock: Clock = utcnow,
 ) -> int:
-    """Attempt every due delivery once; return how many were attempted."""
-    async with db.transaction() as session:
-        query = (
-            select(WebhookDelivery, Account.webhook_secret)
-            .join(Account, Account.id == WebhookDelivery.account_id)
-            .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= utcnow())
-            .order_by(WebhookDelivery.next_attempt_at)
-            .limit(limit)
-        )
-        if not db.is_sqlite:
-            query = query.with_for_update(of=WebhookDelivery, skip_locked=True)
-        due = [(row, secret) for row, secret in (await session.execute(query)).all()]
-        hold = timedelta(seconds=settings.webhook_timeout * (settings.webhook_max_redirects + 2))
-        for row, _ in due:
-            row.next_attempt_at = utcnow() + hold
-    for row, secret in due:
-        status: int | None = None
-        error: str | None = None
-        try:
-            async with db.transaction(readonly=True) as session:
-                body = await render(session, row, storage)
-        except Exception as exc:  # counted as a failed attempt of this row alone
-            log.exception("webhook body failed", extra={"action": "webhook_render_error"})
-            await _record(db, settings, row.id, None, f"rendering the body failed: {exc!r}"[:1000])
-            continue
-        headers = signing.headers(secret, row.id, int(time.time()), body)
-        try:
-            status = await post_signed(client, settings, row.url, body, headers)
-            if not 200 <= status < 300:
-                error = f"HTTP {status}"
-        except Exception as exc:  # any failure of one delivery must not stop the sender
-            error = f"{type(exc).__name__}: {exc}"[:1000]
-        await _record(db, settings, row.id, status, error)
-        log.info(
-            "webhook attempt",
-            extra={"action": "webhook", "order_id": row.order_id, "status": status, "error": error},
-        )
-    return len(due)
-
-
-async def _record(
-    db: Database, settings: Settings, delivery_id: str, status: int | None, error: str | None
-) -> None:
-    async with db.transaction() as session:
-        row = await session.get(WebhookDelivery, delivery_id, with_for_update=True)
-        if row is None:
-            return
-        now = utcnow()
-        row.attempts += 1
-        row.last_status = status
-        row.last_error = error
-        row.last_attempt_at = now
-        if error is None:
-            row.state = "delivered"
-            row.delivered_at = now
-        elif row.attempts >= settings.webhook_max_attempts:
-            row.state = "failed"
-        else:
-            row.next_attempt_at = now + timedelta(seconds=retry_delay(settings, row.attempts))
-        metrics.count_webhook_attempt(row.state)
+    """One pass: claim what is due (up to `limit`, default EASEL_WEBHOOK_MAX_IN_FLIGHT), send it
+    all concurrently, record the results. How many were attempted."""
+    room = settings.webhook_max_in_flight if limit is None else limit
+    jobs = await claim_and_render(db, settings, storage, [], room, clock(), release=True)
+    results = await asyncio.gather(*(attempt(client, settings, j, clock) for j in jobs))
+    if results:
+        async with db.transaction() as session:
+            recorded = await claim.record(session, settings, results, clock())
+        for done in recorded:
+            seen(done)
+    return len(jobs)
 
 
 class WebhookSender:
-    """Sends due deliveries; looks again every EASEL_WEBHOOK_POLL_INTERVAL when none were due."""
+    """Keeps up to EASEL_WEBHOOK_MAX_IN_FLIGHT deliveries going; looks for more whenever one
+    ends, and every EASEL_WEBHOOK_POLL_INTERVAL when none are due. On stop, the deliveries in
+    flight finish (each within its timeouts) and are recorded."""
 
     name = "webhook sender"
 
-    def __init__(self, settings: Settings, db: Database, storage: Storage) -> None:
-        self.settings, self.db, self.storage = settings, db, storage
+    def __init__(
+        self, settings: Settings, db: Database, storage: Storage, clock: Clock = utcnow
+    ) -> None:
+        self.settings, self.db, self.storage, self.clock = settings, db, storage, clock
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with httpx.AsyncClient() as client:
-            while not stop.is_set():
+        settings = self.settings
+        in_flight: set[asyncio.Task[claim.Attempt]] = set()
+        results: list[claim.Attempt] = []
+        release_every = max(settings.webhook_poll_interval, 1.0)
+        released_at = 0.0
+        async with client_for(settings) as client:
+            while not stop.is_set() or in_flight or results:
+                room = 0 if stop.is_set() else settings.webhook_max_in_flight - len(in_flight)
+                release = time.monotonic() - released_at >= release_every
                 try:
-                    sent = await deliver_due(self.db, client, self.settings, self.storage)
+                    jobs = await claim_and_render(
+                        self.db,
+                        settings,
+                        self.storage,
+                        results,
+                        room,
+                        self.clock(),
+                        release=release,
+                    )
+                    results = []
+                    if release:
+                        released_at = time.monotonic()
                 except Exception:
                     log.exception("webhook pass failed", extra={"action": "webhook_error"})
-                    sent = 0
-                if not sent:
-                    await wait_any(stop, timeout=self.settings.webhook_poll_interval)
+                    jobs = []
+                    await wait_any(stop, timeout=settings.webhook_poll_interval)
+                for job in jobs:
+                    in_flight.add(asyncio.create_task(attempt(client, settings, job, self.clock)))
+                if not in_flight:
+                    if not results:
+                        await wait_any(stop, timeout=settings.webhook_poll_interval)
+                    continue
+                # Wait for a delivery to end (then record it and claim again); when the last
+                # claim found nothing more, also look again after the poll interval.
+                idle = room > len(jobs)
+                done, _ = await asyncio.wait(
+                    in_flight,
+                    timeout=settings.webhook_poll_interval if idle else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for task in done:
+                    in_flight.discard(task)
+                    results.append(task.result())

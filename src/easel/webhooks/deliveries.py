@@ -11,8 +11,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from easel.db.tables import Account, WebhookDelivery
-from easel.errors import NotFound
+from easel.db.tables import Account, WebhookDelivery, WebhookEndpoint
+from easel.errors import Conflict, NotFound
 from easel.webhooks.signing import new_secret
 
 
@@ -41,7 +41,8 @@ async def redeliver(
     session: AsyncSession, account_id: str, delivery_id: str, now: datetime
 ) -> WebhookDelivery:
     """Make one of the account's deliveries due again now, with fresh attempts (the sender sends
-    it with the same webhook-id)."""
+    it with the same webhook-id). Refused while its endpoint is disabled: enabling the endpoint
+    sends its whole backlog."""
     row = await session.scalar(
         select(WebhookDelivery)
         .where(WebhookDelivery.id == delivery_id, WebhookDelivery.account_id == account_id)
@@ -49,6 +50,12 @@ async def redeliver(
     )
     if row is None:
         raise NotFound(f"no webhook delivery {delivery_id} in this account")
+    endpoint = await session.get(WebhookEndpoint, row.endpoint_id)
+    if endpoint is not None and endpoint.disabled_at is not None:
+        raise Conflict(
+            f"webhook endpoint {endpoint.origin} ({endpoint.id}) is disabled; enable it with "
+            f"POST /api/v1/webhooks/endpoints/{endpoint.id}/enable, which sends its backlog"
+        )
     row.state = "pending"
     row.attempts = 0
     row.next_attempt_at = now

@@ -1,7 +1,8 @@
 """Webhook outbox rows, written in the transaction of the status change they report.
 
 A row holds the canonical event (order, event kind); the body is rendered by the order's dialect
-when it is sent, so the output URLs in it are fresh at every attempt.
+when it is sent, so the output URLs in it are fresh at every attempt. Its endpoint (and the
+endpoint's row, the first time) is set when the row is flushed (webhooks/endpoints.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from easel.db.status import OrderStatus
 from easel.db.tables import Order, WebhookDelivery
 from easel.ids import new_id
+from easel.webhooks import endpoints as _endpoints  # noqa: F401  routes new rows at flush
 
 STARTED = "order.started"
 
