@@ -16,6 +16,7 @@ import os
 
 if os.environ.get("EASEL_METRICS_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["EASEL_METRICS_DIR"]
+    os.makedirs(os.environ["EASEL_METRICS_DIR"], exist_ok=True)
 
 import hmac
 import threading
