@@ -26,7 +26,7 @@ def upgrade() -> None:
             sa.Column("fair_seq", sa.BigInteger(), server_default=sa.text("0"), nullable=False)
         )
         batch.drop_index("ix_orders_queue")
-    priority = sa.column("priority").desc()
+    priority: sa.UnaryExpression[int] = sa.column("priority", sa.Integer()).desc()
     op.create_index("ix_orders_fair", "orders", ["status", priority, "fair_seq", "created_at"])
     op.create_index(
         "ix_orders_model_fair", "orders", ["status", "model", priority, "fair_seq", "created_at"]
