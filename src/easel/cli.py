@@ -105,7 +105,12 @@ def serve(host: str | None, port: int | None, no_worker: bool, no_services: bool
     from easel.services.children import ChildSupervisor
 
     children = [
-        ChildSupervisor(command, stop_timeout=settings.worker_stop_timeout)
+        ChildSupervisor(
+            command,
+            stop_timeout=settings.worker_stop_timeout,
+            restart_first=settings.child_restart_first,
+            restart_max=settings.child_restart_max,
+        )
         for command, wanted in (("services", not no_services), ("worker", not no_worker))
         if wanted
     ]
@@ -190,6 +195,7 @@ METRICS_PORT_HELP = (
 def worker(models: str, preload: bool, metrics_port: int | None) -> None:
     """Claim and run orders until SIGTERM (the running batch is finished first)."""
     from easel.services.host import run_services
+    from easel.wakeup import child_link
     from easel.worker.runner import Worker
 
     if preload and not models.strip():
@@ -198,7 +204,13 @@ def worker(models: str, preload: bool, metrics_port: int | None) -> None:
     async def _run(state: AppState) -> None:
         served = resolve_models(state.catalog, models) if models.strip() else None
         worker = Worker(
-            state.settings, state.catalog, state.db, state.storage, models=served, preload=preload
+            state.settings,
+            state.catalog,
+            state.db,
+            state.storage,
+            models=served,
+            preload=preload,
+            link=child_link(),
         )
         await run_services(worker.services(), stop_on_signals())
 

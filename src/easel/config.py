@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     prefer_loaded_seconds: float = 60.0  # longest an order waits behind loaded-model orders
     worker_heartbeat_seconds: float = 15.0  # `workers` table refresh; offline after 3 missed
     workers_listed_seconds: float = 24 * 3600.0  # GET /api/v1/workers: seen within this
+    # `easel serve` restarts a child that died after child_restart_first seconds, doubling while
+    # it keeps dying within 30 s of its start, at most child_restart_max; it never gives up.
+    child_restart_first: float = 1.0
+    child_restart_max: float = 60.0
+    # An order for a model no live worker serves: "queue" (accepted; its status says what it
+    # waits for) or "refuse" (503 with Retry-After: unserved_retry_after seconds, nothing charged).
+    unserved: Literal["queue", "refuse"] = "queue"
+    unserved_retry_after: int = 30
 
     # Outputs.
     url_ttl_seconds: int = 24 * 3600

@@ -92,6 +92,17 @@ WORKER_HEARTBEATS = Counter(
     "easel_worker_heartbeats",
     "Presence reports a worker wrote to the workers table (heartbeats, model loads, stop)",
 )
+CHILD_RESTARTS = Counter(
+    "easel_child_restarts",
+    "Times `easel serve` restarted a child process that died, by child (worker, services)",
+    ["command"],
+)
+CHILD_UP = Gauge(
+    "easel_child_up",
+    "1 while `easel serve`'s child runs (a worker: once its loop is ready), 0 while it is down",
+    ["command"],
+    multiprocess_mode="livemax",
+)
 ORDERS_FINISHED = Counter(
     "easel_orders_finished",
     "Orders that reached a final status, by status, catalog model and error code",

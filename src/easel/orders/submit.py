@@ -9,6 +9,7 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from easel import metrics, wakeup
 from easel.accounts import ledger
 from easel.accounts.accounts import lock_account
 from easel.catalog import Catalog
@@ -174,4 +175,5 @@ async def submit(
     session.add(order)
     await session.flush()
     await notify_new_order(session)
+    metrics.after_commit(session, wakeup.wake_local_workers)  # `easel serve`'s own worker
     return order, True

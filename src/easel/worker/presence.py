@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.db.tables import Worker
@@ -66,3 +66,13 @@ def describe_device(device: str) -> str:
     import torch
 
     return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+
+
+async def count_online(session: AsyncSession, now: datetime, heartbeat: timedelta) -> int:
+    """Workers `is_online` would call online."""
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Worker)
+        .where(Worker.stopped_at.is_(None), Worker.last_seen >= now - 3 * heartbeat)
+    )
+    return int(count or 0)

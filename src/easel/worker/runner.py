@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from easel import metrics
+from easel import metrics, wakeup
 from easel.backends.base import Backend, Canceled, ProgressFn
 from easel.backends.registry import FAMILIES, backend_class
 from easel.catalog import Catalog, Model
@@ -54,8 +54,10 @@ class Worker:
         *,
         models: Sequence[str] | None = None,
         preload: bool = False,
+        link: socket.socket | None = None,
     ) -> None:
-        """`models`: catalog ids this worker claims (None: all); `preload`: load them first."""
+        """`models`: catalog ids this worker claims (None: all); `preload`: load them first;
+        `link`: its socket to `easel serve` (wake-ups in, READY out; `easel.wakeup`)."""
         self.settings = settings
         self.catalog = catalog
         self.db = db
@@ -64,6 +66,7 @@ class Worker:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.served = None if models is None else list(models)
         self.preload = preload
+        self.link = link
         device = self._pick_device()
         budget = int(settings.model_memory_gb * 2**30)
         self.models = ModelCache(device, settings.max_loaded_models, budget, settings)
@@ -133,6 +136,7 @@ class Worker:
         try:
             if self.preload:
                 await self._preload(stop)
+            self._listen_to_link()
             while not stop.is_set():
                 if listener is not None and listener.done():
                     listener.result()  # a dead listener stops the worker
@@ -167,11 +171,38 @@ class Worker:
             if listener is not None:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
+            if self.link is not None:
+                asyncio.get_running_loop().remove_reader(self.link.fileno())
             try:
                 await self.report_presence(stopped=True)
             except Exception:
                 log.exception("could not record the stop", extra={"action": "presence_error"})
             log.info("worker stopped", extra={"action": "stop", "worker_id": self.worker_id})
+
+    def _listen_to_link(self) -> None:
+        """Wake on each byte from `easel serve`, and tell it this worker is ready."""
+        link = self.link
+        if link is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def readable() -> None:
+            try:
+                data = link.recv(4096)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if data:
+                self.wake.set()
+            else:  # easel serve is gone (its death signal stops this process)
+                loop.remove_reader(link.fileno())
+
+        loop.add_reader(link.fileno(), readable)
+        try:
+            link.send(wakeup.READY)
+        except OSError:
+            log.warning("could not tell easel serve", extra={"action": "link_error"})
 
     async def _run_batch(self, orders: list[Order]) -> None:
         try:
