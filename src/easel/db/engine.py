@@ -17,7 +17,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-NOTIFY_CHANNEL = "easel_orders"
+NOTIFY_CHANNEL = "easel_orders"  # a new order: wakes idle workers
+# Every change of an order: its id (migration 0007's trigger), followed by the change feeds
+ORDER_CHANGES_CHANNEL = "easel_order_changes"
 
 
 class Database:

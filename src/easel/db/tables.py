@@ -175,7 +175,13 @@ class Order(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     outputs_expire_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     outputs_swept: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # SQLite: stamped by triggers on every insert and update with a counter that grows in commit
+    # order, which the embedded change feed polls (orders/changes.py); PostgreSQL leaves it NULL
+    # and NOTIFYs instead (migration 0007).
+    change_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
+
+Index("ix_orders_change_seq", Order.change_seq)
 
 # The claim walks these in order (orders/queue.py): highest priority, then fair_seq, then oldest;
 # the second once per model a worker serves or holds loaded.

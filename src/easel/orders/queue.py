@@ -450,6 +450,27 @@ async def queue_position(session: AsyncSession, order: Order) -> int:
     return int(ahead or 0) + 1
 
 
+async def queue_positions(session: AsyncSession, order_ids: Sequence[str]) -> dict[str, int]:
+    """`queue_position` of each of `order_ids` still pending, in one statement: one walk of
+    `ix_orders_fair` over the pending orders, whatever the number of ids (the change feed)."""
+    if not order_ids:
+        return {}
+    ranked = (
+        select(
+            Order.id,
+            func.rank()
+            .over(order_by=(Order.priority.desc(), Order.fair_seq, Order.created_at))
+            .label("position"),
+        )
+        .where(Order.status == OrderStatus.PENDING)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(list(order_ids)))
+    )
+    return {row.id: int(row.position) for row in rows}
+
+
 async def notify_new_order(session: AsyncSession) -> None:
     """Wake idle PostgreSQL workers when this transaction commits."""
     if is_postgresql(session):
