@@ -18,11 +18,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol, TypeVar
 
+import certifi
 import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +36,7 @@ from easel import metrics
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
-from easel.db.tables import Account, Order, Output, WebhookDelivery, WebhookEndpoint
+from easel.db.tables import Account, Order, Output, WebhookEndpoint
 from easel.dialects.registry import dialect_of
 from easel.net.pinned import send_checked
 from easel.net.policy import url_policy
@@ -42,20 +47,85 @@ from easel.webhooks import claim, outbox, signing
 log = logging.getLogger(__name__)
 
 USER_AGENT = "easel-webhooks/1"
+# Seconds the sender waits, once a delivery ended, for others ending about then, so that one
+# transaction records them all and claims their successors (fewer, larger passes under load).
+BATCH_WINDOW = 0.005
 
 Clock = Callable[[], datetime]
+
+
+class Rendered(Protocol):
+    """What rendering needs of a delivery (a claimed one, or a WebhookDelivery row)."""
+
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def event(self) -> str: ...
+
+
+R = TypeVar("R", bound=Rendered)
 
 retry_delay = claim.retry_delay  # kept importable from here
 
 
-def client_for(settings: Settings) -> httpx.AsyncClient:
-    """The sender's connection pool: a connection per delivery in flight, no environment
-    proxies (the checked address is the one connected to)."""
-    size = settings.webhook_max_in_flight
+def client_for(
+    settings: Settings, connections: int | None = None, tls: ssl.SSLContext | None = None
+) -> httpx.AsyncClient:
+    """A connection pool for webhooks: no environment proxies (the checked address is the one
+    connected to); `connections` (default EASEL_WEBHOOK_MAX_IN_FLIGHT) kept at most; `tls`: a
+    verifying context to share (loading the CA bundle costs tens of milliseconds)."""
+    size = connections or settings.webhook_max_in_flight
     return httpx.AsyncClient(
         limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
         trust_env=False,
+        verify=tls or True,
     )
+
+
+class Pools:
+    """A small connection pool per endpoint, so one endpoint's connections (a hanging receiver's
+    among them) never take another's, and a pool's bookkeeping stays small. Pools of endpoints
+    not sent to lately are closed beyond MAX_POOLS."""
+
+    MAX_POOLS = 256
+
+    def __init__(self, settings: Settings, shared: httpx.AsyncClient | None = None) -> None:
+        """`shared`: use that one client for every endpoint (the caller closes it)."""
+        self.settings, self.shared = settings, shared
+        self.pools: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
+        self.using: Counter[str] = Counter()
+        self.tls: ssl.SSLContext | None = None
+
+    @asynccontextmanager
+    async def client(self, endpoint: str) -> AsyncIterator[httpx.AsyncClient]:
+        if self.shared is not None:
+            yield self.shared
+            return
+        pool = self.pools.get(endpoint)
+        if pool is None:
+            if self.tls is None:
+                self.tls = ssl.create_default_context(cafile=certifi.where())
+            pool = self.pools[endpoint] = client_for(
+                self.settings, self.settings.webhook_max_per_endpoint, self.tls
+            )
+        self.pools.move_to_end(endpoint)
+        self.using[endpoint] += 1
+        try:
+            yield pool
+        finally:
+            self.using[endpoint] -= 1
+            if not self.using[endpoint]:
+                del self.using[endpoint]
+            await self._trim()
+
+    async def _trim(self) -> None:
+        for endpoint in list(self.pools)[: max(len(self.pools) - self.MAX_POOLS, 0)]:
+            if endpoint not in self.using:
+                await self.pools.pop(endpoint).aclose()
+
+    async def aclose(self) -> None:
+        while self.pools:
+            await self.pools.popitem()[1].aclose()
 
 
 def attempt_timeout(settings: Settings) -> httpx.Timeout:
@@ -130,7 +200,7 @@ def as_of(order: Order, event: str) -> Order:
 
 
 def render_one(
-    row: WebhookDelivery, order: Order | None, outputs: list[Output], storage: Storage
+    row: Rendered, order: Order | None, outputs: list[Output], storage: Storage
 ) -> bytes:
     """The delivery's body in its order's dialect, with URLs signed now."""
     if order is None:
@@ -143,7 +213,7 @@ def render_one(
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-async def render(session: AsyncSession, row: WebhookDelivery, storage: Storage) -> bytes:
+async def render(session: AsyncSession, row: Rendered, storage: Storage) -> bytes:
     """One delivery's body (see `render_all` for a batch)."""
     [(_, result)] = await render_all(session, [row], storage)
     if isinstance(result, BaseException):
@@ -152,8 +222,8 @@ async def render(session: AsyncSession, row: WebhookDelivery, storage: Storage) 
 
 
 async def render_all(
-    session: AsyncSession, rows: Sequence[WebhookDelivery], storage: Storage
-) -> list[tuple[WebhookDelivery, bytes | Exception]]:
+    session: AsyncSession, rows: Sequence[R], storage: Storage
+) -> list[tuple[R, bytes | Exception]]:
     """Each delivery's body, or the error that rendering it raised (its own failure only)."""
     order_ids = {row.order_id for row in rows}
     orders = {o.id: o for o in await session.scalars(select(Order).where(Order.id.in_(order_ids)))}
@@ -162,7 +232,7 @@ async def render_all(
         select(Output).where(Output.order_id.in_(order_ids)).order_by(Output.index)
     ):
         outputs.setdefault(out.order_id, []).append(out)
-    rendered: list[tuple[WebhookDelivery, bytes | Exception]] = []
+    rendered: list[tuple[R, bytes | Exception]] = []
     for row in rows:
         try:
             body: bytes | Exception = render_one(
@@ -177,7 +247,7 @@ async def render_all(
 
 @dataclass(frozen=True)
 class Claimed:
-    delivery: WebhookDelivery
+    delivery: claim.Due
     secret: str
     origin: str
     body: bytes | Exception
@@ -193,35 +263,40 @@ async def claim_and_render(
     *,
     release: bool = False,
 ) -> list[Claimed]:
-    """Record `results` and claim up to `room` due deliveries (one write transaction), then
-    render their bodies (one read)."""
+    """Record `results`, claim up to `room` due deliveries and render their bodies, in one
+    transaction."""
     async with db.transaction() as session:
         if release:
             await claim.release_expired(session, now)
         recorded = await claim.record(session, settings, results, now)
         due = await claim.claim_due(session, settings, room, now)
+        jobs = await prepare(session, due, storage) if due else []
     for done in recorded:
         seen(done)
-    if not due:
-        return []
-    async with db.transaction(readonly=True) as session:
-        accounts = {d.account_id for d in due}
-        secrets: dict[str, str] = {
-            account_id: secret
-            for account_id, secret in await session.execute(
-                select(Account.id, Account.webhook_secret).where(Account.id.in_(accounts))
+    return jobs
+
+
+async def prepare(
+    session: AsyncSession, due: Sequence[claim.Due], storage: Storage
+) -> list[Claimed]:
+    """Each claimed delivery with its account's secret, its endpoint and its body."""
+    accounts = {d.account_id for d in due}
+    secrets: dict[str, str] = {
+        account_id: secret
+        for account_id, secret in await session.execute(
+            select(Account.id, Account.webhook_secret).where(Account.id.in_(accounts))
+        )
+    }
+    endpoint_ids = {d.endpoint_id for d in due}
+    origins: dict[str, str] = {
+        endpoint_id: origin
+        for endpoint_id, origin in await session.execute(
+            select(WebhookEndpoint.id, WebhookEndpoint.origin).where(
+                WebhookEndpoint.id.in_(endpoint_ids)
             )
-        }
-        endpoint_ids = {d.endpoint_id for d in due}
-        origins: dict[str, str] = {
-            endpoint_id: origin
-            for endpoint_id, origin in await session.execute(
-                select(WebhookEndpoint.id, WebhookEndpoint.origin).where(
-                    WebhookEndpoint.id.in_(endpoint_ids)
-                )
-            )
-        }
-        bodies = await render_all(session, due, storage)
+        )
+    }
+    bodies = await render_all(session, due, storage)
     return [
         Claimed(row, secrets.get(row.account_id, ""), origins.get(row.endpoint_id, ""), body)
         for row, body in bodies
@@ -230,40 +305,36 @@ async def claim_and_render(
 
 def seen(done: claim.Recorded) -> None:
     """Metrics and a log line for one recorded attempt."""
-    row, endpoint = done.delivery, done.endpoint
     metrics.count_webhook_attempt(done.state)
-    metrics.webhook_endpoint_attempt(endpoint.account_id, endpoint.origin, done.state, done.latency)
+    metrics.webhook_endpoint_attempt(done.account_id, done.origin, done.state, done.latency)
     log.info(
         "webhook attempt",
         extra={
             "action": "webhook",
-            "order_id": row.order_id,
-            "delivery_id": row.id,
-            "endpoint": endpoint.origin,
-            "status": row.last_status,
-            "error": row.last_error,
-            "duration_ms": row.last_duration_ms,
+            "order_id": done.order_id,
+            "delivery_id": done.delivery_id,
+            "endpoint": done.origin,
+            "status": done.status,
+            "error": done.error,
+            "duration_ms": done.duration_ms,
             "state": done.state,
         },
     )
-    if done.disabled:
+    if done.disabled_reason:
         log.warning(
             "webhook endpoint disabled",
             extra={
                 "action": "webhook_endpoint_disabled",
-                "account_id": endpoint.account_id,
-                "endpoint": endpoint.origin,
-                "reason": endpoint.disabled_reason,
+                "account_id": done.account_id,
+                "endpoint": done.origin,
+                "reason": done.disabled_reason,
             },
         )
 
 
-async def attempt(
-    client: httpx.AsyncClient, settings: Settings, job: Claimed, clock: Clock
-) -> claim.Attempt:
+async def attempt(pools: Pools, settings: Settings, job: Claimed, clock: Clock) -> claim.Attempt:
     """Send one claimed delivery once; never raises."""
     row = job.delivery
-    assert row.lease_until is not None
     started, t0 = clock(), time.monotonic()
     status: int | None = None
     fault = True
@@ -273,7 +344,8 @@ async def attempt(
     else:
         headers = signing.headers(job.secret, row.id, int(time.time()), job.body)
         try:
-            answer = await post_signed(client, settings, row.url, job.body, headers)
+            async with pools.client(row.endpoint_id) as client:
+                answer = await post_signed(client, settings, row.url, job.body, headers)
             status = answer.status
             error = None
             if not 200 <= status < 300:
@@ -283,6 +355,7 @@ async def attempt(
             error = describe(exc, settings)
     return claim.Attempt(
         delivery_id=row.id,
+        endpoint_id=row.endpoint_id,
         lease_until=row.lease_until,
         status=status,
         error=error,
@@ -304,7 +377,8 @@ async def deliver_due(
     all concurrently, record the results. How many were attempted."""
     room = settings.webhook_max_in_flight if limit is None else limit
     jobs = await claim_and_render(db, settings, storage, [], room, clock(), release=True)
-    results = await asyncio.gather(*(attempt(client, settings, j, clock) for j in jobs))
+    pools = Pools(settings, shared=client)
+    results = await asyncio.gather(*(attempt(pools, settings, j, clock) for j in jobs))
     if results:
         async with db.transaction() as session:
             recorded = await claim.record(session, settings, results, clock())
@@ -331,7 +405,8 @@ class WebhookSender:
         results: list[claim.Attempt] = []
         release_every = max(settings.webhook_poll_interval, 1.0)
         released_at = 0.0
-        async with client_for(settings) as client:
+        pools = Pools(settings)
+        try:
             while not stop.is_set() or in_flight or results:
                 room = 0 if stop.is_set() else settings.webhook_max_in_flight - len(in_flight)
                 release = time.monotonic() - released_at >= release_every
@@ -353,7 +428,7 @@ class WebhookSender:
                     jobs = []
                     await wait_any(stop, timeout=settings.webhook_poll_interval)
                 for job in jobs:
-                    in_flight.add(asyncio.create_task(attempt(client, settings, job, self.clock)))
+                    in_flight.add(asyncio.create_task(attempt(pools, settings, job, self.clock)))
                 if not in_flight:
                     if not results:
                         await wait_any(stop, timeout=settings.webhook_poll_interval)
@@ -366,6 +441,10 @@ class WebhookSender:
                     timeout=settings.webhook_poll_interval if idle else None,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
+                if done and len(done) < len(in_flight):  # gather the ends of a moment in one pass
+                    done, _ = await asyncio.wait(in_flight, timeout=BATCH_WINDOW)
                 for task in done:
                     in_flight.discard(task)
                     results.append(task.result())
+        finally:
+            await pools.aclose()

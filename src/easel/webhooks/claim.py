@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import Table, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.config import Settings
@@ -88,16 +88,19 @@ CLAIM_DUE_POSTGRESQL = text(
         WHERE webhook_endpoints.id = taken.endpoint_id
         RETURNING webhook_endpoints.id
     )
-    UPDATE webhook_deliveries
-    SET lease_until = :lease_until, attempts = webhook_deliveries.attempts + 1
+    UPDATE webhook_deliveries AS d
+    SET lease_until = :lease_until, attempts = d.attempts + 1
     FROM chosen
-    WHERE webhook_deliveries.id = chosen.id
-    RETURNING webhook_deliveries.id
+    WHERE d.id = chosen.id
+    RETURNING d.id, d.account_id, d.endpoint_id, d.order_id, d.url, d.event, d.attempts,
+              d.next_attempt_at, d.created_at
     """
 ).bindparams(bindparam("now", type_=UTCDateTime), bindparam("lease_until", type_=UTCDateTime))
 
 # SQLite: the transaction began with BEGIN IMMEDIATE, so this runs alone (no locks to take). The
-# same choice; TAKE_SLOTS_SQLITE then counts the claimed deliveries into their endpoints.
+# same choice: each endpoint's first :per_endpoint due deliveries (one walk of
+# ix_webhook_deliveries_endpoint_due per endpoint, however long its backlog), of which as many as
+# it has room for; TAKE_SLOTS_SQLITE then counts the claimed deliveries into their endpoints.
 CLAIM_DUE_SQLITE = text(
     """
     WITH endpoint AS (
@@ -113,8 +116,12 @@ CLAIM_DUE_SQLITE = text(
                ROW_NUMBER() OVER (
                    PARTITION BY w.endpoint_id ORDER BY w.next_attempt_at, w.created_at, w.id
                ) AS nth
-        FROM endpoint JOIN webhook_deliveries AS w ON w.endpoint_id = endpoint.id
-        WHERE w.state = 'pending' AND w.next_attempt_at <= :now AND w.lease_until IS NULL
+        FROM endpoint JOIN webhook_deliveries AS w ON w.id IN (
+            SELECT d.id FROM webhook_deliveries AS d
+            WHERE d.endpoint_id = endpoint.id AND d.state = 'pending'
+              AND d.next_attempt_at <= :now AND d.lease_until IS NULL
+            ORDER BY d.state, d.next_attempt_at, d.created_at, d.id
+            LIMIT :per_endpoint)
     )
     UPDATE webhook_deliveries
     SET lease_until = :lease_until, attempts = attempts + 1
@@ -123,7 +130,8 @@ CLAIM_DUE_SQLITE = text(
         ORDER BY ranked.next_attempt_at, ranked.created_at, ranked.id
         LIMIT :room
     )
-    RETURNING id, endpoint_id
+    RETURNING id, account_id, endpoint_id, order_id, url, event, attempts, next_attempt_at,
+              created_at
     """
 ).bindparams(bindparam("now", type_=UTCDateTime), bindparam("lease_until", type_=UTCDateTime))
 TAKE_SLOTS_SQLITE = text(
@@ -147,39 +155,58 @@ async def release_expired(session: AsyncSession, now: datetime) -> int:
     return len(rows)
 
 
+@dataclass(frozen=True)
+class Due:
+    """A claimed delivery: what the sender needs to render, sign and send it."""
+
+    id: str  # the webhook-id
+    account_id: str
+    endpoint_id: str
+    order_id: str
+    url: str
+    event: str
+    attempts: int  # this attempt's number
+    next_attempt_at: datetime
+    created_at: datetime
+    lease_until: datetime
+
+
 async def claim_due(
     session: AsyncSession, settings: Settings, room: int, now: datetime
-) -> list[WebhookDelivery]:
+) -> list[Due]:
     """Up to `room` deliveries by the claim rule above, leased to the caller, earliest due
     first."""
     if room < 1:
         return []
+    lease_until = now + lease_for(settings)
     params: dict[str, Any] = {
         "now": now,
-        "lease_until": now + lease_for(settings),
+        "lease_until": lease_until,
         "room": room,
         "per_endpoint": settings.webhook_max_per_endpoint,
         "probe_after": settings.webhook_endpoint_failures,
     }
-    if is_postgresql(session):
-        ids = list((await session.scalars(CLAIM_DUE_POSTGRESQL, params)).all())
-    else:
-        rows = (await session.execute(CLAIM_DUE_SQLITE, params)).all()
+    columns = (
+        WebhookDelivery.id,
+        WebhookDelivery.account_id,
+        WebhookDelivery.endpoint_id,
+        WebhookDelivery.order_id,
+        WebhookDelivery.url,
+        WebhookDelivery.event,
+        WebhookDelivery.attempts,
+        WebhookDelivery.next_attempt_at,
+        WebhookDelivery.created_at,
+    )
+    statement = CLAIM_DUE_POSTGRESQL if is_postgresql(session) else CLAIM_DUE_SQLITE
+    rows = (await session.execute(statement.columns(*columns), params)).all()
+    if not is_postgresql(session):
         counts: dict[str, int] = {}
         for row in rows:
             counts[row.endpoint_id] = counts.get(row.endpoint_id, 0) + 1
         for endpoint, count in counts.items():
             await session.execute(TAKE_SLOTS_SQLITE, {"endpoint_id": endpoint, "count": count})
-        ids = [row.id for row in rows]
-    if not ids:
-        return []
-    claimed = await session.scalars(
-        select(WebhookDelivery)
-        .where(WebhookDelivery.id.in_(ids))
-        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.created_at, WebhookDelivery.id)
-        .execution_options(populate_existing=True)
-    )
-    return list(claimed)
+    claimed = [Due(**row._mapping, lease_until=lease_until) for row in rows]
+    return sorted(claimed, key=lambda d: (d.next_attempt_at, d.created_at, d.id))
 
 
 @dataclass(frozen=True)
@@ -187,6 +214,7 @@ class Attempt:
     """One attempt's outcome, as the sender saw it."""
 
     delivery_id: str
+    endpoint_id: str
     lease_until: datetime  # the lease it was sent under: a result for a lost lease is dropped
     status: int | None
     error: str | None
@@ -199,11 +227,16 @@ class Attempt:
 class Recorded:
     """What recording an attempt did, for metrics and logs."""
 
-    delivery: WebhookDelivery
-    endpoint: WebhookEndpoint
+    delivery_id: str
+    order_id: str
+    account_id: str
+    origin: str  # its endpoint
     state: str  # delivered / pending (retried later) / failed (given up)
+    status: int | None
+    error: str | None
+    duration_ms: int
     latency: float | None  # seconds from the status change to the 2xx, when delivered
-    disabled: bool  # this attempt disabled the endpoint
+    disabled_reason: str | None  # set when this attempt disabled the endpoint
 
 
 def retry_delay(settings: Settings, attempts: int) -> float:
@@ -218,6 +251,43 @@ def endpoint_delay(settings: Settings, failures: int) -> float:
     return float(min(delay, settings.webhook_endpoint_retry_max))
 
 
+DELIVERIES = cast(Table, WebhookDelivery.__table__)
+ENDPOINTS = cast(Table, WebhookEndpoint.__table__)
+
+# One executemany each: the recorded attempts' deliveries, then their endpoints.
+RECORD_DELIVERY = (
+    DELIVERIES.update()
+    .where(DELIVERIES.c.id == bindparam("b_id"))
+    .values(
+        lease_until=None,
+        state=bindparam("b_state"),
+        last_status=bindparam("b_status"),
+        last_error=bindparam("b_error"),
+        last_attempt_at=bindparam("b_attempted", type_=UTCDateTime),
+        last_duration_ms=bindparam("b_duration"),
+        delivered_at=bindparam("b_delivered", type_=UTCDateTime),
+        next_attempt_at=bindparam("b_next", type_=UTCDateTime),
+    )
+)
+ENDPOINT_FIELDS = (
+    "in_flight",
+    "consecutive_failures",
+    "failing_since",
+    "retry_at",
+    "disabled_at",
+    "disabled_reason",
+    "last_success_at",
+    "last_failure_at",
+)
+RECORD_ENDPOINT = (
+    ENDPOINTS.update()
+    .where(ENDPOINTS.c.id == bindparam("b_id"))
+    .values(
+        {name: bindparam(f"b_{name}", type_=ENDPOINTS.c[name].type) for name in ENDPOINT_FIELDS}
+    )
+)
+
+
 async def record(
     session: AsyncSession, settings: Settings, attempts: Sequence[Attempt], now: datetime
 ) -> list[Recorded]:
@@ -225,86 +295,131 @@ async def record(
 
     A success clears the endpoint's failure run. A receiver's failure extends it: from
     EASEL_WEBHOOK_ENDPOINT_FAILURES failures in a row the endpoint backs off as a whole, and a run
-    older than EASEL_WEBHOOK_DISABLE_AFTER_DAYS disables it.
+    older than EASEL_WEBHOOK_DISABLE_AFTER_DAYS disables it. Endpoints are locked before their
+    deliveries, each in id order, as `endpoints.enable` and the claim lock them.
     """
     if not attempts:
         return []
-    deliveries = {
-        row.id: row
-        for row in await session.scalars(
-            select(WebhookDelivery)
-            .where(WebhookDelivery.id.in_([a.delivery_id for a in attempts]))
-            .order_by(WebhookDelivery.id)
+    e = ENDPOINTS.c
+    endpoints: dict[str, dict[str, Any]] = {
+        row.id: dict(row._mapping)
+        for row in await session.execute(
+            select(e.id, e.origin, *(e[name] for name in ENDPOINT_FIELDS))
+            .where(e.id.in_({a.endpoint_id for a in attempts}))
+            .order_by(e.id)
             .with_for_update()
-            .execution_options(populate_existing=True)
         )
     }
-    endpoints = {
+    d = DELIVERIES.c
+    held = {
         row.id: row
-        for row in await session.scalars(
-            select(WebhookEndpoint)
-            .where(WebhookEndpoint.id.in_({d.endpoint_id for d in deliveries.values()}))
-            .order_by(WebhookEndpoint.id)
+        for row in await session.execute(
+            select(
+                d.id,
+                d.endpoint_id,
+                d.account_id,
+                d.order_id,
+                d.attempts,
+                d.lease_until,
+                d.next_attempt_at,
+                d.created_at,
+            )
+            .where(d.id.in_([a.delivery_id for a in attempts]))
+            .order_by(d.id)
             .with_for_update()
-            .execution_options(populate_existing=True)
         )
     }
     disable_after = timedelta(days=settings.webhook_disable_after_days)
+    updates: list[dict[str, Any]] = []
     done: list[Recorded] = []
     for attempt in attempts:
-        row = deliveries.get(attempt.delivery_id)
-        if row is None or row.lease_until != attempt.lease_until:
+        row = held.get(attempt.delivery_id)
+        if (
+            row is None
+            or row.lease_until != attempt.lease_until
+            or row.endpoint_id not in endpoints
+        ):
             continue  # deleted, or its lease ran out and was released: it is sent again
         endpoint = endpoints[row.endpoint_id]
-        endpoint.in_flight = max(endpoint.in_flight - 1, 0)
-        row.lease_until = None
-        row.last_status = attempt.status
-        row.last_error = attempt.error
-        row.last_attempt_at = attempt.started_at
-        row.last_duration_ms = attempt.duration_ms
-        latency = None
-        disabled = False
+        endpoint["in_flight"] = max(endpoint["in_flight"] - 1, 0)
+        state, delivered, next_at, latency, disabled = (
+            "pending",
+            None,
+            row.next_attempt_at,
+            None,
+            None,
+        )
         if attempt.error is None:
-            row.state = "delivered"
-            row.delivered_at = now
+            state, delivered = "delivered", now
             latency = max((now - row.created_at).total_seconds(), 0.0)
-            endpoint.consecutive_failures = 0
-            endpoint.failing_since = None
-            endpoint.retry_at = None
-            endpoint.last_success_at = now
+            endpoint.update(
+                consecutive_failures=0, failing_since=None, retry_at=None, last_success_at=now
+            )
         else:
             if row.attempts >= settings.webhook_max_attempts:
-                row.state = "failed"
+                state = "failed"
             else:
-                row.next_attempt_at = now + timedelta(seconds=retry_delay(settings, row.attempts))
+                next_at = now + timedelta(seconds=retry_delay(settings, row.attempts))
             if attempt.endpoint_fault:
                 disabled = _endpoint_failed(settings, endpoint, attempt, now, disable_after)
-        done.append(Recorded(row, endpoint, row.state, latency, disabled))
-    await session.flush()
+        updates.append(
+            {
+                "b_id": row.id,
+                "b_state": state,
+                "b_status": attempt.status,
+                "b_error": attempt.error,
+                "b_attempted": attempt.started_at,
+                "b_duration": attempt.duration_ms,
+                "b_delivered": delivered,
+                "b_next": next_at,
+            }
+        )
+        done.append(
+            Recorded(
+                row.id,
+                row.order_id,
+                row.account_id,
+                endpoint["origin"],
+                state,
+                attempt.status,
+                attempt.error,
+                attempt.duration_ms,
+                latency,
+                disabled,
+            )
+        )
+    if updates:
+        await session.execute(
+            RECORD_ENDPOINT,
+            [
+                {f"b_{k}": v for k, v in endpoint.items() if k != "origin"}
+                for endpoint in endpoints.values()
+            ],
+        )
+        await session.execute(RECORD_DELIVERY, updates)
     return done
 
 
 def _endpoint_failed(
     settings: Settings,
-    endpoint: WebhookEndpoint,
+    endpoint: dict[str, Any],
     attempt: Attempt,
     now: datetime,
     disable_after: timedelta,
-) -> bool:
-    """Count a receiver's failure against its endpoint; True when this one disables it."""
-    endpoint.consecutive_failures += 1
-    endpoint.last_failure_at = now
-    if endpoint.failing_since is None:
-        endpoint.failing_since = attempt.started_at
-    if endpoint.consecutive_failures >= settings.webhook_endpoint_failures:
-        delay = endpoint_delay(settings, endpoint.consecutive_failures)
-        endpoint.retry_at = now + timedelta(seconds=delay)
-    if endpoint.disabled_at is None and now - endpoint.failing_since >= disable_after:
-        endpoint.disabled_at = now
-        endpoint.disabled_reason = (
-            f"{endpoint.consecutive_failures} failed attempts in a row since "
-            f"{endpoint.failing_since.isoformat().replace('+00:00', 'Z')}, the last: "
-            f"{attempt.error}"
-        )[:1000]
-        return True
-    return False
+) -> str | None:
+    """Count a receiver's failure against its endpoint (a row's values, changed in place);
+    the reason when this failure disables it."""
+    endpoint["consecutive_failures"] += 1
+    endpoint["last_failure_at"] = now
+    if endpoint["failing_since"] is None:
+        endpoint["failing_since"] = attempt.started_at
+    failures = endpoint["consecutive_failures"]
+    if failures >= settings.webhook_endpoint_failures:
+        endpoint["retry_at"] = now + timedelta(seconds=endpoint_delay(settings, failures))
+    if endpoint["disabled_at"] is None and now - endpoint["failing_since"] >= disable_after:
+        since = endpoint["failing_since"].isoformat().replace("+00:00", "Z")
+        reason = f"{failures} failed attempts in a row since {since}, the last: {attempt.error}"
+        endpoint["disabled_at"] = now
+        endpoint["disabled_reason"] = reason[:1000]
+        return endpoint["disabled_reason"]  # type: ignore[no-any-return]
+    return None
