@@ -1,7 +1,16 @@
 """Wake-up latency: how long an idle worker takes to start an order after its submit commits.
 
-    .venv/bin/python bench/wakeup.py [--orders N]
+    .venv/bin/python bench/wakeup.py [--orders N] [--only in-process|embedded]
 
+Embedded (real processes, SQLite, a 1-step tiny SDXL pipeline at 512x512 on this machine's
+device): `easel serve` (the API wakes its worker child through their socket) beside
+`easel serve --no-worker` + `easel worker` (no link: the worker polls every EASEL_POLL_INTERVAL,
+1 s), each order submitted over HTTP to an idle server after a random 0.2-1.2 s pause; the
+orders' own timestamps give submit to completed, the wait for the worker (created to started)
+and the time outside the model (submit to completed minus the raw pipeline call's p50, which is
+timed in this process on the same folder).
+
+In-process:
 The real Worker runs in this process as an asyncio task; orders are submitted one at a time from
 a separate Database (build_request + submit), each after the worker is idle plus a random 0-1 s
 sleep. Latency = the order's started_at - time.time() right after the submit committed (the
@@ -203,11 +212,165 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+def raw_pipeline(folder: Path, n: int) -> list[float]:
+    """Seconds per 1-step 512x512 call of the tiny pipeline, loaded as a worker loads it."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+
+    from easel.backends.loading import pick_device
+    from easel.backends.speedups import apply_speedups
+
+    device = pick_device("auto")
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(folder)).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    apply_speedups(pipe, Settings(), device)  # as the worker runs it
+    times = []
+    for i in range(n + 1):
+        started = time.perf_counter()
+        pipe(
+            "bench",
+            num_inference_steps=1,
+            width=512,
+            height=512,
+            generator=torch.Generator("cpu").manual_seed(i),
+        )
+        times.append(time.perf_counter() - started)
+    return times[1:]  # the first call warms up
+
+
+def embedded_topology(
+    name: str, commands: list[list[str]], catalog: Path, tmp: Path, n: int
+) -> dict[str, list[float]]:
+    import re
+    import subprocess
+    from datetime import datetime
+
+    import httpx
+    from tests.support.app import free_port
+
+    port = free_port()
+    env = os.environ | {
+        "EASEL_DATA_DIR": str(tmp / "data"),
+        "EASEL_CATALOG": str(catalog),
+        "EASEL_HOST": "127.0.0.1",
+        "EASEL_PORT": str(port),
+        "EASEL_LOG_LEVEL": "WARNING",
+        "EASEL_POLL_INTERVAL": "1.0",
+        "EASEL_METRICS": "false",
+        "EASEL_RATE_LIMITS": "false",  # the bench polls status often
+    }
+    procs = []
+    log = tmp / "serve.log"
+    try:
+        for i, command in enumerate(commands):
+            with (tmp / f"p{i}.log").open("wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "easel", *command],
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+            if i == 0:  # the API: migrated, admin key printed, before a worker starts
+                log = tmp / "p0.log"
+                deadline = time.monotonic() + 120
+                while not re.search(r"key: (cfy-\w{32})", log.read_text()):
+                    if time.monotonic() > deadline or procs[0].poll() is not None:
+                        raise RuntimeError(f"{name}: no admin key:\n{log.read_text()}")
+                    time.sleep(0.05)
+        found = re.search(r"key: (cfy-\w{32})", log.read_text())
+        assert found is not None
+        client = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": found.group(1)}, timeout=60
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if client.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: never ready")
+            time.sleep(0.1)
+        body = {"style": STYLE, "prompt": "bench", "width": 512, "height": 512, "steps": 1}
+        out: dict[str, list[float]] = {"total": [], "wait": [], "run": []}
+        for i in range(n + 1):
+            time.sleep(0.2 + random.random())  # idle, at a random phase of the poll cycle
+            order_id = client.post("/api/v1/generate", json=body).json()["order_id"]
+            while (status := client.get(f"/api/v1/status/{order_id}").json())["status"] in (
+                "pending",
+                "running",
+            ):
+                time.sleep(0.1)  # the timestamps are the server's: polling slower costs nothing
+            if status["status"] != "completed":
+                raise RuntimeError(f"{name}: order {order_id} {status}")
+            if i == 0:
+                continue  # warm-up: the first load of the pipeline
+            created, started, completed = (
+                datetime.fromisoformat(status[k]).timestamp()
+                for k in ("created_at", "started_at", "completed_at")
+            )
+            out["total"].append(completed - created)
+            out["wait"].append(started - created)
+            out["run"].append(completed - started)
+        client.close()
+        return out
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def embedded(n: int) -> None:
+    from tests.support.catalogs import tiny_catalog
+    from tests.support.tiny_models import build_tiny_sdxl
+
+    tmp = Path(tempfile.mkdtemp(prefix="easel-wakeup-embedded-"))
+    try:
+        folder = build_tiny_sdxl(tmp / "tiny-sdxl")
+        catalog = tiny_catalog(tmp / "catalog.toml", folder, steps=1)
+        before = pct(raw_pipeline(folder, n), 0.50)
+        topologies = {
+            "easel serve (socket wake-up)": [["serve"]],
+            "serve --no-worker + worker (1 s poll)": [["serve", "--no-worker"], ["worker"]],
+        }
+        rows = {}
+        for i, (name, commands) in enumerate(topologies.items()):
+            (tmp / str(i)).mkdir()
+            rows[name] = embedded_topology(name, commands, catalog, tmp / str(i), n)
+        # Timed before and after the servers: the lower p50, as the machine may be shared.
+        raw = min(before, pct(raw_pipeline(folder, n), 0.50))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"embedded, SQLite, 1-step tiny SDXL at 512x512; N={n} orders per topology (ms, p50)")
+    head = f"{'topology':<40}{'submit->done':>13}{'wait worker':>12}{'outside model':>14}"
+    print(head + f"{'pipeline':>10}")
+    for name, r in rows.items():
+        total, wait = pct(r["total"], 0.5), pct(r["wait"], 0.5)
+        print(f"{name:<40}{total:>13.1f}{wait:>12.1f}{total - raw:>14.1f}{raw:>10.1f}")
+    print(f"{'raw pipeline call (this process)':<40}{'':>13}{'':>12}{'':>14}{raw:>10.1f}")
+    woken, polled = (pct(r["wait"], 0.5) for r in rows.values())
+    if woken > 0:
+        print(f"ratio = poll wait p50 / socket wake-up wait p50 = {polled / woken:.0f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--orders", type=int, default=30)
-    n = parser.parse_args().orders
+    parser.add_argument("--only", choices=("in-process", "embedded"), default=None)
+    args = parser.parse_args()
+    n = args.orders
     print(f"machine: {os.cpu_count()} CPUs, {sys.platform}; N={n} orders per mode")
+    if args.only != "in-process":
+        embedded(n)
+    if args.only == "embedded":
+        return
     results = {mode.name: asyncio.run(measure(mode, n)) for mode in MODES}
     print(f"{'mode':<26}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     for name, lat in results.items():
