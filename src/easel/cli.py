@@ -191,8 +191,19 @@ METRICS_PORT_HELP = (
     "default: all.",
 )
 @click.option("--preload", is_flag=True, help="Load the --models before claiming any order.")
+@click.option(
+    "--remote",
+    "kind",
+    flag_value="remote",
+    default=None,
+    help="Claim only models served through upstream providers (no GPU, no torch; many orders "
+    "in flight).",
+)
+@click.option(
+    "--local", "kind", flag_value="local", help="Claim only models run on this host's device."
+)
 @click.option("--metrics-port", type=int, default=None, help=METRICS_PORT_HELP)
-def worker(models: str, preload: bool, metrics_port: int | None) -> None:
+def worker(models: str, preload: bool, kind: str | None, metrics_port: int | None) -> None:
     """Claim and run orders until SIGTERM (the running batch is finished first)."""
     from easel.services.host import run_services
     from easel.wakeup import child_link
@@ -203,6 +214,10 @@ def worker(models: str, preload: bool, metrics_port: int | None) -> None:
 
     async def _run(state: AppState) -> None:
         served = resolve_models(state.catalog, models) if models.strip() else None
+        if kind is not None:
+            remote = kind == "remote"
+            pool = served if served is not None else list(state.catalog.models)
+            served = [m for m in pool if state.catalog.models[m].is_upstream == remote]
         worker = Worker(
             state.settings,
             state.catalog,

@@ -144,6 +144,15 @@ class Settings(BaseSettings):
     vae_upcast: Literal["auto", "always", "off"] = "auto"  # auto: float16 VAEs that overflow
     vae_fp16_fix: str = ""  # local AutoencoderKL folder with fp16-safe weights (SDXL's fp16-fix)
 
+    # Upstream providers (docs/providers.md): each call to a provider's API, the most bytes read
+    # from any answer or output, and the time to download one output.
+    upstream_request_timeout: float = 60.0
+    upstream_max_output_bytes: int = 64 * 1024 * 1024
+    upstream_download_timeout: float = 60.0
+    # Client status bodies name the route an order took (provider and channel, never ids, URLs or
+    # costs); admin accounts always see it.
+    expose_route: bool = False
+
     # Prometheus metrics (docs/operations.md). /metrics needs no API key.
     metrics: bool = True  # GET /metrics on the API; false: 404
     metrics_token: str = ""  # when set, /metrics and --metrics-port ask for Bearer <token>

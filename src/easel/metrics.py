@@ -97,6 +97,35 @@ CHILD_RESTARTS = Counter(
     "Times `easel serve` restarted a child process that died, by child (worker, services)",
     ["command"],
 )
+UPSTREAM_ATTEMPTS = Counter(
+    "easel_upstream_attempts",
+    "Tries of orders on upstream channels, by catalog model, channel, provider and outcome "
+    "(succeeded, refused, unbilled, failed, canceled)",
+    ["model", "channel", "provider", "outcome"],
+)
+UPSTREAM_DURATION = Histogram(
+    "easel_upstream_attempt_seconds",
+    "Seconds from submit to downloaded outputs of a successful upstream attempt, by channel",
+    ["channel"],
+    buckets=GENERATION_BUCKETS,
+)
+UPSTREAM_IN_FLIGHT = Gauge(
+    "easel_upstream_in_flight",
+    "Provider jobs in flight now, by channel (model/channel)",
+    ["channel"],
+    multiprocess_mode="livesum",
+)
+UPSTREAM_COST = Counter(
+    "easel_upstream_cost",
+    "What successful attempts cost the operator at the providers (cost_per_image), by channel",
+    ["channel"],
+)
+UPSTREAM_COOLDOWNS = Counter(
+    "easel_upstream_cooldowns",
+    "Times a channel started cooling down after failures in a row, by channel",
+    ["channel"],
+)
+
 CHILD_UP = Gauge(
     "easel_child_up",
     "1 while `easel serve`'s child runs (a worker: once its loop is ready), 0 while it is down",

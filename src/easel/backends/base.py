@@ -27,6 +27,25 @@ class Canceled(Exception):
     """The order was canceled while it ran."""
 
 
+class Rerouted(Exception):
+    """The order goes on elsewhere: to the queue of catalog model `model_id` (an upstream
+    model's local channel). The worker hands it over and delivers nothing for it."""
+
+    def __init__(self, order_id: str, model_id: str) -> None:
+        super().__init__(f"order {order_id} goes on as model {model_id}")
+        self.order_id = order_id
+        self.model_id = model_id
+
+
+class BackendFailure(Exception):
+    """The order failed for a reason the backend can name (`code`, `message` for the client)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     """One output of a job: an image, or a clip when the job has frames."""
@@ -73,6 +92,11 @@ class Backend(ABC):
     # Runs on this worker's device (and so shares it with every other local backend).
     local: ClassVar[bool] = True
     max_in_flight: ClassVar[int] = 1  # jobs one instance runs at once
+
+    @classmethod
+    def capacity(cls, model: Model) -> int:
+        """Jobs of `model` one instance runs at once (an upstream model: its channels' sum)."""
+        return cls.max_in_flight
 
     def __init__(self, model: Model, device: str, settings: Settings | None = None) -> None:
         """`settings`: the worker's, for its speedups (None: the pipeline as diffusers loads it)."""

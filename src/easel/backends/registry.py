@@ -12,6 +12,7 @@ FAMILIES: dict[str, str] = {
     "animatediff": "easel.backends.animatediff:AnimateDiffBackend",
     "z-image": "easel.backends.zimage:ZImageBackend",
     "qwen-image": "easel.backends.qwen_image:QwenImageBackend",
+    "upstream": "easel.backends.upstream.backend:UpstreamBackend",
 }
 
 

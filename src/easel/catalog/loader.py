@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from easel.catalog.schedulers import KEEP_SCHEDULER, SCHEDULERS, is_flow_matchin
 
 ACCELERATIONS = ("none", "regular", "high")
 ACCELERATION_KEYS = ("steps", "scheduler")
+PROVIDERS = ("openai", "kie", "fal", "replicate", "easel-tasks", "local")
+UPSTREAM = "upstream"  # the family of a model served through its channels
 
 
 class CatalogError(ValueError):
@@ -52,10 +55,50 @@ class Product:
 
 
 @dataclass(frozen=True)
+class Channel:
+    """One route to a model: a remote provider's API, or (`local`) another catalog model run on
+    this platform's own workers. Tried by priority (1 first), at random by weight within one."""
+
+    provider: str  # openai | kie | fal | replicate | easel-tasks | local
+    model: str = ""  # the provider's own model name; for `local`, the catalog model
+    base_url: str = ""
+    api_key_env: str = ""  # the credential's environment variable; never the key itself
+    priority: int = 1
+    weight: int = 1
+    cost_per_image: float = 0.0  # what the operator pays the provider, for accounting
+    max_in_flight: int = 4  # provider jobs one worker keeps going at once on this channel
+    timeout_seconds: float = 300.0  # from submit to the outputs, per attempt
+    poll_interval: float = 1.0  # seconds between status reads of an accepted job
+    failures_to_cool: int = 3  # failures in a row before the channel cools down
+    cool_seconds: float = 60.0  # how long it cools (longer when the provider's Retry-After says)
+    retries: int = 1  # submits again on this channel after a 429 or 5xx before moving on
+    max_retry_wait: float = 10.0  # the longest Retry-After waited for before moving on
+    endpoint: str = ""  # a provider's API variant (kie: jobs | qwen)
+    options: dict[str, Any] = field(default_factory=dict)  # extra input fields for the provider
+    name: str = ""  # unique within the model; defaults to the provider's name
+
+    @property
+    def is_local(self) -> bool:
+        return self.provider == "local"
+
+    @property
+    def credential(self) -> str | None:
+        """The key from the environment; None when the variable is unset or empty."""
+        if not self.api_key_env:
+            return ""
+        return os.environ.get(self.api_key_env) or None
+
+    @property
+    def usable(self) -> bool:
+        """A local channel always is; a remote one when its credential is set."""
+        return self.is_local or self.credential is not None
+
+
+@dataclass(frozen=True)
 class Model:
     id: str
     family: str
-    source: str
+    source: str = ""
     styles: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     steps: int = 30
@@ -74,6 +117,16 @@ class Model:
     fps: int = 8  # animations: frames per second of the exported clip
     max_images: int = 0  # the most images one order may ask of this model; 0: no model limit
     max_steps: int = 0  # the most denoising steps this model takes (SDXL-Turbo: 4); 0: no limit
+    animation: bool = False  # makes clips (a video model of the task API), as animatediff does
+    # family "upstream": the routes to this model, tried by priority (docs/providers.md)
+    channels: tuple[Channel, ...] = ()
+
+    @property
+    def is_upstream(self) -> bool:
+        return self.family == UPSTREAM
+
+    def channel(self, name: str) -> Channel | None:
+        return next((c for c in self.channels if c.name == name), None)
 
     def render_prompt(self, prompt: str) -> str:
         return self.prompt_template.replace("{prompt}", prompt)
@@ -108,13 +161,21 @@ class Catalog:
         return None
 
     def resolve(self, name: str) -> Model | None:
-        """A model by id, style or alias."""
-        if name in self.models:
-            return self.models[name]
-        for model in self.models.values():
-            if name in model.styles or name in model.aliases:
-                return model
-        return None
+        """A model by id, style or alias; an upstream model none of whose remote channels has
+        its credential here resolves to its first local channel's model (as without channels)."""
+        found = self.models.get(name)
+        if found is None:
+            found = next(
+                (m for m in self.models.values() if name in m.styles or name in m.aliases), None
+            )
+        return None if found is None else self.route(found)
+
+    def route(self, model: Model) -> Model:
+        """`model`, or the local model it falls back to when no remote channel is usable."""
+        if not model.is_upstream or any(c.usable and not c.is_local for c in model.channels):
+            return model
+        local = sorted((c for c in model.channels if c.is_local), key=lambda c: c.priority)
+        return self.models[local[0].model] if local else model
 
     def accepted(self, dialect: str) -> tuple[str, ...]:
         """The model names a dialect accepts; every id, style and alias when not listed."""
@@ -149,6 +210,57 @@ def _build(kind: type[Any], key: str, raw: dict[str, Any]) -> Any:
         return kind(id=key.split(".", 1)[1], **values)
     except TypeError as exc:
         raise CatalogError(f"{key}: {exc}") from exc
+
+
+def _build_channels(model_id: str, raw: Any) -> tuple[Channel, ...]:
+    where = f"models.{model_id}.channels"
+    if not isinstance(raw, list) or not all(isinstance(c, dict) for c in raw):
+        raise CatalogError(f"{where} must be an array of tables ([[{where}]])")
+    channels: list[Channel] = []
+    for number, table in enumerate(raw, 1):
+        unknown = sorted(set(table) - set(Channel.__dataclass_fields__))
+        if unknown:
+            raise CatalogError(
+                f"{where}.{number}: unknown field(s) {unknown}; "
+                f"known: {sorted(Channel.__dataclass_fields__)}"
+            )
+        try:
+            built = Channel(**table)
+        except TypeError as exc:
+            raise CatalogError(f"{where}.{number}: {exc}") from exc
+        name = built.name or built.provider
+        if any(c.name == name for c in channels):
+            name = f"{name}-{number}"
+        channels.append(replace(built, name=name, options=dict(built.options)))
+    return tuple(channels)
+
+
+def _check_channels(catalog: Catalog, model: Model) -> None:
+    where = f"models.{model.id}.channels"
+    if model.channels and not model.is_upstream:
+        raise CatalogError(
+            f"{where}: only a model of family {UPSTREAM!r} has channels; set "
+            f'family = "{UPSTREAM}" and route to this model with a channel of provider "local"'
+        )
+    if model.is_upstream and not model.channels:
+        raise CatalogError(f"models.{model.id}: family {UPSTREAM!r} needs at least one channel")
+    for channel in model.channels:
+        at = f"{where} {channel.name!r}"
+        if channel.provider not in PROVIDERS:
+            raise CatalogError(f"{at}: unknown provider {channel.provider!r}; known: {PROVIDERS}")
+        if channel.is_local:
+            target = catalog.models.get(channel.model)
+            if target is None or target.is_upstream:
+                raise CatalogError(
+                    f"{at}: provider local needs `model`, a catalog model run on this platform's "
+                    f"workers; {channel.model!r} is not one"
+                )
+        elif not channel.model:
+            raise CatalogError(f"{at}: `model` (the provider's own model name) is missing")
+        if channel.weight < 1 or channel.max_in_flight < 1 or channel.failures_to_cool < 1:
+            raise CatalogError(f"{at}: weight, max_in_flight and failures_to_cool must be >= 1")
+        if min(channel.timeout_seconds, channel.poll_interval) <= 0 or channel.retries < 0:
+            raise CatalogError(f"{at}: timeouts and intervals must be positive, retries >= 0")
 
 
 def _check_acceleration(model: Model) -> None:
@@ -203,6 +315,7 @@ def _check(catalog: Catalog) -> None:
         if model.fps < 1:
             raise CatalogError(f"models.{model.id}.fps must be at least 1, got {model.fps}")
         _check_acceleration(model)
+        _check_channels(catalog, model)
         missing = [a for a in ACCELERATIONS if a not in model.credits]
         if missing:
             raise CatalogError(f"models.{model.id}.credits lacks {missing}")
@@ -223,6 +336,13 @@ def _check(catalog: Catalog) -> None:
         raise CatalogError(f"default_style {catalog.default_style!r} is no model's style")
 
 
+def _model(key: str, raw: dict[str, Any]) -> Model:
+    raw = dict(raw)
+    channels = _build_channels(key, raw.pop("channels", []))
+    model: Model = _build(Model, f"models.{key}", raw)
+    return replace(model, channels=channels)
+
+
 def load_catalog(path: Path | None = None) -> Catalog:
     """The shipped catalog, with the operator's file at `path` merged over it."""
     raw = tomllib.loads(resources.files("easel.catalog").joinpath("catalog.toml").read_text())
@@ -238,7 +358,7 @@ def load_catalog(path: Path | None = None) -> Catalog:
         products={
             k: _build(Product, f"products.{k}", v) for k, v in raw.get("products", {}).items()
         },
-        models={k: _build(Model, f"models.{k}", v) for k, v in raw.get("models", {}).items()},
+        models={k: _model(k, v) for k, v in raw.get("models", {}).items()},
         animation_model=raw.get("animation_model", "animatediff"),
         default_style=raw.get("default_style", "general"),
         dialect_models={k: tuple(v) for k, v in raw.get("dialects", {}).items()},

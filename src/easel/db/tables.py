@@ -288,3 +288,38 @@ class WebhookEndpoint(Base):
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OrderAttempt(Base):
+    """One try of an order on one of its model's channels (backends/upstream/backend.py),
+    written before the provider is called; the provider's id, URLs and cost are the operator's,
+    never shown to the client."""
+
+    __tablename__ = "order_attempts"
+    __table_args__ = (
+        UniqueConstraint("order_id", "number", name="uq_order_attempts_order_number"),
+        Index("ix_order_attempts_channel_created", "model", "channel", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, … within the order
+    model: Mapped[str] = mapped_column(String(64))  # the upstream catalog model
+    channel: Mapped[str] = mapped_column(String(128))  # the channel's name within the model
+    provider: Mapped[str] = mapped_column(String(32))
+    # submitting | accepted | succeeded | refused | unbilled | failed | canceled | lost | handed_off
+    state: Mapped[str] = mapped_column(String(16))
+    remote_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    handle: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # what polling needs
+    remote_status: Mapped[str] = mapped_column(String(64), default="")
+    queue_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    images: Mapped[int] = mapped_column(Integer)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+    retry_after: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    outputs: Mapped[list[str]] = mapped_column(JSON, default=list)  # the provider's output URLs
+    worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)

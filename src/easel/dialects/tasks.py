@@ -154,7 +154,7 @@ async def create(body: CreateTaskBody, account: CurrentAccount, state: State) ->
             f"aspect_ratio must be one of {', '.join(ASPECT_RATIOS)}, got {body.aspect_ratio!r}",
             param="aspect_ratio",
         )
-    animation = model.id == catalog.animation_model
+    animation = model.id == catalog.animation_model or model.animation
     product = catalog.products[catalog.video_product if animation else catalog.image_product]
     width, height = size_for_aspect(model, body.aspect_ratio)
     req = build_request(

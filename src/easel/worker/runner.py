@@ -21,8 +21,10 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from easel import metrics, wakeup
-from easel.backends.base import Backend, Canceled, ProgressFn
+from easel.backends.base import Backend, BackendFailure, Canceled, ProgressFn, Rerouted
 from easel.backends.registry import FAMILIES, backend_class
+from easel.backends.upstream.backend import UpstreamBackend
+from easel.backends.upstream.routing import describe_routes
 from easel.catalog import Catalog, Model
 from easel.clock import utcnow
 from easel.config import Settings
@@ -31,10 +33,11 @@ from easel.db.status import OrderStatus
 from easel.db.tables import Order
 from easel.errors import ModelUnavailable
 from easel.media.encoding import GeneratedImage
-from easel.orders import lifecycle, queue
+from easel.orders import attempts, lifecycle, queue
 from easel.services.base import Periodic, Service, wait_any
 from easel.storage import MissingObject, Storage
 from easel.worker import presence
+from easel.worker.attempt_log import DatabaseAttemptLog
 from easel.worker.batch import BatchRun, build_job, run_splitting
 from easel.worker.models import ModelCache
 from easel.worker.outputs import store_outputs
@@ -80,6 +83,7 @@ class Worker:
         self.wake = asyncio.Event()
         self.batch_ended = asyncio.Event()
         self._in_flight: Counter[str] = Counter()  # model id -> batches running
+        self._remote: dict[str, Backend] = {}  # remote backends: outside the model cache
         self._reporting = asyncio.Lock()
         self._stopped = False  # the final presence report was written
         self.processed = 0
@@ -120,7 +124,7 @@ class Worker:
             if (
                 not local_busy
                 if self._is_local(m.id)
-                else self._in_flight[m.id] < backend_class(m.family).max_in_flight
+                else self._in_flight[m.id] < backend_class(m.family).capacity(m)
             )
         ]
         return None if self.served is None and len(room) == len(serving) else room
@@ -133,6 +137,9 @@ class Worker:
             listener = asyncio.create_task(queue.listen_for_orders(dsn, self.wake.set, stop))
         batches: set[asyncio.Task[None]] = set()
         log.info("worker started", extra={"action": "start", "worker_id": self.worker_id})
+        for model in self._serving():
+            for line in describe_routes(model.id, model.channels):
+                log.info("route: %s", line, extra={"action": "route", "model": model.id})
         try:
             if self.preload:
                 await self._preload(stop)
@@ -168,6 +175,9 @@ class Worker:
                 )
         finally:
             await asyncio.gather(*batches, return_exceptions=True)
+            for backend in self._remote.values():
+                if isinstance(backend, UpstreamBackend):
+                    await backend.aclose()
             if listener is not None:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
@@ -253,6 +263,8 @@ class Worker:
         if leader is None:
             return []
         room = self.settings.max_batch_images - leader.n
+        if not self._is_local(leader.model):
+            room = 0  # a remote order is one provider job: in-flight caps count orders
         followers: list[Order] = []
         if room > 0:
             try:
@@ -291,7 +303,10 @@ class Worker:
                 await self._end(
                     order_id, "canceled", "canceled by the client", status=OrderStatus.CANCELED
                 )
-        except ModelUnavailable as exc:
+        except Rerouted as exc:
+            batch.drop(exc.order_id)
+            await self._hand_off(exc)
+        except (ModelUnavailable, BackendFailure) as exc:
             for order_id in batch.live:
                 batch.fail(order_id, exc.code, exc.message)
         except Exception as exc:
@@ -372,7 +387,27 @@ class Worker:
                 extra={"action": "end_error", "order_id": order_id},
             )
 
+    async def _hand_off(self, rerouted: Rerouted) -> None:
+        """An upstream order goes on as its local channel's model, in the queue."""
+        try:
+            async with self.db.transaction() as session:
+                held = await attempts.hand_off(
+                    session, rerouted.order_id, self.worker_id, rerouted.model_id
+                )
+        except (DBAPIError, OSError):
+            log.exception(
+                "could not hand the order over; its lease will expire",
+                extra={"action": "end_error", "order_id": rerouted.order_id},
+            )
+            return
+        log.info(
+            "order handed to a local model" if held else "lease lost; leaving the order",
+            extra={"action": "reroute", "order_id": rerouted.order_id, "model": rerouted.model_id},
+        )
+
     async def _backend(self, model: Model) -> Backend:
+        if not self._is_local(model.id):
+            return await self._remote_backend(model)
         in_use = set(+self._in_flight)  # never unloaded under a running batch
         backend = await asyncio.to_thread(self.models.get, model, in_use)
         if self.models.loaded != self._reported:
@@ -380,6 +415,17 @@ class Worker:
                 await self.report_presence()
             except (DBAPIError, OSError):
                 log.exception("could not report loaded models", extra={"action": "presence_error"})
+        return backend
+
+    async def _remote_backend(self, model: Model) -> Backend:
+        """A remote model's backend, kept apart from the model cache (it holds no memory)."""
+        backend = self._remote.get(model.id)
+        if backend is None or backend.model != model:
+            backend = backend_class(model.family)(model, "none", self.settings)
+            backend.load()
+            if isinstance(backend, UpstreamBackend):
+                backend.attempts = DatabaseAttemptLog(self.db, self.worker_id, model.id)
+            self._remote[model.id] = backend
         return backend
 
     async def _references(self, batch: BatchRun) -> dict[str, bytes]:

@@ -1,0 +1,387 @@
+"""An upstream model: each order goes to one of its channels, with failover, as an attempt.
+
+For one order: attempts from an earlier run are read first. A job a provider accepted is polled
+again by its stored id, never submitted again; a try that was cut off while submitting leaves its
+channel out (the provider may have taken it). Then channels are tried in the routing order: a try
+writes its attempt row before calling the provider; a refusal (connection refused, DNS, 429, 5xx,
+credentials) moves on (a 429 or 5xx first tries the same channel again after its Retry-After); a
+job that failed unbilled moves on; any other failure after acceptance is final. A `local` channel
+hands the order to that model's queue (`Rerouted`). Outputs are downloaded through the outbound
+URL policy and returned as images for the worker to store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+import time
+from typing import ClassVar
+
+import httpx
+
+from easel import metrics
+from easel.backends.base import Backend, BackendFailure, Canceled, Job, ProgressFn, Rerouted
+from easel.backends.upstream.base import (
+    AttemptLog,
+    AttemptRecord,
+    NotAccepted,
+    Provider,
+    Remote,
+    RemoteFailed,
+    Request,
+    Status,
+)
+from easel.backends.upstream.http import ChannelHTTP, TooLarge, sniff
+from easel.backends.upstream.registry import PROVIDERS
+from easel.backends.upstream.routing import Route, plan
+from easel.catalog import Channel, Model
+from easel.catalog.loader import UPSTREAM
+from easel.media.encoding import GeneratedImage
+from easel.net.check import UnsafeURL
+
+log = logging.getLogger(__name__)
+
+RESUMABLE = ("accepted", "succeeded")
+LEAVES_CHANNEL = ("unbilled", "lost")  # this order never goes to that channel again
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class UpstreamBackend(Backend):
+    family = UPSTREAM
+    local: ClassVar[bool] = False
+
+    @classmethod
+    def capacity(cls, model: Model) -> int:
+        remote = [c for c in model.channels if not c.is_local and c.usable]
+        return max(1, sum(c.max_in_flight for c in remote))
+
+    def load(self) -> None:
+        assert self.settings is not None, "an upstream backend needs the worker's settings"
+        self.rng = random.Random()
+        self.client = httpx.AsyncClient(
+            trust_env=False,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        )
+        self.routes = {c.name: Route.of(c) for c in self.model.channels}
+        self._providers: dict[str, Provider] = {}
+        self.attempts: AttemptLog | None = None  # the worker's (worker/attempt_log.py)
+
+    async def aclose(self) -> None:
+        """Close the connections (the worker stops)."""
+        await self.client.aclose()
+
+    def _label(self, channel: Channel) -> str:
+        return f"{self.model.id}/{channel.name}"
+
+    def provider(self, channel: Channel) -> Provider:
+        found = self._providers.get(channel.name)
+        if found is None:
+            assert self.settings is not None
+            http = ChannelHTTP(self.settings, channel.base_url, self.client)
+            found = PROVIDERS[channel.provider](channel, http, channel.credential or "")
+            self._providers[channel.name] = found
+        return found
+
+    async def generate(self, job: Job, progress: ProgressFn) -> list[GeneratedImage]:
+        images: list[GeneratedImage] = []
+        for order_id in job.order_ids:  # upstream batches hold one order; more run in turn
+            images += await self._order(job, order_id, progress)
+        return images
+
+    async def _order(self, job: Job, order_id: str, progress: ProgressFn) -> list[GeneratedImage]:
+        if self.attempts is None:
+            raise BackendFailure("upstream_unavailable", "no attempt log; run it on a worker")
+        attempts = self.attempts
+        specs = [s for s in job.images if s.order_id == order_id]
+        req = Request(
+            order_id=order_id,
+            prompt=specs[0].prompt,
+            negative_prompt=specs[0].negative_prompt,
+            width=job.width,
+            height=job.height,
+            n=len(specs),
+            seed=specs[0].seed,
+            steps=job.steps,
+            guidance=job.guidance,
+            output_format=job.output_format,
+            frames=job.frames,
+            reference=specs[0].reference,
+        )
+        history = await attempts.history(order_id)
+        tried = [f"{a.channel} ({_short(a.error or a.state, 120)})" for a in history if a.error]
+        skip = {a.channel for a in history if a.state in LEAVES_CHANNEL}
+        final = [a for a in history if a.state == "failed"]
+        if final:
+            raise BackendFailure("upstream_failed", f"{final[-1].channel}: {final[-1].error}")
+        for record in history:
+            if record.state == "submitting":
+                await attempts.finish(
+                    record.id,
+                    "lost",
+                    error="the worker stopped while submitting; the provider may have taken the "
+                    "job, so this order does not go to this channel again",
+                )
+                skip.add(record.channel)
+        number = len(history)
+        open_ = [a for a in history if a.state in RESUMABLE]
+        if open_:
+            resumed = await self._resume(open_[-1], req, progress)
+            if resumed is not None:
+                return resumed
+            skip.add(open_[-1].channel)
+        routes, notes = plan(self.routes.values(), skip, time.monotonic(), self.rng)
+        tried += notes
+        for route in routes:
+            channel = route.channel
+            if channel.is_local:
+                number += 1
+                attempt_id = await attempts.begin(order_id, number, channel, req.n)
+                await attempts.finish(attempt_id, "handed_off")
+                raise Rerouted(order_id, channel.model)
+            for retry in range(channel.retries + 1):
+                number += 1
+                try:
+                    return await self._try(route, req, number, progress)
+                except NotAccepted as exc:
+                    tried.append(f"{channel.name} ({_short(exc.message, 160)})")
+                    wait = exc.retry_after if exc.retry_after is not None else 0.5
+                    if not (exc.same_channel and retry < channel.retries):
+                        break
+                    if wait > channel.max_retry_wait:
+                        break
+                    if not route.breaker.allows(time.monotonic()):
+                        break
+                    await asyncio.sleep(wait)
+                except RemoteFailed as exc:
+                    if exc.billed:
+                        raise BackendFailure(
+                            "upstream_failed",
+                            f"the provider failed the job ({_short(exc.message, 300)}); "
+                            "the order was refunded",
+                        ) from exc
+                    tried.append(f"{channel.name} ({_short(exc.message, 160)}, not billed)")
+                    break
+        raise BackendFailure(
+            "upstream_unavailable",
+            "no route could take the order; tried: "
+            + ("; ".join(tried) or "nothing (no channel is usable)")
+            + ". The order was refunded",
+        )
+
+    async def _resume(
+        self, record: AttemptRecord, req: Request, progress: ProgressFn
+    ) -> list[GeneratedImage] | None:
+        """Poll a job an earlier run left; None when it cannot be (the channel is gone, or its
+        provider is synchronous)."""
+        assert self.attempts is not None
+        route = self.routes.get(record.channel)
+        if route is None or not PROVIDERS[route.channel.provider].resumable or not record.remote_id:
+            await self.attempts.finish(
+                record.id, "lost", error="the job cannot be read back from the provider"
+            )
+            return None
+        log.info(
+            "resuming an accepted job",
+            extra={
+                "action": "upstream_resume",
+                "order_id": req.order_id,
+                "channel": record.channel,
+            },
+        )
+        remote = Remote(record.remote_id, handle=dict(record.handle))
+        async with route.slots:
+            return await self._follow(route, record.id, remote, req, progress, time.monotonic())
+
+    async def _try(
+        self, route: Route, req: Request, number: int, progress: ProgressFn
+    ) -> list[GeneratedImage]:
+        assert self.attempts is not None
+        channel, label = route.channel, self._label(route.channel)
+        async with route.slots:
+            route.in_flight += 1
+            route.peak = max(route.peak, route.in_flight)
+            metrics.UPSTREAM_IN_FLIGHT.labels(label).inc()
+            try:
+                attempt_id = await self.attempts.begin(req.order_id, number, channel, req.n)
+                started = time.monotonic()
+                route.breaker.start(started)
+                remote = await self._submit(route, attempt_id, req)
+                await self.attempts.accepted(attempt_id, remote)
+                return await self._follow(route, attempt_id, remote, req, progress, started)
+            finally:
+                route.in_flight -= 1
+                metrics.UPSTREAM_IN_FLIGHT.labels(label).dec()
+
+    async def _submit(self, route: Route, attempt_id: str, req: Request) -> Remote:
+        assert self.attempts is not None
+        channel = route.channel
+        try:
+            return await self.provider(channel).submit(req)
+        except NotAccepted as exc:
+            await self._refused(route, attempt_id, exc)
+            raise
+        except (httpx.ConnectError, httpx.ConnectTimeout, UnsafeURL) as exc:
+            refusal = NotAccepted(f"{channel.name}: cannot connect ({type(exc).__name__}: {exc})")
+            await self._refused(route, attempt_id, refusal)
+            raise refusal from exc
+        except (httpx.HTTPError, TooLarge, RemoteFailed, ValueError) as exc:
+            # Sent, and no clear answer: the provider may have taken it. Final for this order.
+            message = f"{channel.name}: no clear answer to the submit ({type(exc).__name__}: {exc})"
+            await self._failed(route, attempt_id, message, billed=True)
+            raise RemoteFailed(message) from exc
+
+    async def _refused(self, route: Route, attempt_id: str, exc: NotAccepted) -> None:
+        assert self.attempts is not None
+        await self.attempts.finish(
+            attempt_id, "refused", error=exc.message, retry_after=exc.retry_after
+        )
+        self._count(route, "refused")
+        if exc.channel_fault:
+            self._fault(route, exc.retry_after)
+
+    async def _failed(self, route: Route, attempt_id: str, message: str, *, billed: bool) -> None:
+        assert self.attempts is not None
+        cost = route.channel.cost_per_image if billed else 0.0
+        await self.attempts.finish(
+            attempt_id, "failed" if billed else "unbilled", error=message, cost=cost
+        )
+        self._count(route, "failed" if billed else "unbilled")
+        self._fault(route, None)
+
+    def _fault(self, route: Route, retry_after: float | None) -> None:
+        was_cooling = route.breaker.cooling(time.monotonic())
+        route.breaker.failure(time.monotonic(), retry_after)
+        if route.breaker.cooling(time.monotonic()) and not was_cooling:
+            metrics.UPSTREAM_COOLDOWNS.labels(self._label(route.channel)).inc()
+            log.warning(
+                "channel cooling down",
+                extra={
+                    "action": "upstream_cool",
+                    "channel": self._label(route.channel),
+                    "failures": route.breaker.failures,
+                },
+            )
+
+    def _count(self, route: Route, outcome: str) -> None:
+        channel = route.channel
+        metrics.UPSTREAM_ATTEMPTS.labels(
+            self.model.id, channel.name, channel.provider, outcome
+        ).inc()
+
+    async def _follow(
+        self,
+        route: Route,
+        attempt_id: str,
+        remote: Remote,
+        req: Request,
+        progress: ProgressFn,
+        started: float,
+    ) -> list[GeneratedImage]:
+        """Poll until the job ends; cancel it at the provider when the order is canceled."""
+        assert self.attempts is not None
+        channel, provider = route.channel, self.provider(route.channel)
+        deadline = started + channel.timeout_seconds
+        status = remote.done
+        seen: tuple[str, int | None] | None = None
+        try:
+            while status is None or status.state in ("queued", "running"):
+                if status is not None:
+                    await progress(*_progress(status))
+                    if (status.remote_status, status.queue_position) != seen:
+                        seen = (status.remote_status, status.queue_position)
+                        await self.attempts.progress(attempt_id, *seen)
+                else:
+                    await progress(0, 100)
+                if time.monotonic() > deadline:
+                    await _quietly(provider.cancel(remote))
+                    message = f"{channel.name}: no result within {channel.timeout_seconds:g} s"
+                    await self._failed(route, attempt_id, message, billed=True)
+                    raise RemoteFailed(message)
+                await asyncio.sleep(channel.poll_interval)
+                try:
+                    status = await provider.poll(remote)
+                except (httpx.HTTPError, RemoteFailed, TooLarge, UnsafeURL, ValueError) as exc:
+                    log.warning(
+                        "polling failed; trying again",
+                        extra={
+                            "action": "upstream_poll_error",
+                            "order_id": req.order_id,
+                            "channel": self._label(channel),
+                            "error": f"{type(exc).__name__}: {_short(str(exc))}",
+                        },
+                    )
+        except Canceled:
+            await _quietly(provider.cancel(remote))
+            await self.attempts.finish(attempt_id, "canceled", error="canceled by the client")
+            self._count(route, "canceled")
+            raise
+        if status.state == "failed":
+            message = f"{channel.name}: {status.error or 'the job failed'}"
+            await self._failed(route, attempt_id, message, billed=status.billed)
+            raise RemoteFailed(message, billed=status.billed)
+        try:
+            images = await self._download(status, req)
+        except RemoteFailed as exc:
+            await self._failed(route, attempt_id, f"{channel.name}: {exc.message}", billed=True)
+            raise
+        cost = status.cost if status.cost is not None else channel.cost_per_image * req.n
+        urls = [o.url for o in status.outputs if o.url]
+        await self.attempts.finish(attempt_id, "succeeded", cost=cost, outputs=urls)
+        route.breaker.success()
+        self._count(route, "succeeded")
+        label = self._label(channel)
+        metrics.UPSTREAM_DURATION.labels(label).observe(time.monotonic() - started)
+        metrics.UPSTREAM_COST.labels(label).inc(cost)
+        return images
+
+    async def _download(self, status: Status, req: Request) -> list[GeneratedImage]:
+        if len(status.outputs) < req.n:
+            raise RemoteFailed(f"the provider returned {len(status.outputs)} of {req.n} outputs")
+        assert self.settings is not None
+        settings = self.settings
+        http = ChannelHTTP(settings, "", self.client)  # output URLs: the outbound policy
+        images = []
+        for index, output in enumerate(status.outputs[: req.n]):
+            data = output.data
+            if data is None and output.url and output.url.startswith("data:"):
+                data = base64.b64decode(output.url.split(",", 1)[1])
+            if data is None:
+                assert output.url is not None
+                try:
+                    async with asyncio.timeout(settings.upstream_download_timeout):
+                        response = await http.call("GET", output.url, headers={"accept": "*/*"})
+                except (httpx.HTTPError, TooLarge, UnsafeURL, TimeoutError) as exc:
+                    raise RemoteFailed(
+                        f"output {index + 1} could not be downloaded ({type(exc).__name__}: "
+                        f"{_short(str(exc))})"
+                    ) from exc
+                if response.status != 200:
+                    raise RemoteFailed(f"output {index + 1}: HTTP {response.status}")
+                data = response.body
+            if len(data) > settings.upstream_max_output_bytes:
+                raise RemoteFailed(f"output {index + 1} is over the size limit")
+            images.append(
+                await asyncio.to_thread(
+                    sniff, data, req.seed + index, req.width, req.height, req.output_format
+                )
+            )
+        return images
+
+
+def _progress(status: Status) -> tuple[int, int]:
+    """The provider's state as Easel's step of 100: queued 0, running 10 or its own share."""
+    if status.state == "queued":
+        return 0, 100
+    return max(10, min(99, status.progress or 0)), 100
+
+
+async def _quietly(call: object) -> None:
+    try:
+        await call  # type: ignore[misc]
+    except Exception:
+        log.warning("the provider's cancel call failed", extra={"action": "upstream_cancel_error"})

@@ -1,0 +1,119 @@
+"""Outbound HTTP for providers, through `easel.net`: every request goes to the address that passed
+the check (`send_checked`). The channel's own base URL is the operator's configuration and may be
+private (another Easel on the LAN); any other URL a provider hands back (status, result and output
+URLs) must pass the outbound URL policy. Answers are read up to a byte limit."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from PIL import Image
+
+from easel.backends.upstream.base import RemoteFailed, Response
+from easel.config import Settings
+from easel.media.encoding import GeneratedImage
+from easel.net.pinned import send_checked
+from easel.net.policy import URLPolicy, url_policy
+
+USER_AGENT = "easel-upstream/1"
+MAX_REDIRECTS = 3
+IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "WEBP": "image/webp"}
+SAVE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
+
+
+class TooLarge(Exception):
+    pass
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+class ChannelHTTP:
+    """One per channel: a pooled client, the trusted origin, the policy for everything else."""
+
+    def __init__(self, settings: Settings, base_url: str, client: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.trusted = _origin(base_url) if base_url else None
+        self.policy = url_policy(settings)
+        self.client = client
+
+    def _policy(self, url: str) -> URLPolicy:
+        if self.trusted is not None and _origin(url) == self.trusted:
+            return URLPolicy(allow_private=True)
+        return self.policy
+
+    async def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Response:
+        send_headers = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
+        send_headers.update(headers or {})
+        if json is not None:
+            import json as jsonlib
+
+            content = jsonlib.dumps(json).encode()
+            send_headers.setdefault("content-type", "application/json")
+        limit = timeout or self.settings.upstream_request_timeout
+        response = await send_checked(
+            self.client,
+            method,
+            url,
+            "provider URL",
+            self._policy(url),
+            max_redirects=MAX_REDIRECTS,
+            headers=send_headers,
+            content=content,
+            timeout=httpx.Timeout(limit, connect=min(limit, 10.0)),
+        )
+        try:
+            body = await _read(response, self.settings.upstream_max_output_bytes)
+        finally:
+            await response.aclose()
+        return Response(response.status_code, dict(response.headers), body)
+
+
+async def _read(response: httpx.Response, limit: int) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the provider's answer declares {declared} bytes, over {limit}")
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"the provider's answer is over {limit} bytes")
+    return bytes(body)
+
+
+def sniff(data: bytes, seed: int, width: int, height: int, fmt: str) -> GeneratedImage:
+    """An output as Easel stores it: a clip (MP4, GIF) as is; an image decoded completely and,
+    when the order asked for another format, encoded again in that one."""
+    if len(data) >= 12 and data[4:8] == b"ftyp":
+        return GeneratedImage(data, "video/mp4", seed, width, height)
+    if data[:6] in (b"GIF87a", b"GIF89a") and fmt == "gif":
+        return GeneratedImage(data, "image/gif", seed, width, height)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            kind = image.format or "unknown"
+            image.load()
+            size = image.size
+            wanted = SAVE_FORMATS.get(fmt, "PNG")
+            if kind not in IMAGE_TYPES or IMAGE_TYPES[kind] != IMAGE_TYPES[wanted]:
+                buf = io.BytesIO()
+                image.convert("RGB" if wanted == "JPEG" else "RGBA").save(buf, wanted)
+                data, kind = buf.getvalue(), wanted
+    except Exception as exc:  # Pillow raises many types on bad input
+        raise RemoteFailed(
+            f"the provider's output is not a readable image or clip ({type(exc).__name__})"
+        ) from exc
+    return GeneratedImage(data, IMAGE_TYPES[kind], seed, size[0], size[1])

@@ -1,0 +1,153 @@
+"""Attempt rows: each try of an order on an upstream channel, and the hand-over of an order to
+its local channel's model. The caller owns the transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from easel.accounts.accounts import release_running_slot
+from easel.db.status import OrderStatus
+from easel.db.tables import Order, OrderAttempt
+from easel.ids import new_id
+from easel.orders.queue import notify_new_order
+
+# Attempts still waiting on the provider (counted as in flight).
+OPEN_STATES = ("submitting", "accepted")
+
+
+async def history(session: AsyncSession, order_id: str) -> list[OrderAttempt]:
+    rows = await session.scalars(
+        select(OrderAttempt).where(OrderAttempt.order_id == order_id).order_by(OrderAttempt.number)
+    )
+    return list(rows)
+
+
+def begin(
+    session: AsyncSession,
+    *,
+    order_id: str,
+    number: int,
+    model: str,
+    channel: str,
+    provider: str,
+    images: int,
+    worker_id: str,
+    now: datetime,
+) -> OrderAttempt:
+    attempt = OrderAttempt(
+        id=new_id("att"),
+        order_id=order_id,
+        number=number,
+        model=model,
+        channel=channel,
+        provider=provider,
+        state="submitting",
+        handle={},
+        remote_status="",
+        images=images,
+        cost=0.0,
+        outputs=[],
+        worker_id=worker_id,
+        created_at=now,
+    )
+    session.add(attempt)
+    return attempt
+
+
+async def accepted(
+    session: AsyncSession, attempt_id: str, remote_id: str, handle: dict[str, Any], now: datetime
+) -> None:
+    await session.execute(
+        update(OrderAttempt)
+        .where(OrderAttempt.id == attempt_id)
+        .values(state="accepted", remote_id=remote_id[:256], handle=handle, accepted_at=now)
+    )
+
+
+async def progress(
+    session: AsyncSession, attempt_id: str, remote_status: str, queue_position: int | None
+) -> None:
+    await session.execute(
+        update(OrderAttempt)
+        .where(OrderAttempt.id == attempt_id)
+        .values(remote_status=remote_status[:64], queue_position=queue_position)
+    )
+
+
+async def finish(
+    session: AsyncSession,
+    attempt_id: str,
+    state: str,
+    now: datetime,
+    *,
+    cost: float = 0.0,
+    error: str | None = None,
+    retry_after: float | None = None,
+    outputs: list[str] | None = None,
+) -> None:
+    attempt = await session.get(OrderAttempt, attempt_id)
+    if attempt is None:
+        return
+    attempt.state = state
+    attempt.cost = cost
+    attempt.error = error
+    attempt.retry_after = retry_after
+    attempt.outputs = list(outputs or [])
+    attempt.finished_at = now
+    attempt.latency_ms = int((now - attempt.created_at).total_seconds() * 1000)
+
+
+async def hand_off(session: AsyncSession, order_id: str, worker_id: str, model_id: str) -> bool:
+    """Put a running order back in the queue as catalog model `model_id` (its upstream model's
+    local channel); False when this worker no longer holds it."""
+    result = await session.execute(
+        update(Order)
+        .where(
+            Order.id == order_id,
+            Order.worker_id == worker_id,
+            Order.status == OrderStatus.RUNNING,
+        )
+        .values(
+            model=model_id,
+            status=OrderStatus.PENDING,
+            worker_id=None,
+            lease_until=None,
+            progress=0,
+            step=0,
+        )
+        .returning(Order.account_id)
+    )
+    row = result.first()
+    if row is None:
+        return False
+    await release_running_slot(session, row.account_id)
+    await notify_new_order(session)
+    return True
+
+
+async def since(session: AsyncSession, start: datetime) -> list[OrderAttempt]:
+    """Every attempt created at or after `start` (the admin channel report)."""
+    rows = await session.scalars(
+        select(OrderAttempt)
+        .where(OrderAttempt.created_at >= start)
+        .order_by(OrderAttempt.created_at)
+    )
+    return list(rows)
+
+
+async def for_orders(session: AsyncSession, order_ids: list[str]) -> dict[str, list[OrderAttempt]]:
+    found: dict[str, list[OrderAttempt]] = {i: [] for i in order_ids}
+    if not order_ids:
+        return found
+    rows = await session.scalars(
+        select(OrderAttempt)
+        .where(OrderAttempt.order_id.in_(order_ids))
+        .order_by(OrderAttempt.order_id, OrderAttempt.number)
+    )
+    for row in rows:
+        found[row.order_id].append(row)
+    return found

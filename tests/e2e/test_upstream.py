@@ -1,0 +1,305 @@
+"""Upstream providers: an Easel whose model routes to another Easel over the OpenAI API, failover
+across channels (refused, 429 then success, local), every provider's protocol against a loopback
+server, cancel forwarded, and a remote worker killed mid-poll that never submits twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from easel.api.state import AppState
+from easel.clock import utcnow
+from easel.config import Settings
+from easel.db.tables import Account, LedgerEntry, OrderAttempt
+from easel.orders.request import build_request
+from easel.orders.submit import submit
+from tests.support import databases, providers
+from tests.support.app import free_port, new_account, serving
+from tests.support.catalogs import tiny_catalog
+from tests.support.generation import output_pixels, wait_orders
+from tests.support.worker import running_worker
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY_ENV = "EASEL_TEST_PROVIDER_KEY"
+
+
+def upstream_state(
+    settings: Settings, tmp_path: Path, model_dir: Path | str, extra: str
+) -> AppState:
+    catalog = tiny_catalog(tmp_path / "catalog.toml", model_dir, steps=2, side=256, extra=extra)
+    return AppState.build(settings.model_copy(update={"catalog": catalog, "lease_seconds": 3.0}))
+
+
+async def place_model(state: AppState, account: Account, name: str, n: int = 1) -> str:
+    model = state.catalog.resolve(name)
+    assert model is not None, name
+    req = build_request(
+        state.settings,
+        dialect="native",
+        model=model,
+        model_alias=name,
+        product=state.catalog.products["static_image"],
+        prompt="a lighthouse at dusk",
+        width=256,
+        height=256,
+        n=n,
+        seed=7,
+    )
+    async with state.db.transaction() as session:
+        order, _ = await submit(session, state.catalog, account, req, utcnow())
+    return order.id
+
+
+async def attempts_of(state: AppState, order_id: str) -> list[OrderAttempt]:
+    async with state.db.transaction(readonly=True) as session:
+        rows = await session.scalars(
+            select(OrderAttempt)
+            .where(OrderAttempt.order_id == order_id)
+            .order_by(OrderAttempt.number)
+        )
+        return list(rows)
+
+
+async def refunds(state: AppState, order_id: str) -> int:
+    async with state.db.transaction(readonly=True) as session:
+        found = await session.scalar(
+            select(func.count()).where(
+                LedgerEntry.order_id == order_id, LedgerEntry.kind == "refund"
+            )
+        )
+        return int(found or 0)
+
+
+async def test_easel_to_easel_over_the_openai_api(
+    settings: Settings, tmp_path: Path, tiny_sdxl: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second Easel: its own SQLite database, the tiny SDXL behind its OpenAI dialect.
+    (tmp_path / "second").mkdir()
+    second_catalog = tiny_catalog(
+        tmp_path / "second" / "catalog.toml", tiny_sdxl, steps=2, side=256
+    )
+    second = Settings(
+        data_dir=tmp_path / "second" / "data",
+        database_url=await asyncio.to_thread(databases.sqlite_url, tmp_path / "second"),
+        secret_key="second-secret-key",
+        catalog=second_catalog,
+        poll_interval=0.05,
+        progress_interval=0.0,
+        rate_limits=False,
+    )
+    async with serving(second) as (second_state, second_base):
+        _, second_key = await new_account(second_state, "mega")
+        monkeypatch.setenv(KEY_ENV, second_key)
+        extra = providers.upstream_model(
+            "gpt-image-2",
+            providers.channel_table("gpt-image-2", "openai", f"{second_base}/v1", "dall-e-3"),
+            providers.local_channel("gpt-image-2"),
+        )
+        state = upstream_state(settings, tmp_path, tiny_sdxl, extra)
+        try:
+            account, _ = await new_account(state, "mega")
+            order_id = await place_model(state, account, "gpt-image-2")
+            async with (
+                running_worker(second_state),
+                running_worker(state, models=["gpt-image-2"]),
+            ):
+                [order] = await wait_orders(state, [order_id], timeout=120)
+            assert order.status == "completed", order.error_message
+            assert order.model == "gpt-image-2"
+            [(_seed, pixels)] = await output_pixels(state, order_id)  # in the first's storage
+            assert pixels.shape == (256, 256, 3)
+            [attempt] = await attempts_of(state, order_id)
+            assert (attempt.channel, attempt.provider, attempt.state) == (
+                "openai",
+                "openai",
+                "succeeded",
+            )
+            assert attempt.cost == pytest.approx(0.04)
+            assert attempt.latency_ms is not None
+        finally:
+            await state.db.dispose()
+
+
+async def test_failover_refused_then_429_then_success(
+    settings: Settings, tmp_path: Path, tiny_sdxl: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, providers.KEY)
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    with providers.provider("openai", job_seconds=0.05, script=[429]) as busy:
+        extra = providers.upstream_model(
+            "up-x",
+            providers.channel_table("up-x", "openai", closed, "m1", priority=1),
+            providers.channel_table(
+                "up-x", "openai", f"{busy.url}/v1", "m2", priority=2, name="busy"
+            ),
+            providers.local_channel("up-x", priority=3),
+        )
+        state = upstream_state(settings, tmp_path, tiny_sdxl, extra)
+        try:
+            account, _ = await new_account(state, "mega")
+            order_id = await place_model(state, account, "up-x")
+            async with running_worker(state, models=["up-x"]):
+                [order] = await wait_orders(state, [order_id], timeout=60)
+            assert order.status == "completed", order.error_message
+            tries = [(a.channel, a.state) for a in await attempts_of(state, order_id)]
+            assert tries == [("openai", "refused"), ("busy", "refused"), ("busy", "succeeded")]
+            assert busy.submits == 1 and busy.refused == 1
+        finally:
+            await state.db.dispose()
+
+
+async def test_failover_to_local_and_everything_down(
+    settings: Settings, tmp_path: Path, tiny_sdxl: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, providers.KEY)
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    with providers.provider("openai", script=[503] * 10) as down:
+        extra = providers.upstream_model(
+            "up-local",
+            providers.channel_table("up-local", "openai", closed, "m1"),
+            providers.channel_table("up-local", "openai", f"{down.url}/v1", "m2", name="down"),
+            providers.local_channel("up-local"),
+        ) + providers.upstream_model(
+            "up-none",
+            providers.channel_table("up-none", "openai", closed, "m1"),
+            providers.channel_table("up-none", "openai", f"{down.url}/v1", "m2", name="down"),
+        )
+        state = upstream_state(settings, tmp_path, tiny_sdxl, extra)
+        try:
+            account, _ = await new_account(state, "mega")
+            to_local = await place_model(state, account, "up-local")
+            nowhere = await place_model(state, account, "up-none")
+            async with running_worker(state):
+                local, failed = await wait_orders(state, [to_local, nowhere], timeout=120)
+            assert local.status == "completed", local.error_message
+            assert local.model == "sdxl-general"  # handed to the local model's queue
+            assert [a.state for a in await attempts_of(state, to_local)][-1] == "handed_off"
+            assert failed.status == "failed"
+            assert failed.error_code == "upstream_unavailable"
+            assert "openai" in (failed.error_message or "") and "down" in (
+                failed.error_message or ""
+            )
+            assert await refunds(state, nowhere) == 1
+        finally:
+            await state.db.dispose()
+
+
+@pytest.mark.parametrize("protocol", ["fal", "kie", "replicate", "easel-tasks"])
+async def test_each_async_provider_protocol(
+    protocol: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if settings.db_url.startswith("postgresql") and protocol != "fal":
+        pytest.skip("the protocol is the same on PostgreSQL; fal covers it there")
+    monkeypatch.setenv(KEY_ENV, providers.KEY)
+    fake_protocol = "tasks" if protocol == "easel-tasks" else protocol
+    with providers.provider(fake_protocol, job_seconds=0.3, script=[429]) as fake:
+        base = f"{fake.url}/v1" if protocol == "replicate" else fake.url
+        extra = providers.upstream_model(
+            "up-p", providers.channel_table("up-p", protocol, base, "owner/model")
+        )
+        state = upstream_state(settings, tmp_path, "unused", extra)
+        try:
+            account, _ = await new_account(state, "mega")
+            order_id = await place_model(state, account, "up-p", n=2)
+            async with running_worker(state, models=["up-p"]):
+                [order] = await wait_orders(state, [order_id], timeout=60)
+            assert order.status == "completed", order.error_message
+            assert len(await output_pixels(state, order_id)) == 2
+            assert [a.state for a in await attempts_of(state, order_id)] == ["refused", "succeeded"]
+            assert fake.polls > 0
+        finally:
+            await state.db.dispose()
+
+
+async def test_cancel_reaches_the_provider(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from easel.orders import lifecycle
+
+    monkeypatch.setenv(KEY_ENV, providers.KEY)
+    with providers.provider("fal", job_seconds=30) as fake:
+        extra = providers.upstream_model(
+            "up-c", providers.channel_table("up-c", "fal", fake.url, "fal-ai/x")
+        )
+        state = upstream_state(settings, tmp_path, "unused", extra)
+        try:
+            account, _ = await new_account(state, "mega")
+            order_id = await place_model(state, account, "up-c")
+            async with running_worker(state, models=["up-c"]):
+                await wait_orders(state, [order_id], until=("running",), timeout=30)
+                for _ in range(200):
+                    if fake.submits:
+                        break
+                    await asyncio.sleep(0.05)
+                async with state.db.transaction() as session:
+                    await lifecycle.cancel(session, account.id, order_id, utcnow())
+                [order] = await wait_orders(state, [order_id], timeout=30)
+                for _ in range(100):
+                    if fake.cancels:
+                        break
+                    await asyncio.sleep(0.05)
+            assert order.status == "canceled"
+            assert fake.cancels == 1
+        finally:
+            await state.db.dispose()
+
+
+async def test_a_killed_remote_worker_is_resumed_without_a_second_submit(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, providers.KEY)
+    with providers.provider("fal", job_seconds=4) as fake:
+        extra = providers.upstream_model(
+            "up-k", providers.channel_table("up-k", "fal", fake.url, "fal-ai/x")
+        )
+        state = upstream_state(settings, tmp_path, "unused", extra)
+        env = os.environ | {
+            "PYTHONPATH": str(ROOT),
+            "EASEL_DATA_DIR": str(settings.data_dir),
+            "EASEL_DATABASE_URL": state.settings.db_url,
+            "EASEL_CATALOG": str(state.settings.catalog),
+            "EASEL_SECRET_KEY": settings.secret_key,
+            "EASEL_POLL_INTERVAL": "0.05",
+            "EASEL_LEASE_SECONDS": "3",
+            "EASEL_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+            "EASEL_WORKER_ID": "doomed",
+        }
+        log = tmp_path / "worker.log"
+        try:
+            account, _ = await new_account(state, "mega")
+            order_id = await place_model(state, account, "up-k")
+            with log.open("wb") as out:
+                proc = subprocess.Popen(  # noqa: ASYNC220 - killed below
+                    [sys.executable, "-m", "easel", "worker", "--remote"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+                try:
+                    for _ in range(400):
+                        found = await attempts_of(state, order_id)
+                        if found and found[0].state == "accepted" and fake.polls > 0:
+                            break
+                        await asyncio.sleep(0.05)
+                    else:
+                        raise AssertionError(log.read_text())
+                finally:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(timeout=30)
+            async with running_worker(state, models=["up-k"]):  # its reaper takes the order back
+                [order] = await wait_orders(state, [order_id], timeout=60)
+            assert order.status == "completed", order.error_message
+            assert fake.submits == 1
+            [attempt] = await attempts_of(state, order_id)
+            assert attempt.state == "succeeded"
+        finally:
+            await state.db.dispose()
