@@ -1,4 +1,5 @@
-"""The `easel` command: serve, worker, services, migrate, accounts, keys, plans."""
+"""The `easel` command: serve, worker, services, migrate, accounts, keys, plans; and the user
+commands of easel.client.commands (generate, orders, account, webhooks, resume)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ import signal
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from easel.api.state import AppState
-from easel.catalog import Catalog
+from easel.client.commands import USER_COMMANDS
 from easel.config import Settings, get_settings
 from easel.errors import EaselError
 from easel.logging import setup_logging
+
+if TYPE_CHECKING:  # the user commands start without the server's packages
+    from easel.api.state import AppState
+    from easel.catalog import Catalog
 
 T = TypeVar("T")
 
@@ -28,6 +32,7 @@ def run_with_state(fn: Callable[[AppState], Awaitable[T]]) -> T:
     """Run `fn` against a migrated database; print an EaselError as a clean CLI error."""
 
     async def main() -> T:
+        from easel.api.state import AppState
         from easel.db.migrate import migrate
 
         state = AppState.build(get_settings())
@@ -47,6 +52,10 @@ def run_with_state(fn: Callable[[AppState], Awaitable[T]]) -> T:
 def main() -> None:
     """Easel: self-hosted image and animation generation API."""
     setup_logging(os.environ.get("EASEL_LOG_LEVEL", "INFO"))
+
+
+for _command in USER_COMMANDS:  # generate, orders, account, webhooks, resume: over HTTP only
+    main.add_command(_command)
 
 
 @main.command()
