@@ -1,20 +1,28 @@
-# `make serve` and `make test` each set everything up on a fresh machine first.
+# `make serve` and `make test` each set everything up on a fresh machine first: serving installs
+# the server's extras (.[diffusers,s3]); checks and tests add the test tools (.[dev]). The client
+# alone is a plain `pip install .` (README).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install serve worker migrate check test test-fast clean
+.PHONY: install install-dev serve worker migrate check test test-fast clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# Keep a torch that is already there (e.g. a CUDA build); else take the pinned release.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -e '.[diffusers,s3]'
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
 
 serve: install
 	$(VENV)/bin/easel serve
@@ -25,7 +33,7 @@ worker: install
 migrate: install
 	$(VENV)/bin/easel migrate
 
-check: install
+check: install-dev
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
@@ -34,7 +42,7 @@ check: install
 test: check
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest
 
-test-fast: install
+test-fast: install-dev
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -m "not slow"
 
 clean:
