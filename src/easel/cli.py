@@ -107,6 +107,8 @@ def serve(host: str | None, port: int | None, no_worker: bool, no_services: bool
     admin = run_with_state(_bootstrap_admin)
     if admin:
         click.echo(f"Created the first account. Save this key, it is shown only once:\n  {admin}")
+    if not no_worker:
+        click.echo(models_note())
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turn that into a clean exit
     # that still runs the `finally` below, which lets the worker finish its order.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -408,3 +410,9 @@ def plans() -> None:
             f"{'yes' if p.animation else 'no':<9}  {'yes' if p.api_access else 'no':<3}  "
             f"{','.join(p.models)}"
         )
+
+
+from easel.models_cli import models  # noqa: E402 - `easel models`, kept in its own module
+from easel.models_cli import startup_note as models_note  # noqa: E402
+
+main.add_command(models)

@@ -10,6 +10,7 @@
     ├── PayloadTooLarge        413 payload_too_large (request body over EASEL_MAX_BODY_BYTES)
     ├── RateLimited            429 rate_limited      (requests per minute or open requests)
     ├── ModelUnavailable       503 model_unavailable (weights cannot be loaded; worker side)
+    ├── NoWorker               503 no_worker         (EASEL_UNSERVED=refuse: no worker serves it)
     └── Busy                   503 busy              (no database connection free in time; retry)
 
 Each class's docstring is its default message. HTTP rendering happens in `api/errors.py` only.
@@ -86,6 +87,17 @@ class ModelUnavailable(EaselError):
 
     status_code = 503
     code = "model_unavailable"
+
+
+class NoWorker(EaselError):
+    """No live worker serves this model now; try again later."""
+
+    status_code = 503
+    code = "no_worker"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 30) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Busy(EaselError):

@@ -152,7 +152,7 @@ async def test_uncached_hub_model_offline_names_the_repo(
         message = status["error"]["message"]
         assert "easel-test/not-a-cached-model" in message
         assert "HF_HUB_OFFLINE" in message
-        assert "huggingface-cli download easel-test/not-a-cached-model" in message
+        assert "hf download easel-test/not-a-cached-model" in message
 
 
 async def test_cancel_running_order_stops_at_next_step_and_refunds(

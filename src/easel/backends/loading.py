@@ -39,7 +39,8 @@ def pick_dtype(device: str) -> Any:
 
 def _how_to_provide(model: Model, field: str = "source") -> str:
     return (
-        f"download it on this machine (`huggingface-cli download {getattr(model, field)}`) "
+        f"download it on this machine (`easel models pull {model.id}`, or "
+        f"`hf download {getattr(model, field)}`) "
         f"or point the model at a local diffusers folder or .safetensors file in the operator "
         f'catalog (EASEL_CATALOG: [models.{model.id}] {field} = "/path/to/weights")'
     )

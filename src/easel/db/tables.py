@@ -175,6 +175,11 @@ class Order(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     outputs_expire_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     outputs_swept: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # What the order is doing beyond its status (migration 0008): waiting_for_worker,
+    # loading_model (bytes done of total while its weights download), generating.
+    stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    load_bytes_done: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    load_bytes_total: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # SQLite: stamped by triggers on every insert and update with a counter that grows in commit
     # order, which the embedded change feed polls (orders/changes.py); PostgreSQL leaves it NULL
     # and NOTIFYs instead (migration 0007).
@@ -262,6 +267,8 @@ class Worker(Base):
     loaded_models: Mapped[list[str]] = mapped_column(JSON, default=list)  # least recent first
     loaded_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     served_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # None: all
+    # What it can run (family installed, weights present or downloadable); None: not reported.
+    servable_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -21,6 +21,7 @@ from easel.dialects.common import place, with_references
 from easel.errors import InvalidRequest
 from easel.orders import lifecycle, queue, reads
 from easel.orders.request import GenerationRequest, build_request
+from easel.orders.serving import LOADING_MODEL, WAITING_FOR_WORKER, waiting_message
 from easel.storage import Storage
 from easel.webhooks import endpoints
 
@@ -93,6 +94,12 @@ class NativeOrderError(BaseModel):
     message: str | None
 
 
+class NativeLoading(BaseModel):
+    model: str
+    bytes_done: int | None = Field(description="While downloading: bytes so far; null: from disk")
+    bytes_total: int | None
+
+
 class NativeStatus(BaseModel):
     """An order; the fields after `outputs_expire_at` appear only in the states they describe."""
 
@@ -126,6 +133,13 @@ class NativeStatus(BaseModel):
     )
     cancel_requested: bool | None = Field(
         default=None, description="Only while running, once a cancel was asked for: true"
+    )
+    waiting_for: str | None = Field(
+        default=None,
+        description="Only while pending and no live worker serves its model: what it waits for",
+    )
+    loading_model: NativeLoading | None = Field(
+        default=None, description="Only while a worker loads (or downloads) its model"
     )
     output_urls: list[str] | None = Field(default=None, description="Only when completed")
     outputs_expired: bool | None = Field(
@@ -269,6 +283,14 @@ def native_status(
     }
     if order.status == OrderStatus.PENDING:
         body["queue_position"] = position
+        if order.stage == WAITING_FOR_WORKER:
+            body["waiting_for"] = waiting_message(order.model)
+    if order.status == OrderStatus.RUNNING and order.stage == LOADING_MODEL:
+        body["loading_model"] = {
+            "model": order.model,
+            "bytes_done": order.load_bytes_done,
+            "bytes_total": order.load_bytes_total,
+        }
     if order.status == OrderStatus.RUNNING and order.cancel_requested:
         body["cancel_requested"] = True
     if order.status == OrderStatus.COMPLETED and order.outputs_swept:

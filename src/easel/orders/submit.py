@@ -19,12 +19,13 @@ from easel.config import Settings
 from easel.db.engine import Database
 from easel.db.status import OrderStatus
 from easel.db.tables import Account, Order
-from easel.errors import Conflict, InvalidRequest
+from easel.errors import Conflict, InvalidRequest, NoWorker
 from easel.ids import new_order_id
 from easel.net.check import check_url
 from easel.net.policy import url_policy
 from easel.orders.queue import fair_seq, notify_new_order
 from easel.orders.request import GenerationRequest
+from easel.orders.serving import WAITING_FOR_WORKER, is_served, waiting_message
 from easel.storage import Storage
 
 DEFAULT_RETENTION = timedelta(days=14)
@@ -56,6 +57,16 @@ async def place_order(ctx: Placing, account: Account, req: GenerationRequest) ->
     if plan is not None:
         check_plan(catalog, plan, req)  # a plan refusal (403) first, as submit() gives it
     check_served(catalog, req, ctx.served_families)
+    heartbeat = timedelta(seconds=settings.worker_heartbeat_seconds)
+    async with db.transaction(readonly=True) as session:
+        unserved = not await is_served(session, req.model.id, utcnow(), heartbeat)
+    if unserved and settings.unserved == "refuse":
+        raise NoWorker(
+            f"{waiting_message(req.model.id)} is running now, so the order was not placed and "
+            f"nothing was charged; try again later (the operator starts one with `easel worker`, "
+            f"and `easel models pull {req.model.id}` provides its weights)",
+            retry_after=settings.unserved_retry_after,
+        )
     if req.webhook_url:
         await check_url(req.webhook_url, req.webhook_param, url_policy(settings))
     retention = timedelta(days=settings.output_retention_days)
@@ -81,6 +92,8 @@ async def place_order(ctx: Placing, account: Account, req: GenerationRequest) ->
                 order_id=order_id,
                 reference_key=reference_key,
             )
+            if created and unserved:  # EASEL_UNSERVED=queue: its status says what it waits for
+                order.stage = WAITING_FOR_WORKER
     except BaseException:
         if reference_key:
             await asyncio.to_thread(storage.delete, reference_key)

@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from easel.db.tables import Worker
+from easel.db.status import OrderStatus
+from easel.db.tables import Order, Worker
+from easel.orders.serving import WAITING_FOR_WORKER
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,7 @@ class Presence:
     device: str
     served_models: Sequence[str] | None  # None: every model of the catalog
     started_at: datetime
+    servable_models: Sequence[str] | None = None  # what it can run; None: not reported
 
 
 async def report(
@@ -38,12 +41,24 @@ async def report(
     row.host = presence.host
     row.device = presence.device
     row.served_models = None if presence.served_models is None else list(presence.served_models)
+    servable = presence.servable_models
+    row.servable_models = None if servable is None else list(servable)
     row.started_at = presence.started_at
     row.loaded_models = list(loaded)
     row.loaded_bytes = loaded_bytes
     row.last_seen = now
     row.stopped_at = now if stopped else None
     await session.flush()
+    if not stopped and servable:  # orders that waited for a worker like this one now have one
+        await session.execute(
+            update(Order)
+            .where(
+                Order.status == OrderStatus.PENDING,
+                Order.stage == WAITING_FOR_WORKER,
+                Order.model.in_(list(servable)),
+            )
+            .values(stage=None)
+        )
 
 
 async def list_workers(session: AsyncSession, seen_since: datetime) -> list[Worker]:

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from easel import metrics, wakeup
+from easel.backends import weights
 from easel.backends.base import Backend, BackendFailure, Canceled, ProgressFn, Rerouted
 from easel.backends.registry import FAMILIES, backend_class
 from easel.backends.upstream.backend import UpstreamBackend
@@ -34,6 +35,7 @@ from easel.db.tables import Order
 from easel.errors import ModelUnavailable
 from easel.media.encoding import GeneratedImage
 from easel.orders import attempts, lifecycle, queue
+from easel.orders.serving import GENERATING, LOADING_MODEL
 from easel.services.base import Periodic, Service, wait_any
 from easel.storage import MissingObject, Storage
 from easel.worker import presence
@@ -79,6 +81,7 @@ class Worker:
             device=presence.describe_device(device),
             served_models=self.served,
             started_at=utcnow(),
+            servable_models=self._servable(),
         )
         self.wake = asyncio.Event()
         self.batch_ended = asyncio.Event()
@@ -95,6 +98,14 @@ class Worker:
     def _serving(self) -> list[Model]:
         ids = self.served if self.served is not None else list(self.catalog.models)
         return [self.catalog.models[i] for i in ids if self.catalog.models[i].family in FAMILIES]
+
+    def _servable(self) -> list[str]:
+        """The models it serves whose weights are on disk or may be downloaded."""
+        return [
+            m.id
+            for m in self._serving()
+            if not backend_class(m.family).local or weights.servable(m)
+        ]
 
     def _pick_device(self) -> str:
         """torch is imported only by a worker that serves a local family."""
@@ -460,7 +471,11 @@ class Worker:
         model = self.catalog.models.get(leader.model)
         if model is None:
             raise ModelUnavailable(f"model {leader.model!r} is no longer in this worker's catalog")
+        if model.id not in self.models.loaded:
+            await self._fetch(batch, model)
         backend = await self._backend(model)
+        if batch.live and any(o.stage == LOADING_MODEL for o in batch.orders):
+            await self._stage(batch, stage=GENERATING)
         references = await self._references(batch)
         orders = [o for o in batch.orders if batch.is_live(o.id)]
         if not orders:
@@ -470,6 +485,51 @@ class Worker:
         results = await run_splitting(backend, job, self._progress(batch), batch)
         metrics.GENERATION_DURATION.labels(model.id).observe(time.perf_counter() - started)
         return results
+
+    async def _stage(self, batch: BatchRun, **fields: Any) -> None:
+        """Record what the batch is doing (`orders.stage`, load bytes) on its live orders."""
+        for order in batch.orders:
+            for key, value in fields.items():
+                setattr(order, key, value)
+        extra = {"load_bytes_done": None, "load_bytes_total": None} | fields
+        try:
+            await self._renew(batch, **extra)
+        except (DBAPIError, OSError):
+            log.exception("stage report failed", extra={"action": "heartbeat_error"})
+
+    async def _fetch(self, batch: BatchRun, model: Model) -> None:
+        """A first load shows as `loading_model`; weights that are not here yet are downloaded
+        first, with bytes done of total in the orders' status (at most every
+        EASEL_PROGRESS_INTERVAL)."""
+        await self._stage(batch, stage=LOADING_MODEL)
+        missing = [
+            p
+            for p in weights.parts(model)
+            if not p.is_local and p.field != "config" and weights.on_disk(p) is None
+        ]
+        if not missing or weights.offline() or not backend_class(model.family).local:
+            return
+        loop = asyncio.get_running_loop()
+        last = 0.0
+
+        def progress(_name: str, _done: int, _size: int, done: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last < self.settings.progress_interval and done < total:
+                return
+            last = now
+            report = self._stage(
+                batch, stage=LOADING_MODEL, load_bytes_done=done, load_bytes_total=total
+            )
+            asyncio.run_coroutine_threadsafe(report, loop).result()
+
+        for part in missing:
+            variant = model.variant if part.field == "source" else None
+            log.info(
+                "downloading model weights",
+                extra={"action": "download", "model": model.id, "repo": part.ref},
+            )
+            await asyncio.to_thread(weights.download, part.ref, variant, progress)
 
     def _progress(self, batch: BatchRun) -> ProgressFn:
         """Awaited after each step: records progress (at most every EASEL_PROGRESS_INTERVAL)

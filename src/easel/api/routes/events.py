@@ -53,6 +53,7 @@ class Changes:
     position: int | None = None
     attempt: int = 0
     step: int = 0
+    loading: dict[str, Any] | None = None
 
     def events(self, body: dict[str, Any]) -> list[Event]:
         status = body["status"]
@@ -68,6 +69,10 @@ class Changes:
                 started = {"started_at": body["started_at"], "attempt": body["attempts"]}
                 out.append(("started", about | {"status": OrderStatus.RUNNING} | started))
                 self.attempt, self.step = body["attempts"], 0
+            loading = body.get("loading_model")
+            if loading and loading != self.loading:
+                out.append(("loading_model", about | {"status": status} | loading))
+            self.loading = loading
             if body["total_steps"] and body["step"] > self.step:
                 step, total = body["step"], body["total_steps"]
                 progress = {"step": step, "total_steps": total, "percent": body["progress"]}
