@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     reference_fetch_timeout: float = 15.0
     reference_max_redirects: int = 3
 
+    # LoRAs by URL (plans with allow_lora_urls): fetched with the same address checks, at most
+    # this many bytes within this many seconds, checked against their sha256 and kept by hash in
+    # the worker's cache dir (default <data_dir>/loras).
+    lora_max_bytes: int = 512 * 1024 * 1024
+    lora_fetch_timeout: float = 300.0
+    lora_cache_dir: Path | None = None
+
     # Rate limits by plan (catalog): counted in memory, or in Redis shared by every API process.
     rate_limits: bool = True  # false: no rate limits at all (a private deployment)
     rate_limit_storage: str = ""  # e.g. redis://127.0.0.1:6379/0; empty: this process's memory
@@ -203,6 +210,10 @@ class Settings(BaseSettings):
     @property
     def outputs_dir(self) -> Path:
         return self.data_dir / "outputs"
+
+    @property
+    def loras_dir(self) -> Path:
+        return self.lora_cache_dir or self.data_dir / "loras"
 
     @property
     def base_url(self) -> str:

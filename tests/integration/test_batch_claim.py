@@ -70,6 +70,8 @@ async def test_followers_match_the_leader_in_everything_the_pipeline_shares(
         await place(state, a, reference_key="x/reference.png")
         await place(state, b, reference_key="y/reference.png", strength=0.3)
         same_later = await place(state, b, strength=0.3)  # strength only matters with a reference
+        await place(state, a, loras='[{"name":"ink","scale":0.8}]')
+        await place(state, b, loras='[{"name":"ink","scale":0.5}]')
         assert await claim_batch(state, "w1") == [leader, same_other_account, same_later]
     finally:
         await state.db.dispose()
@@ -88,6 +90,23 @@ async def test_image_to_image_batches_only_with_references_of_the_same_strength(
         assert await claim_batch(state, "w1") == [leader, same_strength]
         plain = await claim_batch(state, "w2")
         assert len(plain) == 1  # the text-to-image one, alone
+    finally:
+        await state.db.dispose()
+
+
+async def test_only_orders_with_the_same_lora_set_batch_together(settings: Settings) -> None:
+    state = AppState.build(settings)
+    try:
+        a, _ = await new_account(state, "pro")
+        b, _ = await new_account(state, "pro")
+        ink = '[{"name":"ink","scale":0.8}]'
+        leader = await place(state, a, loras=ink)
+        await place(state, b)  # no LoRA
+        await place(state, a, loras='[{"name":"ink","scale":0.8},{"name":"paper","scale":1.0}]')
+        same_set = await place(state, b, loras=ink)
+        assert await claim_batch(state, "w1") == [leader, same_set]
+        assert len(await claim_batch(state, "w2")) == 1  # the one without, alone
+        assert len(await claim_batch(state, "w3")) == 1  # the two-LoRA one, alone
     finally:
         await state.db.dispose()
 

@@ -1,3 +1,3 @@
-from easel.catalog.loader import Catalog, Channel, Model, Plan, Product, load_catalog
+from easel.catalog.loader import Catalog, Channel, Lora, Model, Plan, Product, load_catalog
 
-__all__ = ["Catalog", "Channel", "Model", "Plan", "Product", "load_catalog"]
+__all__ = ["Catalog", "Channel", "Lora", "Model", "Plan", "Product", "load_catalog"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -15,6 +16,10 @@ ACCELERATIONS = ("none", "regular", "high")
 ACCELERATION_KEYS = ("steps", "scheduler")
 PROVIDERS = ("openai", "kie", "fal", "replicate", "easel-tasks", "local")
 UPSTREAM = "upstream"  # the family of a model served through its channels
+LORA_SCALE_MIN, LORA_SCALE_MAX = -2.0, 2.0  # a LoRA's scale, in the catalog and in requests
+# A LoRA trained on a base family also fits the families distilled from it.
+LORA_BASES = {"sdxl-turbo": "sdxl"}
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class CatalogError(ValueError):
@@ -37,6 +42,8 @@ class Plan:
     key_requests_per_minute: int = 0
     max_open_requests: int = 0
     key_max_open_requests: int = 0
+    max_loras: int = 0  # LoRAs one order may add (catalog names or, with allow_lora_urls, URLs)
+    allow_lora_urls: bool = False  # orders may give a LoRA by URL and sha256
 
     def allows_model(self, model_id: str) -> bool:
         return "*" in self.models or model_id in self.models
@@ -52,6 +59,29 @@ class Product:
     @property
     def is_animation(self) -> bool:
         return self.frames > 0
+
+
+def lora_fits(lora_family: str, model_family: str) -> bool:
+    """Whether a LoRA trained for `lora_family` applies to a model of `model_family`."""
+    return lora_family in (model_family, LORA_BASES.get(model_family))
+
+
+@dataclass(frozen=True)
+class Lora:
+    """A LoRA adapter for one base family. `source`: a Hugging Face repo id (with `file`, the
+    weights file in it), a local .safetensors file, or an http(s) URL (with `sha256`)."""
+
+    id: str
+    family: str
+    source: str
+    file: str | None = None
+    sha256: str | None = None
+    scale: float = 1.0  # used when a request or a model names it without a scale
+    trigger_words: tuple[str, ...] = ()  # appended to the prompt when it is used
+
+    @property
+    def is_url(self) -> bool:
+        return self.source.startswith(("http://", "https://"))
 
 
 @dataclass(frozen=True)
@@ -120,6 +150,9 @@ class Model:
     animation: bool = False  # makes clips (a video model of the task API), as animatediff does
     # family "upstream": the routes to this model, tried by priority (docs/providers.md)
     channels: tuple[Channel, ...] = ()
+    # LoRAs every order of this model runs with: catalog LoRA name -> scale (a style is its base
+    # weights plus these)
+    loras: dict[str, float] = field(default_factory=dict)
 
     @property
     def is_upstream(self) -> bool:
@@ -153,6 +186,7 @@ class Catalog:
     dialect_models: dict[str, tuple[str, ...]] = field(default_factory=dict)
     video_product: str = "animation_16f"  # what a video model of the task API makes
     image_product: str = "static_image"  # what APIs without product types make per image
+    loras: dict[str, Lora] = field(default_factory=dict)
 
     def style(self, name: str) -> Model | None:
         for model in self.models.values():
@@ -298,7 +332,53 @@ def _check_acceleration(model: Model) -> None:
             )
 
 
+def _check_lora(lora: Lora) -> None:
+    where = f"loras.{lora.id}"
+    if not lora.source or not lora.family:
+        raise CatalogError(f"{where}: `source` and `family` are required")
+    if lora.sha256 is not None and not SHA256.match(lora.sha256):
+        raise CatalogError(f"{where}.sha256 must be 64 lowercase hex digits, got {lora.sha256!r}")
+    if lora.is_url and lora.sha256 is None:
+        raise CatalogError(
+            f"{where}: a LoRA fetched from a URL needs `sha256` (its file's hash: sha256sum FILE)"
+        )
+    local = lora.source.startswith(("/", "./", "~")) or lora.source.endswith(".safetensors")
+    if not lora.is_url and not local and not lora.file:
+        raise CatalogError(
+            f"{where}: {lora.source!r} is read as a Hugging Face repo id, which needs `file`, "
+            'the weights file in it (e.g. file = "pytorch_lora_weights.safetensors")'
+        )
+    if not LORA_SCALE_MIN <= lora.scale <= LORA_SCALE_MAX:
+        raise CatalogError(
+            f"{where}.scale must be between {LORA_SCALE_MIN:g} and {LORA_SCALE_MAX:g}, "
+            f"got {lora.scale}"
+        )
+
+
+def _check_model_loras(catalog: Catalog, model: Model) -> None:
+    where = f"models.{model.id}.loras"
+    if not isinstance(model.loras, dict):
+        raise CatalogError(f"{where} must be a table of LoRA name = scale, like {{ ink = 0.8 }}")
+    for name, scale in model.loras.items():
+        lora = catalog.loras.get(name)
+        if lora is None:
+            raise CatalogError(f"{where} names unknown LoRA {name!r}; add [loras.{name}]")
+        if not lora_fits(lora.family, model.family):
+            raise CatalogError(
+                f"{where}: LoRA {name!r} is for {lora.family} models, this model is {model.family}"
+            )
+        if isinstance(scale, bool) or not isinstance(scale, int | float):
+            raise CatalogError(f"{where}.{name} must be a number (the LoRA's scale)")
+        if not LORA_SCALE_MIN <= scale <= LORA_SCALE_MAX:
+            raise CatalogError(
+                f"{where}.{name} must be between {LORA_SCALE_MIN:g} and {LORA_SCALE_MAX:g}, "
+                f"got {scale}"
+            )
+
+
 def _check(catalog: Catalog) -> None:
+    for lora in catalog.loras.values():
+        _check_lora(lora)
     seen: dict[str, str] = {}
     for model in catalog.models.values():
         for name in (model.id, *model.styles, *model.aliases):
@@ -316,6 +396,7 @@ def _check(catalog: Catalog) -> None:
             raise CatalogError(f"models.{model.id}.fps must be at least 1, got {model.fps}")
         _check_acceleration(model)
         _check_channels(catalog, model)
+        _check_model_loras(catalog, model)
         missing = [a for a in ACCELERATIONS if a not in model.credits]
         if missing:
             raise CatalogError(f"models.{model.id}.credits lacks {missing}")
@@ -364,6 +445,7 @@ def load_catalog(path: Path | None = None) -> Catalog:
         dialect_models={k: tuple(v) for k, v in raw.get("dialects", {}).items()},
         video_product=raw.get("video_product", "animation_16f"),
         image_product=raw.get("image_product", "static_image"),
+        loras={k: _build(Lora, f"loras.{k}", v) for k, v in raw.get("loras", {}).items()},
     )
     _check(catalog)
     return catalog

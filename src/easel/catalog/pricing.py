@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from easel.catalog.loader import Catalog, Model, Plan, Product
 from easel.errors import Forbidden, InvalidRequest
+
+
+class LoraRef(Protocol):
+    @property
+    def url(self) -> str | None: ...
 
 
 class Priced(Protocol):
@@ -22,6 +27,8 @@ class Priced(Protocol):
     def n(self) -> int: ...
     @property
     def acceleration(self) -> str: ...
+    @property
+    def added_loras(self) -> Sequence[LoraRef]: ...
 
 
 def check_plan(catalog: Catalog, plan: Plan, req: Priced) -> None:
@@ -38,6 +45,23 @@ def check_plan(catalog: Catalog, plan: Plan, req: Priced) -> None:
             f"plan {plan.id} allows at most {plan.max_images} images per order, "
             f"this order asks for {req.n}; ask for fewer or upgrade the plan"
         )
+    check_loras(plan, req.added_loras)
+
+
+def check_loras(plan: Plan, loras: Sequence[LoraRef]) -> None:
+    if len(loras) > plan.max_loras:
+        raise Forbidden(
+            f"plan {plan.id} allows at most {plan.max_loras} LoRA(s) per order, this order adds "
+            f"{len(loras)}; remove some or upgrade the plan",
+            param="loras",
+        )
+    for number, lora in enumerate(loras):
+        if lora.url is not None and not plan.allow_lora_urls:
+            raise Forbidden(
+                f"plan {plan.id} does not allow LoRAs by URL (pro and mega do); use an "
+                "installed LoRA by name",
+                param=f"loras[{number}].url",
+            )
 
 
 def check_served(catalog: Catalog, req: Priced, served: Collection[str]) -> None:

@@ -147,6 +147,9 @@ class Order(Base):
     output_format: Mapped[str] = mapped_column(String(8), default="png")
     reference_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
     strength: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The LoRAs it runs with, as canonical JSON text (orders/loras.py): the follower claim
+    # batches only orders whose text is equal.
+    loras: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
     llm_enhance: Mapped[bool] = mapped_column(Boolean, default=False)
     safety_check: Mapped[bool] = mapped_column(Boolean, default=False)
     webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)

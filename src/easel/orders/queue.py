@@ -167,8 +167,8 @@ TAKE_SLOT_SQLITE = text(
 CLAIM_RACE_RETRIES = 5
 
 # Followers of a claimed leader: pending orders that can share its pipeline call (same model,
-# size, steps, guidance, acceleration, frames and output format; all text-to-image, or all
-# image-to-image at the same strength), in claim order, at most :room images in all, and no
+# size, steps, guidance, acceleration, frames, output format and LoRA set; all text-to-image, or
+# all image-to-image at the same strength), in claim order, at most :room images in all, and no
 # account past its running cap. Taken as a prefix: the first one that does not fit ends the batch.
 # PostgreSQL: order rows another claimer holds are skipped; the accounts of the candidates are
 # locked in id order (a batch may span accounts; every other statement holds at most one account
@@ -182,6 +182,7 @@ CLAIM_FOLLOWERS_POSTGRESQL = text(
           AND o.model = :model AND o.width = :width AND o.height = :height
           AND o.steps = :steps AND o.guidance = :guidance AND o.acceleration = :acceleration
           AND o.frames = :frames AND o.output_format = :output_format
+          AND o.loras = :loras
           AND (o.reference_key IS NOT NULL) = :with_reference
           AND (NOT :with_reference OR COALESCE(o.strength, :default_strength) = :strength)
           AND o.n <= :room
@@ -255,7 +256,7 @@ CLAIM_FOLLOWERS_SQLITE = text(
                       AND o.model = :model AND o.width = :width AND o.height = :height
                       AND o.steps = :steps AND o.guidance = :guidance
                       AND o.acceleration = :acceleration AND o.frames = :frames
-                      AND o.output_format = :output_format
+                      AND o.output_format = :output_format AND o.loras = :loras
                       AND (o.reference_key IS NOT NULL) = :with_reference
                       AND (NOT :with_reference
                            OR COALESCE(o.strength, :default_strength) = :strength)
@@ -352,6 +353,7 @@ async def claim_followers(
         "acceleration": leader.acceleration,
         "frames": leader.frames or 0,
         "output_format": leader.output_format,
+        "loras": leader.loras,
         "with_reference": leader.reference_key is not None,
         "strength": strength(leader),
         "default_strength": DEFAULT_STRENGTH,

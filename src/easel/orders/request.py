@@ -5,16 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from easel.catalog import Model, Product
+from easel.catalog import Lora, Model, Product
 from easel.catalog.loader import ACCELERATIONS
 from easel.config import Settings
 from easel.errors import InvalidRequest
 from easel.media.encoding import ANIMATION_FORMATS, IMAGE_FORMATS
 from easel.media.references import Reference
 from easel.net.urls import parse_url
+from easel.orders.loras import LoraUse, check_loras
 from easel.orders.text import check_text
 
 MAX_SEED = 2**32 - 1
@@ -77,6 +79,8 @@ class GenerationRequest:
     webhook_on_start: bool = False  # a callback when the order starts (seed 004)
     reference: Reference | None = None  # image-to-image input, checked
     strength: float | None = None
+    added_loras: tuple[LoraUse, ...] = ()  # the request's own LoRAs (the plan limits these)
+    loras: tuple[LoraUse, ...] = ()  # every LoRA the order runs with: the model's, then those
 
     @property
     def task_type(self) -> str:
@@ -152,6 +156,8 @@ def build_request(
     body: Any = None,
     dialect_data: DialectData | None = None,
     webhook_on_start: bool = False,
+    loras: Sequence[Mapping[str, Any]] | None = None,
+    known_loras: Mapping[str, Lora] | None = None,
 ) -> GenerationRequest:
     """Apply the rules every dialect shares; raise InvalidRequest naming what to change."""
     prompt = check_prompt(settings, prompt)
@@ -222,6 +228,7 @@ def build_request(
             f"Idempotency-Key must be 1 to {settings.max_idempotency_key_chars} characters",
             param="Idempotency-Key",
         )
+    added_loras, all_loras = check_loras(known_loras or {}, model, model_alias, loras)
     return GenerationRequest(
         dialect=dialect,
         model=model,
@@ -246,4 +253,6 @@ def build_request(
         request_hash=hash_body(body),
         dialect_data=dialect_data,
         webhook_on_start=webhook_on_start,
+        added_loras=added_loras,
+        loras=all_loras,
     )

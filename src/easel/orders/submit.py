@@ -21,8 +21,10 @@ from easel.db.status import OrderStatus
 from easel.db.tables import Account, Order
 from easel.errors import Conflict, InvalidRequest, NoWorker
 from easel.ids import new_order_id
+from easel.media.loras import fetch_lora
 from easel.net.check import check_url
 from easel.net.policy import url_policy
+from easel.orders.loras import dump_loras
 from easel.orders.queue import fair_seq, notify_new_order
 from easel.orders.request import GenerationRequest
 from easel.orders.serving import WAITING_FOR_WORKER, is_served, waiting_message
@@ -69,6 +71,15 @@ async def place_order(ctx: Placing, account: Account, req: GenerationRequest) ->
         )
     if req.webhook_url:
         await check_url(req.webhook_url, req.webhook_param, url_policy(settings))
+    for number, lora in enumerate(req.added_loras):  # a wrong hash is refused, nothing charged
+        if lora.url is not None and lora.sha256 is not None:
+            await fetch_lora(
+                settings,
+                lora.url,
+                lora.sha256,
+                url_param=f"loras[{number}].url",
+                hash_param=f"loras[{number}].sha256",
+            )
     retention = timedelta(days=settings.output_retention_days)
     now = utcnow()
     order_id = new_order_id(now)
@@ -168,6 +179,7 @@ async def submit(
         output_format=req.output_format,
         reference_key=reference_key,
         strength=req.strength,
+        loras=dump_loras(req.loras),
         llm_enhance=req.llm_enhance,
         safety_check=req.safety_check,
         webhook_url=req.webhook_url,
