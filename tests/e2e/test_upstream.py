@@ -185,9 +185,18 @@ async def test_failover_to_local_and_everything_down(
             assert [a.state for a in await attempts_of(state, to_local)][-1] == "handed_off"
             assert failed.status == "failed"
             assert failed.error_code == "upstream_unavailable"
-            assert "openai" in (failed.error_message or "") and "down" in (
-                failed.error_message or ""
+            # The client's message names no provider (EASEL_EXPOSE_ROUTE is off); each try's
+            # error is the operator's, in the attempt rows.
+            assert failed.error_message == (
+                "the hosted model could not take the order (3 tries); the order was refunded"
             )
+            nowhere_tries = await attempts_of(state, nowhere)
+            assert sorted((a.channel, a.state) for a in nowhere_tries) == [
+                ("down", "refused"),
+                ("down", "refused"),
+                ("openai", "refused"),
+            ]  # one priority: in a weighted random order
+            assert all(a.error for a in nowhere_tries)
             assert await refunds(state, nowhere) == 1
         finally:
             await state.db.dispose()

@@ -8,9 +8,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import random
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,8 +38,10 @@ class Job:
     width: int
     height: int
     n: int
+    seconds: float = 0.3
     canceled: bool = False
     failed: bool = False
+    closed: bool = False  # its result was fetched (or it was canceled)
 
 
 @dataclass
@@ -45,6 +49,7 @@ class FakeProvider:
     protocol: str  # openai | fal | kie | replicate | tasks
     url: str = ""
     job_seconds: float = 0.3
+    job_seconds_max: float | None = None  # each job takes a random time in [job_seconds, this]
     script: list[int] = field(default_factory=list)  # statuses for the next submits (429, 503)
     retry_after: str = "0"
     fail_jobs: bool = False  # accepted jobs end failed
@@ -53,30 +58,44 @@ class FakeProvider:
     polls: int = 0
     cancels: int = 0
     peak: int = 0  # jobs running at once
+    open: int = 0  # jobs submitted whose result was not fetched yet (the client's in flight)
+    peak_open: int = 0
+    prompts: Counter[str] = field(default_factory=Counter)  # accepted submits per prompt
     jobs: dict[str, Job] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def running(self, now: float) -> int:
-        return sum(
-            1 for j in self.jobs.values() if not j.canceled and now - j.started < self.job_seconds
-        )
+        return sum(1 for j in self.jobs.values() if not j.canceled and now - j.started < j.seconds)
 
-    def new_job(self, width: int, height: int, n: int) -> tuple[Job | None, int]:
+    def new_job(self, width: int, height: int, n: int, prompt: str = "") -> tuple[Job | None, int]:
         """A job, or the scripted refusal status."""
         with self.lock:
             if self.script:
                 self.refused += 1
                 return None, self.script.pop(0)
-            job = Job(uuid.uuid4().hex[:12], time.monotonic(), width, height, n)
+            seconds = self.job_seconds
+            if self.job_seconds_max is not None:
+                seconds = random.uniform(self.job_seconds, self.job_seconds_max)
+            job = Job(uuid.uuid4().hex[:12], time.monotonic(), width, height, n, seconds)
             self.jobs[job.id] = job
             self.submits += 1
+            self.prompts[prompt] += 1
+            self.open += 1
+            self.peak_open = max(self.peak_open, self.open)
             self.peak = max(self.peak, self.running(time.monotonic()))
             return job, 200
+
+    def close(self, job: Job) -> None:
+        """The client fetched the job's result (or canceled it): no longer in flight."""
+        with self.lock:
+            if not job.closed:
+                job.closed = True
+                self.open -= 1
 
     def state(self, job: Job) -> str:
         if job.canceled:
             return "canceled"
-        if time.monotonic() - job.started < self.job_seconds:
+        if time.monotonic() - job.started < job.seconds:
             return "running"
         return "failed" if self.fail_jobs else "done"
 
@@ -161,6 +180,7 @@ def handler_for(box: list[FakeProvider]) -> type[BaseHTTPRequestHandler]:
                     self._send(500, {"detail": "generation failed"})
                     return
                 images = [{"url": u, "content_type": "image/png"} for u in p.image_urls(job)]
+                p.close(job)
                 self._send(200, {"images": images, "seed": 1})
                 return
             if p.protocol == "kie":
@@ -174,13 +194,17 @@ def handler_for(box: list[FakeProvider]) -> type[BaseHTTPRequestHandler]:
                 data = {"taskId": job.id, "state": state}
                 if state == "success":
                     data["resultJson"] = json.dumps({"resultUrls": p.image_urls(job)})
+                    p.close(job)
                 if state == "fail":
                     data |= {"failCode": "500", "failMsg": "generation failed"}
                 self._send(200, {"code": 200, "msg": "success", "data": data})
                 return
             if p.protocol == "replicate":
                 job = p.jobs[path.path.rstrip("/").split("/")[-1]]
-                self._send(200, self._prediction(p, job))
+                prediction = self._prediction(p, job)
+                if prediction["status"] == "succeeded":
+                    p.close(job)
+                self._send(200, prediction)
                 return
             if p.protocol == "tasks":
                 job = p.jobs[path.path.rstrip("/").split("/")[-1]]
@@ -188,6 +212,7 @@ def handler_for(box: list[FakeProvider]) -> type[BaseHTTPRequestHandler]:
                 data = {"task_id": job.id, "task_status": status}
                 if status == 3:
                     data["image_url"] = p.image_urls(job)[0]
+                    p.close(job)
                 self._send(200, {"code": 200, "msg": "ok", "data": data})
                 return
             self._send(404, {"error": "not found"})
@@ -217,6 +242,7 @@ def handler_for(box: list[FakeProvider]) -> type[BaseHTTPRequestHandler]:
                 return
             job = p.jobs[urlsplit(self.path).path.strip("/").split("/")[-2]]
             job.canceled = True
+            p.close(job)
             with p.lock:
                 p.cancels += 1
             self._send(202, {"status": "CANCELLATION_REQUESTED"})
@@ -229,6 +255,7 @@ def handler_for(box: list[FakeProvider]) -> type[BaseHTTPRequestHandler]:
             path = urlsplit(self.path).path
             if p.protocol == "replicate" and path.endswith("/cancel"):
                 p.jobs[path.split("/")[-2]].canceled = True
+                p.close(p.jobs[path.split("/")[-2]])
                 with p.lock:
                     p.cancels += 1
                 self._send(200, {})
@@ -240,16 +267,18 @@ def handler_for(box: list[FakeProvider]) -> type[BaseHTTPRequestHandler]:
                 or (body.get("input") or {}).get("num_outputs")
                 or 1
             )
-            job, status = p.new_job(width, height, n)
+            prompt = str(body.get("prompt") or (body.get("input") or {}).get("prompt") or "")
+            job, status = p.new_job(width, height, n, prompt)
             if job is None:
                 self._refuse(p, status)
                 return
             if p.protocol == "openai":
-                time.sleep(p.job_seconds)
+                time.sleep(job.seconds)
                 data = [
                     {"b64_json": base64.b64encode(png(width, height, 40 + i)).decode()}
                     for i in range(n)
                 ]
+                p.close(job)
                 self._send(200, {"created": int(time.time()), "data": data})
             elif p.protocol == "fal":
                 base = f"{p.url}{path}/requests/{job.id}"

@@ -12,14 +12,16 @@ from easel.accounts import ledger
 from easel.api.deps import CurrentAccount, ReadSessionDep, SessionDep, State
 from easel.api.errors import NATIVE_STATUSES, NativeError
 from easel.api.intake import api_router
+from easel.api.state import AppState
 from easel.catalog import Catalog
 from easel.clock import iso, utcnow
+from easel.config import Settings
 from easel.db.status import UNSUCCESSFUL, OrderStatus
-from easel.db.tables import Order, Output
+from easel.db.tables import Account, Order, Output
 from easel.dialects.base import Dialect, output_urls
 from easel.dialects.common import place, with_references
 from easel.errors import InvalidRequest
-from easel.orders import lifecycle, queue, reads
+from easel.orders import attempts, lifecycle, queue, reads
 from easel.orders.request import GenerationRequest, build_request
 from easel.orders.serving import LOADING_MODEL, WAITING_FOR_WORKER, waiting_message
 from easel.storage import Storage
@@ -100,6 +102,39 @@ class NativeLoading(BaseModel):
     bytes_total: int | None
 
 
+class NativeRouteAttempt(BaseModel):
+    """One try of an upstream order; the fields after `state` only in the operator's view."""
+
+    number: int
+    channel: str
+    provider: str
+    state: str = Field(
+        description="submitting, accepted, succeeded, refused (the channel's fault), rejected "
+        "(this request's), unbilled, failed, canceled, lost or handed_off (to a local model)"
+    )
+    remote_id: str | None = Field(default=None, description="The provider's job id")
+    remote_status: str | None = Field(default=None, description="The provider's own word")
+    queue_position: int | None = None
+    cost: float | None = Field(default=None, description="What the operator pays for it")
+    latency_ms: int | None = None
+    retry_after: float | None = None
+    error: str | None = None
+    outputs: list[str] | None = Field(default=None, description="The provider's output URLs")
+    worker_id: str | None = None
+    created_at: str | None = None
+    finished_at: str | None = None
+
+
+class NativeRoute(BaseModel):
+    """The route an upstream order took: shown to admin accounts, and to clients (channel,
+    provider and states only) when EASEL_EXPOSE_ROUTE is on."""
+
+    channel: str = Field(description="The channel of the last attempt: the route taken")
+    provider: str
+    attempts: list[NativeRouteAttempt]
+    cost: float | None = Field(default=None, description="Operator's view: all attempts' cost")
+
+
 class NativeStatus(BaseModel):
     """An order; the fields after `outputs_expire_at` appear only in the states they describe."""
 
@@ -150,6 +185,11 @@ class NativeStatus(BaseModel):
         default=None, description="Only when completed and the outputs still exist"
     )
     error: NativeOrderError | None = Field(default=None, description="Only when failed or canceled")
+    route: NativeRoute | None = Field(
+        default=None,
+        description="Only for orders of upstream models once tried, to admin accounts (and to "
+        "every client when EASEL_EXPOSE_ROUTE is on)",
+    )
 
 
 class NativeOrderPage(BaseModel):
@@ -361,7 +401,9 @@ async def generate(
 async def status(
     order_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
 ) -> dict[str, Any]:
-    return await read_status(session, account.id, order_id, state.storage)
+    body = await read_status(session, account.id, order_id, state.storage)
+    [body] = await with_routes(session, [body], route_view(account, state.settings))
+    return body
 
 
 async def read_status(
@@ -374,6 +416,38 @@ async def read_status(
     waiting = order.status == OrderStatus.PENDING
     position = await queue.queue_position(session, order) if waiting else None
     return native_status(order, outputs, storage, position)
+
+
+def route_view(account: Account, settings: Settings) -> bool | None:
+    """Whether `account` sees routes: True the operator's full view (admin accounts), False the
+    client's (EASEL_EXPOSE_ROUTE), None not at all."""
+    if account.is_admin:
+        return True
+    return False if settings.expose_route else None
+
+
+async def with_routes(
+    session: AsyncSession, bodies: list[dict[str, Any]], full: bool | None
+) -> list[dict[str, Any]]:
+    """Native status bodies with `route` added where their orders have attempts (one query)."""
+    if full is None or not bodies:
+        return bodies
+    found = await attempts.for_orders(session, [b["order_id"] for b in bodies])
+    for body in bodies:
+        route = attempts.describe_route(found[body["order_id"]], full=full)
+        if route is not None:
+            body["route"] = route
+    return bodies
+
+
+async def routed(state: AppState, account: Account, body: dict[str, Any]) -> dict[str, Any]:
+    """`body` with its route, where `account` may see it (a read only then)."""
+    full = route_view(account, state.settings)
+    if full is None:
+        return body
+    async with state.db.transaction(readonly=True) as session:
+        [body] = await with_routes(session, [body], full)
+    return body
 
 
 @router.get(
@@ -396,7 +470,11 @@ async def list_orders(
     page = await reads.list_orders(session, account.id, limit=limit, before=before, status=status)
     return {
         "ok": True,
-        "orders": [native_status(o, outputs, state.storage, None) for o, outputs in page.orders],
+        "orders": await with_routes(
+            session,
+            [native_status(o, outputs, state.storage, None) for o, outputs in page.orders],
+            route_view(account, state.settings),
+        ),
         "next_before": page.next_before,
     }
 

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts.accounts import release_running_slot
+from easel.clock import iso
 from easel.db.status import OrderStatus
 from easel.db.tables import Order, OrderAttempt
 from easel.ids import new_id
@@ -151,3 +152,43 @@ async def for_orders(session: AsyncSession, order_ids: list[str]) -> dict[str, l
     for row in rows:
         found[row.order_id].append(row)
     return found
+
+
+def describe_route(rows: list[OrderAttempt], *, full: bool) -> dict[str, Any] | None:
+    """The route an order took, for a status body: the channel and provider of its last attempt
+    and every attempt in order; None when it has none (not an upstream order, or not tried yet).
+    `full` (the operator's view) adds the provider's ids, status, costs, latencies and errors;
+    without it (a client's, with EASEL_EXPOSE_ROUTE) only channel, provider and state."""
+    if not rows:
+        return None
+    tries = []
+    for row in sorted(rows, key=lambda r: r.number):
+        entry: dict[str, Any] = {
+            "number": row.number,
+            "channel": row.channel,
+            "provider": row.provider,
+            "state": row.state,
+        }
+        if full:
+            entry |= {
+                "remote_id": row.remote_id,
+                "remote_status": row.remote_status,
+                "queue_position": row.queue_position,
+                "cost": row.cost,
+                "latency_ms": row.latency_ms,
+                "retry_after": row.retry_after,
+                "error": row.error,
+                "outputs": list(row.outputs or []),
+                "worker_id": row.worker_id,
+                "created_at": iso(row.created_at),
+                "finished_at": iso(row.finished_at),
+            }
+        tries.append(entry)
+    route: dict[str, Any] = {
+        "channel": tries[-1]["channel"],
+        "provider": tries[-1]["provider"],
+        "attempts": tries,
+    }
+    if full:
+        route["cost"] = sum(row.cost for row in rows)
+    return route

@@ -117,7 +117,9 @@ class UpstreamBackend(Backend):
         skip = {a.channel for a in history if a.state in LEAVES_CHANNEL}
         final = [a for a in history if a.state == "failed"]
         if final:
-            raise BackendFailure("upstream_failed", f"{final[-1].channel}: {final[-1].error}")
+            raise self._failure(
+                "upstream_failed", order_id, f"{final[-1].channel}: {final[-1].error}", len(history)
+            )
         for record in history:
             if record.state == "submitting":
                 await attempts.finish(
@@ -159,18 +161,39 @@ class UpstreamBackend(Backend):
                     await asyncio.sleep(wait)
                 except RemoteFailed as exc:
                     if exc.billed:
-                        raise BackendFailure(
+                        raise self._failure(
                             "upstream_failed",
-                            f"the provider failed the job ({_short(exc.message, 300)}); "
-                            "the order was refunded",
+                            order_id,
+                            f"the provider failed the job ({_short(exc.message, 300)})",
+                            number,
                         ) from exc
                     tried.append(f"{channel.name} ({_short(exc.message, 160)}, not billed)")
                     break
-        raise BackendFailure(
+        raise self._failure(
             "upstream_unavailable",
+            order_id,
             "no route could take the order; tried: "
-            + ("; ".join(tried) or "nothing (no channel is usable)")
-            + ". The order was refunded",
+            + ("; ".join(tried) or "nothing (no channel is usable)"),
+            number,
+        )
+
+    def _failure(self, code: str, order_id: str, detail: str, tries: int) -> BackendFailure:
+        """The order's final error. Its message is the client's: it names channels and providers
+        only when EASEL_EXPOSE_ROUTE is on; the operator reads every try's error in the attempt
+        rows (GET /api/v1/admin/orders/{id}) and in this log line."""
+        log.warning(
+            "upstream order failed: %s",
+            detail,
+            extra={"action": "upstream_failed", "order_id": order_id, "model": self.model.id},
+        )
+        assert self.settings is not None
+        if self.settings.expose_route:
+            return BackendFailure(code, f"{detail}. The order was refunded")
+        if code == "upstream_failed":
+            return BackendFailure(code, "the hosted model failed the job; the order was refunded")
+        return BackendFailure(
+            code,
+            f"the hosted model could not take the order ({tries} tries); the order was refunded",
         )
 
     async def _resume(
@@ -202,20 +225,31 @@ class UpstreamBackend(Backend):
     ) -> list[GeneratedImage]:
         assert self.attempts is not None
         channel, label = route.channel, self._label(route.channel)
-        async with route.slots:
-            route.in_flight += 1
-            route.peak = max(route.peak, route.in_flight)
-            metrics.UPSTREAM_IN_FLIGHT.labels(label).inc()
-            try:
-                attempt_id = await self.attempts.begin(req.order_id, number, channel, req.n)
-                started = time.monotonic()
-                route.breaker.start(started)
-                remote = await self._submit(route, attempt_id, req)
-                await self.attempts.accepted(attempt_id, remote)
-                return await self._follow(route, attempt_id, remote, req, progress, started)
-            finally:
-                route.in_flight -= 1
-                metrics.UPSTREAM_IN_FLIGHT.labels(label).dec()
+        # The breaker is asked again here, with no await between the question and the probe's
+        # reservation: orders planned at the same time must not all be the one probe.
+        if not route.breaker.allows(time.monotonic()):
+            raise NotAccepted(
+                f"{channel.name}: cooling down after {route.breaker.failures} failures",
+                channel_fault=False,
+            )
+        probe = route.breaker.start(time.monotonic())
+        try:
+            async with route.slots:
+                route.in_flight += 1
+                route.peak = max(route.peak, route.in_flight)
+                metrics.UPSTREAM_IN_FLIGHT.labels(label).inc()
+                try:
+                    attempt_id = await self.attempts.begin(req.order_id, number, channel, req.n)
+                    started = time.monotonic()
+                    remote = await self._submit(route, attempt_id, req)
+                    await self.attempts.accepted(attempt_id, remote)
+                    return await self._follow(route, attempt_id, remote, req, progress, started)
+                finally:
+                    route.in_flight -= 1
+                    metrics.UPSTREAM_IN_FLIGHT.labels(label).dec()
+        finally:
+            if probe and route.breaker.probing:
+                route.breaker.abandon()  # no success or failure was recorded for it
 
     async def _submit(self, route: Route, attempt_id: str, req: Request) -> Remote:
         assert self.attempts is not None
@@ -236,11 +270,14 @@ class UpstreamBackend(Backend):
             raise RemoteFailed(message) from exc
 
     async def _refused(self, route: Route, attempt_id: str, exc: NotAccepted) -> None:
+        """`refused`: the channel's fault (counts toward cooling); `rejected`: this request's
+        (a 400, 404 or 422), which the admin report's replay of the breaker leaves out too."""
         assert self.attempts is not None
+        state = "refused" if exc.channel_fault else "rejected"
         await self.attempts.finish(
-            attempt_id, "refused", error=exc.message, retry_after=exc.retry_after
+            attempt_id, state, error=exc.message, retry_after=exc.retry_after
         )
-        self._count(route, "refused")
+        self._count(route, state)
         if exc.channel_fault:
             self._fault(route, exc.retry_after)
 

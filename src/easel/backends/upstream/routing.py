@@ -32,10 +32,17 @@ class Breaker:
             return True
         return now >= self.cooling_until and not self.probing
 
-    def start(self, now: float) -> None:
-        """A try begins; after a cool-down it is the probe."""
+    def start(self, now: float) -> bool:
+        """A try begins (call it with no await since `allows`); True when it is the probe that
+        follows a cool-down."""
         if self.failures >= self.failures_to_cool and now >= self.cooling_until:
             self.probing = True
+            return True
+        return False
+
+    def abandon(self) -> None:
+        """The probe ended without an outcome (canceled, the worker's own error): another may go."""
+        self.probing = False
 
     def success(self) -> None:
         self.failures, self.cooling_until, self.probing = 0, 0.0, False
