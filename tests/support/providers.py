@@ -304,10 +304,14 @@ def handler_for(box: list[FakeProvider]) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # many clients connect at once (the default backlog is 5)
+
+
 @contextmanager
 def provider(protocol: str, **options: Any) -> Iterator[FakeProvider]:
     box = [FakeProvider(protocol, **options)]
-    http = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(box))
+    http = _Server(("127.0.0.1", 0), handler_for(box))
     http.daemon_threads = True
     box[0].url = f"http://127.0.0.1:{http.server_address[1]}"
     thread = threading.Thread(target=http.serve_forever, daemon=True)

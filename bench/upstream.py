@@ -1,0 +1,208 @@
+"""Upstream orders: Easel's remote worker against direct httpx calls to the same provider.
+
+    .venv/bin/python bench/upstream.py [--in-flight 1,16,64] [--orders-per-slot 6] [--ms 500]
+
+A loopback OpenAI-compatible provider (tests/support/providers.py, in a process of its own so it
+does not share this one's interpreter lock) answers every image request after a fixed 500 ms.
+Easel's side: N orders of an upstream model whose one channel is that provider with
+max_in_flight = C, run by the real worker (claim, attempt rows, submit, store the image, complete)
+in this process on SQLite. The baseline makes the same N calls with one httpx client at the same
+concurrency. Per order, Easel's added latency = (completed_at - started_at) - the provider's 500
+ms; per direct call, the call's time - 500 ms. Goal: overhead p50 under 20 ms, throughput at 64
+in flight at least 0.8x the direct calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import select
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support import databases, providers
+
+from easel.accounts.accounts import create_account
+from easel.accounts.ledger import top_up
+from easel.api.state import AppState
+from easel.clock import utcnow
+from easel.config import Settings
+from easel.db.status import FINAL
+from easel.db.tables import Order
+from easel.orders.request import build_request
+from easel.orders.submit import submit
+from easel.services.host import run_services
+from easel.worker.runner import Worker
+
+MODEL = "up-bench"
+ROOT = Path(__file__).resolve().parents[1]
+
+SERVE_PROVIDER = """
+import sys, time
+from tests.support import providers
+with providers.provider("openai", job_seconds=float(sys.argv[1])) as p:
+    print(p.url, flush=True)
+    sys.stdin.read()
+"""
+
+
+def catalog(path: Path, url: str, in_flight: int) -> Path:
+    channel = providers.channel_table(
+        MODEL, "openai", f"{url}/v1", "m", max_in_flight=in_flight, timeout_seconds=60
+    )
+    plans = "".join(
+        f"[plans.{p}]\nmax_running = 1000\n" for p in ("free", "standard", "pro", "mega")
+    )
+    path.write_text(providers.upstream_model(MODEL, channel) + plans)
+    return path
+
+
+async def easel_round(
+    url: str, in_flight: int, n: int, seconds: float
+) -> tuple[float, list[float]]:
+    """(orders/s from the worker's start to the last completion, added ms per order)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        settings = Settings(
+            data_dir=root / "data",
+            database_url=await asyncio.to_thread(databases.sqlite_url, root),
+            secret_key="bench-secret-key",
+            catalog=catalog(root / "catalog.toml", url, in_flight),
+            poll_interval=0.05,
+            progress_interval=0.0,
+            rate_limits=False,
+            allowed_networks=["127.0.0.0/8"],
+        )
+        state = AppState.build(settings)
+        try:
+            model = state.catalog.models[MODEL]
+            async with state.db.transaction() as session:
+                account = await create_account(session, state.catalog, "b@example.com", "mega")
+                await top_up(session, account.id, n * 10, utcnow())
+            for i in range(n):
+                req = build_request(
+                    settings,
+                    dialect="native",
+                    model=model,
+                    model_alias=MODEL,
+                    product=state.catalog.products["static_image"],
+                    prompt=f"order {i}",
+                    width=256,
+                    height=256,
+                    n=1,
+                    seed=i,
+                )
+                async with state.db.transaction() as session:
+                    await submit(session, state.catalog, account, req, utcnow())
+            worker = Worker(settings, state.catalog, state.db, state.storage, models=[MODEL])
+            stop = asyncio.Event()
+            began = time.monotonic()
+            task = asyncio.create_task(run_services(worker.services(), stop))
+            while True:
+                async with state.db.transaction(readonly=True) as session:
+                    rows = list(await session.scalars(select(Order)))
+                if all(o.status in FINAL for o in rows):
+                    break
+                await asyncio.sleep(0.02)
+            elapsed = time.monotonic() - began
+            stop.set()
+            await task
+            bad = [o for o in rows if o.status != "completed"]
+            if bad:
+                raise SystemExit(f"{len(bad)} orders did not complete: {bad[0].error_message}")
+            added = [
+                ((o.completed_at - o.started_at).total_seconds() - seconds) * 1000
+                for o in rows
+                if o.completed_at and o.started_at
+            ]
+            return n / elapsed, added
+        finally:
+            await state.db.dispose()
+
+
+async def direct_round(
+    url: str, in_flight: int, n: int, seconds: float
+) -> tuple[float, list[float]]:
+    body = {"model": "m", "prompt": "x", "n": 1, "size": "256x256", "response_format": "b64_json"}
+    headers = {"authorization": f"Bearer {providers.KEY}"}
+    gate = asyncio.Semaphore(in_flight)
+    added: list[float] = []
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+    async with httpx.AsyncClient(trust_env=False, limits=limits, timeout=60) as client:
+
+        async def one() -> None:
+            async with gate:
+                start = time.monotonic()
+                response = await client.post(
+                    f"{url}/v1/images/generations", json=body, headers=headers
+                )
+                response.raise_for_status()
+                response.json()
+                added.append((time.monotonic() - start - seconds) * 1000)
+
+        began = time.monotonic()
+        await asyncio.gather(*(one() for _ in range(n)))
+        return n / (time.monotonic() - began), added
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+async def run(levels: list[int], per_slot: int, seconds: float) -> None:
+    os.environ["EASEL_TEST_PROVIDER_KEY"] = providers.KEY  # the channel's api_key_env
+    root = ROOT
+    proc = subprocess.Popen(  # noqa: ASYNC220 - the provider, for the whole run
+        [sys.executable, "-c", SERVE_PROVIDER, str(seconds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env=os.environ | {"PYTHONPATH": str(root)},
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        print(f"provider: {url}, {seconds * 1000:.0f} ms per answer; SQLite; Easel in one process")
+        print(
+            f"{'in flight':>9}{'orders':>8}{'easel /s':>10}{'direct /s':>11}{'ratio':>7}"
+            f"{'easel +ms p50':>15}{'p95':>7}{'direct +ms p50':>16}{'p95':>7}"
+        )
+        for level in levels:
+            n = max(20, level * per_slot)
+            direct_rate, direct_added = await direct_round(url, level, n, seconds)
+            easel_rate, easel_added = await easel_round(url, level, n, seconds)
+            print(
+                f"{level:>9}{n:>8}{easel_rate:>10.1f}{direct_rate:>11.1f}"
+                f"{easel_rate / direct_rate:>7.2f}{p50(easel_added):>15.1f}"
+                f"{statistics.quantiles(easel_added, n=20)[-1]:>7.1f}"
+                f"{p50(direct_added):>16.1f}{statistics.quantiles(direct_added, n=20)[-1]:>7.1f}"
+            )
+        print("\n(goal: easel +ms p50 under 20; ratio at 64 in flight >= 0.8)")
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--in-flight", default="1,16,64")
+    parser.add_argument("--orders-per-slot", type=int, default=6)
+    parser.add_argument("--ms", type=float, default=500)
+    args = parser.parse_args()
+    levels = [int(x) for x in args.in_flight.split(",")]
+    asyncio.run(run(levels, args.orders_per_slot, args.ms / 1000))
+
+
+if __name__ == "__main__":
+    main()
