@@ -91,7 +91,9 @@ def test_sender_killed_mid_delivery_delivers_later_with_the_same_id(
     _, key = make_account(settings)
     with (
         webhook_receiver(delay=2.0) as hooks,
-        cluster(settings, tmp_path, EASEL_WEBHOOK_TIMEOUT="0.5") as c,
+        # An attempt may take 3 s, so the receiver's 2 s hold is answered; the killed sender's
+        # lease (2 x 3 s + 30 s) then runs out and the second sender takes the delivery.
+        cluster(settings, tmp_path, EASEL_WEBHOOK_TIMEOUT="3") as c,
     ):
         base = c.api(services=False)
         client = httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30)
@@ -107,7 +109,12 @@ def test_sender_killed_mid_delivery_delivers_later_with_the_same_id(
         c.kill("s1")  # while the receiver still holds the request
         c.services("s2")
         calls = hooks.wait_for(2, timeout=90)
-        log = client.get(f"/api/v1/webhooks/deliveries?order_id={order_id}").json()
+        deadline = time.monotonic() + 30  # the receiver holds the second call 2 s too
+        while time.monotonic() < deadline:
+            log = client.get(f"/api/v1/webhooks/deliveries?order_id={order_id}").json()
+            if log["deliveries"][0]["state"] == "delivered":
+                break
+            time.sleep(0.2)
         client.close()
     assert calls[0].headers["webhook-id"] == calls[1].headers["webhook-id"]
     assert calls[0].body == calls[1].body
