@@ -64,7 +64,9 @@ class TaskApiClient(DocClient):
     """Seed 002: POST /api/v1/tasks/create, poll GET /api/v1/tasks/{task_id} until 3 or 4."""
 
     async def create(self, **params: Any) -> dict[str, Any]:
-        body = (await self.http.post("/api/v1/tasks/create", json=params)).json()
+        r = await self.http.post("/api/v1/tasks/create", json=params)
+        r.raise_for_status()  # as seed 002's clients do: business failures are HTTP 200, code 0
+        body = r.json()
         if body["code"] != 200:
             raise RuntimeError(body["msg"])
         data: dict[str, Any] = body["data"]

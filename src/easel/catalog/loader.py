@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from easel.catalog import capabilities
 from easel.catalog.schedulers import KEEP_SCHEDULER, SCHEDULERS, is_flow_matching
 
 ACCELERATIONS = ("none", "regular", "high")
@@ -153,6 +154,9 @@ class Model:
     # LoRAs every order of this model runs with: catalog LoRA name -> scale (a style is its base
     # weights plus these)
     loras: dict[str, float] = field(default_factory=dict)
+    # what it does (catalog/capabilities.py); empty: its family's default
+    capabilities: tuple[str, ...] = ()
+    max_references: int = 0  # the most reference images an order takes; 0: the default (1, edit 3)
 
     @property
     def is_upstream(self) -> bool:
@@ -203,6 +207,19 @@ class Catalog:
                 (m for m in self.models.values() if name in m.styles or name in m.aliases), None
             )
         return None if found is None else self.route(found)
+
+    def named(self, name: str) -> Model | None:
+        """The model a name names, before any routing."""
+        found = self.models.get(name)
+        if found is None:
+            found = next(
+                (m for m in self.models.values() if name in m.styles or name in m.aliases), None
+            )
+        return found
+
+    def route_for(self, model: Model, need: capabilities.Need) -> Model | None:
+        """The model that serves `need` for a request naming `model` (capabilities.py)."""
+        return capabilities.route_for(self, model, need)
 
     def route(self, model: Model) -> Model:
         """`model`, or the local model it falls back to when no remote channel is usable."""
@@ -397,6 +414,9 @@ def _check(catalog: Catalog) -> None:
         _check_acceleration(model)
         _check_channels(catalog, model)
         _check_model_loras(catalog, model)
+        wrong = capabilities.check_model(model)
+        if wrong:
+            raise CatalogError(wrong)
         missing = [a for a in ACCELERATIONS if a not in model.credits]
         if missing:
             raise CatalogError(f"models.{model.id}.credits lacks {missing}")

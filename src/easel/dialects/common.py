@@ -9,6 +9,7 @@ from dataclasses import replace
 from easel import metrics
 from easel.api.state import AppState
 from easel.catalog import Catalog, Model
+from easel.catalog.capabilities import TAKES_IMAGES, Need, makes_video, model_capabilities, refusal
 from easel.config import Settings
 from easel.db.tables import Account, Order
 from easel.errors import EaselError, InvalidRequest
@@ -17,12 +18,28 @@ from easel.orders.request import GenerationRequest
 from easel.orders.submit import place_order
 
 
-def resolve_model(catalog: Catalog, dialect: str, name: str, param: str) -> Model:
+def named_model(catalog: Catalog, dialect: str, name: str, param: str) -> Model:
+    """The model a client's name names in this dialect (before routing by what it needs)."""
     accepted = catalog.accepted(dialect)
-    model = catalog.resolve(name) if name in accepted else None
+    model = catalog.named(name) if name in accepted else None
     if model is None:
         raise InvalidRequest(
             f"unknown {param} {name!r}; accepted: {', '.join(accepted)}", param=param
+        )
+    return model
+
+
+def resolve_model(
+    catalog: Catalog, dialect: str, name: str, param: str, need: Need | None = None
+) -> Model:
+    """The catalog model that serves `need` (default: text alone) for a client's name; a request
+    that needs what no route of the name has is refused, naming what the name can do."""
+    named = named_model(catalog, dialect, name, param)
+    need = need or Need.text(video=makes_video(catalog, named))
+    model = catalog.route_for(named, need)
+    if model is None:
+        raise InvalidRequest(
+            refusal(catalog, named, name, need), param=need.param if need.references else param
         )
     return model
 
@@ -74,9 +91,10 @@ def check_reference_count(settings: Settings, count: int, param: str) -> None:
 
 
 def check_image_to_image(req: GenerationRequest, param: str) -> None:
-    if req.product.is_animation:
+    if not TAKES_IMAGES & set(model_capabilities(req.model)):
         raise InvalidRequest(
-            f"{param}: animations are made from the prompt alone; remove the reference image",
+            f"{param}: {req.model_alias!r} is made from the prompt alone on this server; remove "
+            "the reference image",
             param=param,
         )
 

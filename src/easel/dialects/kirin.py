@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
 from easel.api.errors import NATIVE_STATUSES
 from easel.api.intake import api_router
+from easel.catalog.capabilities import EDIT, IMAGE_TO_IMAGE, Need
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, iso_seconds, output_urls
@@ -159,7 +160,9 @@ def kirin_task(order: Order, outputs: list[Output], storage: Storage) -> dict[st
     response_model_exclude_unset=True,
 )
 async def create(body: KirinBody, account: CurrentAccount, state: State) -> dict[str, Any]:
-    model = resolve_model(state.catalog, "kirin", body.model, "model")
+    refs = [body.image] if body.image else []
+    need = Need((EDIT, IMAGE_TO_IMAGE), len(refs), "image") if refs else None
+    model = resolve_model(state.catalog, "kirin", body.model, "model", need)
     if not 1 <= body.n <= MAX_N:
         raise InvalidRequest(f"n must be between 1 and {MAX_N}, got {body.n}", param="n")
     if body.aspect_ratio not in ASPECT_RATIOS:
@@ -190,7 +193,6 @@ async def create(body: KirinBody, account: CurrentAccount, state: State) -> dict
         external_task_id=external,
         body=body.model_dump(),
     )
-    refs = [body.image] if body.image else []
     req = await with_references(req, refs, "image", state, allow_data_url=False)
     order, _ = await place(state, account, req)
     return kirin_task(order, [], state.storage)

@@ -13,7 +13,8 @@ from easel.api.deps import CurrentAccount, ReadSessionDep, SessionDep, State
 from easel.api.errors import NATIVE_STATUSES, NativeError
 from easel.api.intake import api_router
 from easel.api.state import AppState
-from easel.catalog import Catalog
+from easel.catalog import Catalog, Model
+from easel.catalog.capabilities import IMAGE_TO_IMAGE, IMAGE_TO_VIDEO, Need, describe, refusal
 from easel.clock import iso, utcnow
 from easel.config import Settings
 from easel.db.status import UNSUCCESSFUL, OrderStatus
@@ -255,6 +256,22 @@ class NativePlans(BaseModel):
     plans: list[NativePlan]
 
 
+def native_need(animation: bool, image: str | None) -> Need:
+    """`image` is an image-to-image reference, or an animation's first frame."""
+    if image is None:
+        return Need.text(animation)
+    return Need((IMAGE_TO_VIDEO if animation else IMAGE_TO_IMAGE,), 1, "image")
+
+
+def model_for_need(catalog: Catalog, model: Model, style: str, need: Need) -> Model:
+    """The model that serves what the request needs, or a refusal naming what the style can do."""
+    found = catalog.route_for(model, need)
+    if found is None:
+        param = need.param if need.references else "style"
+        raise InvalidRequest(refusal(catalog, model, style, need), param=param)
+    return found
+
+
 def to_request(state: State, body: GenerateBody, idempotency_key: str | None) -> GenerationRequest:
     catalog: Catalog = state.catalog
     product = catalog.products.get(body.product_type)
@@ -270,6 +287,9 @@ def to_request(state: State, body: GenerateBody, idempotency_key: str | None) ->
         )
     if product.is_animation:
         model = catalog.models[catalog.animation_model]
+    model = model_for_need(
+        catalog, model, body.style, native_need(product.is_animation, body.image)
+    )
     return build_request(
         state.settings,
         dialect=NAME,
@@ -553,6 +573,39 @@ async def plans(state: State) -> dict[str, Any]:
             for p in catalog.plans.values()
         ],
     }
+
+
+class NativeModelInfo(BaseModel):
+    name: str = Field(description="The style a request names")
+    model: str = Field(description="The catalog model the name names")
+    capabilities: list[str] = Field(
+        description="text_to_image / image_to_image / edit / inpaint / text_to_video / "
+        "image_to_video"
+    )
+    routes: dict[str, str] = Field(description="Each capability's catalog model")
+    max_references: int = Field(description="The most reference images one order takes")
+    width: int
+    height: int
+    max_steps: int | None
+    max_images: int | None
+    credits: dict[str, int] = Field(description="Per image, by acceleration level")
+    video: bool
+
+
+class NativeModels(BaseModel):
+    ok: bool
+    models: list[NativeModelInfo]
+
+
+@router.get(
+    "/api/v1/models",
+    summary="The styles, what each can do, its limits and price (public)",
+    response_model=NativeModels,
+)
+async def models(state: State) -> dict[str, Any]:
+    catalog = state.catalog
+    named = [(s, m) for m in catalog.models.values() for s in m.styles]
+    return {"ok": True, "models": [describe(catalog, model, name) for name, model in named]}
 
 
 DIALECT = Dialect(name=NAME, router=router, callback_body=native_webhook)

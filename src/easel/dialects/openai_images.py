@@ -28,11 +28,18 @@ from easel.api.errors import explain_validation
 from easel.api.intake import api_router
 from easel.api.state import AppState
 from easel.catalog import Model
+from easel.catalog.capabilities import EDIT, IMAGE_TO_IMAGE, INPAINT, Need, describe
 from easel.config import Settings
 from easel.db.status import OrderStatus
 from easel.db.tables import Account, Order, Output
 from easel.dialects.base import Dialect
-from easel.dialects.common import attach_reference, check_reference_count, place, resolve_model
+from easel.dialects.common import (
+    attach_reference,
+    check_reference_count,
+    named_model,
+    place,
+    resolve_model,
+)
 from easel.dialects.native import native_webhook
 from easel.errors import (
     EaselError,
@@ -179,6 +186,12 @@ class OpenAIModel(BaseModel):
     object: Literal["model"]
     created: int
     owned_by: str
+    capabilities: list[str] = Field(
+        description="Easel extra: text_to_image / image_to_image / edit / inpaint / "
+        "text_to_video / image_to_video"
+    )
+    max_references: int = Field(description="Easel extra: the most images an edit takes")
+    credits: dict[str, int] = Field(description="Easel extra: credits per image, by level")
 
 
 class OpenAIModelList(BaseModel):
@@ -237,9 +250,10 @@ def to_request(
     idempotency_key: str | None = None,
     body_hash: dict[str, Any] | None = None,
     mask: MaskInfo | None = None,
+    model: Model | None = None,
 ) -> GenerationRequest:
     catalog, settings = state.catalog, state.settings
-    model = model_for(state, body.model)
+    model = model or model_for(state, body.model)
     width, height = parse_size(settings, body.size, auto_size or (model.width, model.height))
     if body.user is not None and len(body.user) > settings.openai_max_user_chars:
         raise InvalidRequest(
@@ -273,11 +287,19 @@ def to_request(
     return replace(req, prompt=req.prompt + suffix) if suffix else req
 
 
-def model_for(state: AppState, name: str | None) -> Model:
+def model_for(state: AppState, name: str | None, need: Need | None = None) -> Model:
     if name is None:
         accepted = ", ".join(state.catalog.accepted(NAME))
         raise InvalidRequest(f"model is required; accepted: {accepted}", param="model")
-    return resolve_model(state.catalog, NAME, name, "model")
+    return resolve_model(state.catalog, NAME, name, "model", need)
+
+
+def edit_need(images: int, mask: object) -> Need:
+    """An edit with a mask inpaints; without one it edits by instruction where the name can,
+    else redraws the image."""
+    if mask is not None:
+        return Need((INPAINT,), images, "mask")
+    return Need((EDIT, IMAGE_TO_IMAGE), images, "image")
 
 
 async def generate_and_wait(
@@ -432,8 +454,8 @@ async def edit_request(
     settings = state.settings
     files = ("image", "image[]", "mask")
     body = parse_fields({k: v for k, v in form.multi_items() if k not in files})
-    model = model_for(state, body.model)
     images = form.getlist("image") + form.getlist("image[]")
+    model = model_for(state, body.model, edit_need(len(images), form.get("mask")))
     uploads = [i for i in images if isinstance(i, UploadFile)]
     if not images or len(uploads) < len(images):
         raise InvalidRequest(
@@ -456,20 +478,26 @@ async def edit_request(
         idempotency_key=idempotency_key,
         body_hash={"image_sha256": hashlib.sha256(reference.data).hexdigest()},
         mask=mask_info,
+        model=model,
     )
     req = attach_reference(settings, req, reference, "image", body.strength)
     return req, body.response_format
 
 
-def model_card(name: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "easel"}
+def model_card(state: AppState, name: str) -> dict[str, Any]:
+    model = named_model(state.catalog, NAME, name, "model")
+    info = describe(state.catalog, model, name)
+    return {"id": name, "object": "model", "created": 0, "owned_by": "easel"} | {
+        k: info[k] for k in ("capabilities", "max_references", "credits")
+    }
 
 
 @router.get(
     "/v1/models", summary="The image models this API accepts", response_model=OpenAIModelList
 )
 async def models(account: CurrentAccount, state: State) -> dict[str, Any]:
-    return {"object": "list", "data": [model_card(n) for n in state.catalog.accepted(NAME)]}
+    cards = [model_card(state, n) for n in state.catalog.accepted(NAME)]
+    return {"object": "list", "data": cards}
 
 
 @router.get("/v1/models/{model}", summary="One image model", response_model=OpenAIModel)
@@ -477,7 +505,7 @@ async def one_model(model: str, account: CurrentAccount, state: State) -> dict[s
     accepted = state.catalog.accepted(NAME)
     if model not in accepted:
         raise NotFound(f"no model {model!r}; accepted: {', '.join(accepted)}", param="model")
-    return model_card(model)
+    return model_card(state, model)
 
 
 # OpenAI Images has no callbacks; a webhook_url given there gets the native payload.

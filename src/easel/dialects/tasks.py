@@ -9,12 +9,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
-from easel.api.errors import NATIVE_STATUSES
 from easel.api.intake import api_router
+from easel.catalog.capabilities import EDIT, IMAGE_TO_IMAGE, IMAGE_TO_VIDEO, Need, makes_video
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.dialects.base import Dialect, output_urls
-from easel.dialects.common import place, resolve_model, with_references
+from easel.dialects.common import named_model, place, resolve_model, with_references
 from easel.errors import EaselError, InvalidRequest, Unauthorized
 from easel.ids import new_id
 from easel.orders import reads
@@ -26,14 +26,24 @@ PREFIX = "/api/v1/tasks/"
 
 
 class TaskApiError(BaseModel):
-    """Seed 002's failure: `code` 0 (401 for a bad key), the reason in `msg`."""
+    """Seed 002's failure: `code` 0 with HTTP 200 (401 with HTTP 401 for a bad key), the reason
+    in `msg`."""
 
     code: int
     msg: str
     data: None = None
 
 
-router = api_router(TaskApiError, NATIVE_STATUSES, tags=["task API (seed 002)"])
+# Seed 002 separates "code: 0, business failure" from "HTTP 401": every refusal answers HTTP 200
+# with code 0, except a missing or bad key (401), a rate limit (429, with Retry-After, so that
+# clients and proxies back off) and a server too busy to take the request (503, nothing charged).
+TRANSPORT_STATUSES = (401, 429, 503)
+router = api_router(TaskApiError, TRANSPORT_STATUSES, tags=["task API (seed 002)"])
+router.responses.pop("4XX", None)  # other refusals are HTTP 200 with code 0
+router.responses["default"] = {
+    "model": TaskApiError,
+    "description": "A failure of the server itself (5xx), in the same shape",
+}
 
 SUBMITTED = "提交成功,等待生成"  # seed 002's message: submitted, waiting for generation
 # How seed 002 shows a canonical status.
@@ -69,11 +79,12 @@ class CreateTaskBody(BaseModel):
 
 
 def error_response(exc: EaselError) -> JSONResponse:
-    """Business failures are `code: 0` (seed 002); a bad key is HTTP 401."""
+    """Business failures are HTTP 200 with `code: 0` (seed 002); a bad key is HTTP 401."""
     body = {"code": 0, "msg": exc.message, "data": None}
     if isinstance(exc, Unauthorized):
         body["code"] = 401
-    return JSONResponse(body, status_code=exc.status_code)
+    keep = exc.status_code in TRANSPORT_STATUSES or exc.status_code >= 500  # not the client's
+    return JSONResponse(body, status_code=exc.status_code if keep else 200)
 
 
 class TaskCreatedData(BaseModel):
@@ -143,18 +154,31 @@ def task_data(order: Order, outputs: list[Output], storage: Storage) -> dict[str
     return body
 
 
+def need(video: bool, image_urls: list[str]) -> Need:
+    """Seed 002: `image_urls` are the images to edit, or a video's first frame."""
+    if not image_urls:
+        return Need.text(video)
+    wanted = (IMAGE_TO_VIDEO,) if video else (EDIT, IMAGE_TO_IMAGE)
+    return Need(wanted, len(image_urls), "image_urls")
+
+
 @router.post(
-    "/api/v1/tasks/create", summary="Create an image or video task", response_model=TaskCreated
+    "/api/v1/tasks/create",
+    summary="Create an image or video task",
+    response_model=TaskCreated | TaskApiError,
+    response_description="The task (code 200), or a business failure (code 0, with msg)",
 )
 async def create(body: CreateTaskBody, account: CurrentAccount, state: State) -> dict[str, Any]:
     catalog, settings = state.catalog, state.settings
-    model = resolve_model(catalog, "tasks", body.model_id, "model_id")
+    named = named_model(catalog, NAME, body.model_id, "model_id")
     if body.aspect_ratio not in ASPECT_RATIOS:
         raise InvalidRequest(
             f"aspect_ratio must be one of {', '.join(ASPECT_RATIOS)}, got {body.aspect_ratio!r}",
             param="aspect_ratio",
         )
-    animation = model.id == catalog.animation_model or model.animation
+    animation = named.id == catalog.animation_model or makes_video(catalog, named)
+    wanted = need(animation, body.image_urls)
+    model = resolve_model(catalog, NAME, body.model_id, "model_id", wanted)
     product = catalog.products[catalog.video_product if animation else catalog.image_product]
     width, height = size_for_aspect(model, body.aspect_ratio)
     req = build_request(
@@ -186,7 +210,8 @@ async def create(body: CreateTaskBody, account: CurrentAccount, state: State) ->
 @router.get(
     "/api/v1/tasks/{task_id}",
     summary="Query a task",
-    response_model=TaskQuery,
+    response_model=TaskQuery | TaskApiError,
+    response_description="The task (code 200), or a business failure (code 0, with msg)",
     response_model_exclude_unset=True,
 )
 async def query(
