@@ -59,6 +59,19 @@ class ImageSpec:
 
 
 @dataclass(frozen=True)
+class LoraWeights:
+    """A LoRA a job runs with, resolved to files: `source` is a Hugging Face repo id or a local
+    folder, `file` the weights file in it (diffusers' `weight_name`)."""
+
+    adapter: str  # the adapter's name on the pipeline
+    source: str
+    file: str | None
+    scale: float
+    label: dict[str, Any]  # how the order's status and the files' metadata name it
+    trigger_words: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Job:
     """One pipeline call: the images of one order, or of several compatible orders (a batch).
 
@@ -75,6 +88,7 @@ class Job:
     frames: int = 0  # > 0: each output is an animation of exactly this many frames
     strength: float = 0.8  # image-to-image: how far from the reference (0 keeps it, 1 ignores it)
     scheduler: str | None = None  # catalog scheduler name; None keeps the pipeline's own
+    loras: tuple[LoraWeights, ...] = ()  # loaded for this job only, removed after it
 
     @property
     def order_ids(self) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from easel.backends.base import ImageSpec, Job, LocalBackend, StepFn
+from easel.backends.base import BackendFailure, ImageSpec, Job, LocalBackend, LoraWeights, StepFn
 from easel.backends.loading import load_pipeline
 from easel.backends.numerics import checked_images
 from easel.catalog import Model
@@ -102,6 +102,8 @@ def metadata(model: Model, job: Job, spec: ImageSpec) -> dict[str, Any]:
         meta["scheduler"] = job.scheduler
     if spec.reference is not None:
         meta["strength"] = job.strength
+    if job.loras:
+        meta["loras"] = [w.label for w in job.loras]
     return meta
 
 
@@ -179,14 +181,60 @@ class DiffusersBackend(LocalBackend):
             if self.image_to_image_sized:
                 kwargs |= {"width": width, "height": height}
         pipe.scheduler = make_scheduler(self.default_scheduler, job.scheduler)
-        with torch.inference_mode():
-            result = pipe(
-                generator=generators(job),
-                callback_on_step_end=step_callback(progress),
-                output_type="np",  # checked for NaN / black before encoding
-                **kwargs,
-            )
+        loras = [w for w in job.loras if w.scale != 0]  # at scale 0 a LoRA changes nothing
+        refuse = self._load_loras(loras)
+        try:
+            with torch.inference_mode():
+                result = pipe(
+                    generator=generators(job),
+                    callback_on_step_end=step_callback(progress),
+                    output_type="np",  # checked for NaN / black before encoding
+                    **kwargs,
+                )
+        finally:
+            if loras:
+                self._unload_loras(refuse)
         return self._encode(job, checked_images(result.images, job.images))
+
+    def _denoiser(self) -> Any:
+        return getattr(self.pipe, "unet", None) or getattr(self.pipe, "transformer", None)
+
+    def _load_loras(self, loras: list[LoraWeights]) -> bool:
+        """Load `loras` as PEFT adapters on the shared components (the img2img twin sees them
+        too) and weight them; True when the denoiser's fused attention was undone for them (a
+        fused QKV projection would bypass adapters on the separate ones)."""
+        if not loras:
+            return False
+        from diffusers.models.attention_processor import FusedAttnProcessor2_0
+
+        denoiser = self._denoiser()
+        processors = getattr(denoiser, "attn_processors", None) or {}
+        fused = any(isinstance(p, FusedAttnProcessor2_0) for p in processors.values())
+        if fused:
+            denoiser.unfuse_qkv_projections()
+        try:
+            for lora in loras:
+                self.pipe.load_lora_weights(
+                    lora.source, weight_name=lora.file, adapter_name=lora.adapter
+                )
+            self.pipe.set_adapters(
+                [w.adapter for w in loras], adapter_weights=[w.scale for w in loras]
+            )
+        except Exception as exc:
+            self._unload_loras(fused)
+            names = ", ".join(str(w.label.get("name") or w.label.get("url")) for w in loras)
+            raise BackendFailure(
+                "lora_unavailable",
+                f"LoRA {names} could not be loaded on {self.model.id} ({type(exc).__name__}: "
+                f"{str(exc)[:300]}); is it a {self.model.family} LoRA? The order was refunded",
+            ) from exc
+        return fused
+
+    def _unload_loras(self, refuse: bool) -> None:
+        """Remove every adapter: the cached pipeline is the base model again."""
+        self.pipe.unload_lora_weights()
+        if refuse:
+            self._denoiser().fuse_qkv_projections()
 
     def _encode(self, job: Job, images: list[Image.Image]) -> list[GeneratedImage]:
         return [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import Header, Query, Response
@@ -42,6 +43,19 @@ SEED_000_EXAMPLE: dict[str, Any] = {
 }
 
 
+class NativeLoraIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, description="An installed LoRA (catalog [loras.NAME])")
+    url: str | None = Field(
+        default=None, description="Plans with allow_lora_urls: the .safetensors file's URL"
+    )
+    sha256: str | None = Field(default=None, description="With url: the file's SHA-256 (hex)")
+    scale: float | None = Field(
+        default=None, description="-2 to 2; default the LoRA's own (1.0 for a URL)"
+    )
+
+
 class GenerateBody(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SEED_000_EXAMPLE]})
 
@@ -72,6 +86,10 @@ class GenerateBody(BaseModel):
     strength: float | None = Field(
         default=None, description="Easel extra: image-to-image strength, (0, 1], default 0.8"
     )
+    loras: list[NativeLoraIn] | None = Field(
+        default=None,
+        description="Easel extra: LoRAs added to the style's own, up to the plan's max_loras",
+    )
 
 
 class NativeCreated(BaseModel):
@@ -90,6 +108,13 @@ class NativeOutput(BaseModel):
     width: int
     height: int
     content_type: str
+
+
+class NativeLora(BaseModel):
+    name: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    scale: float
 
 
 class NativeOrderError(BaseModel):
@@ -177,6 +202,9 @@ class NativeStatus(BaseModel):
     loading_model: NativeLoading | None = Field(
         default=None, description="Only while a worker loads (or downloads) its model"
     )
+    loras: list[NativeLora] | None = Field(
+        default=None, description="Only when the order runs with LoRAs: its style's and its own"
+    )
     output_urls: list[str] | None = Field(default=None, description="Only when completed")
     outputs_expired: bool | None = Field(
         default=None, description="Only when completed and the outputs were deleted: true"
@@ -249,6 +277,8 @@ class NativePlan(BaseModel):
     api_access: bool
     styles: list[str]
     max_running: int
+    max_loras: int
+    allow_lora_urls: bool
 
 
 class NativePlans(BaseModel):
@@ -308,6 +338,8 @@ def to_request(state: State, body: GenerateBody, idempotency_key: str | None) ->
         webhook_url=body.webhook_url,
         idempotency_key=idempotency_key,
         body=body.model_dump(),
+        loras=[lora.model_dump(exclude_none=True) for lora in body.loras or []],
+        known_loras=catalog.loras,
     )
 
 
@@ -341,6 +373,8 @@ def native_status(
         "completed_at": iso(order.completed_at),
         "outputs_expire_at": iso(order.outputs_expire_at),
     }
+    if order.loras and order.loras != "[]":
+        body["loras"] = json.loads(order.loras)
     if order.status == OrderStatus.PENDING:
         body["queue_position"] = position
         if order.stage == WAITING_FOR_WORKER:
@@ -569,6 +603,8 @@ async def plans(state: State) -> dict[str, Any]:
                     s for m in catalog.models.values() if p.allows_model(m.id) for s in m.styles
                 ],
                 "max_running": p.max_running,
+                "max_loras": p.max_loras,
+                "allow_lora_urls": p.allow_lora_urls,
             }
             for p in catalog.plans.values()
         ],

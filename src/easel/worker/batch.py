@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from easel.backends.base import Backend, ImageSpec, Job, ProgressFn
+from easel.backends.base import Backend, ImageSpec, Job, LoraWeights, ProgressFn
 from easel.backends.numerics import NumericalFailure
 from easel.catalog import Model
 from easel.db.tables import Order
@@ -63,17 +63,29 @@ class BatchRun:
             return failures
 
 
-def build_job(model: Model, orders: Sequence[Order], references: Mapping[str, bytes]) -> Job:
+def with_trigger_words(prompt: str, loras: Sequence[LoraWeights]) -> str:
+    """The prompt with the trigger words of the LoRAs in use (at scale 0 a LoRA is not)."""
+    words = [w for lora in loras if lora.scale for w in lora.trigger_words if w not in prompt]
+    return ", ".join([prompt, *words])
+
+
+def build_job(
+    model: Model,
+    orders: Sequence[Order],
+    references: Mapping[str, bytes],
+    loras: Sequence[LoraWeights] = (),
+) -> Job:
     """The one pipeline call for `orders` (compatible, as claimed together); the leader first.
 
     Shared settings come from the leader. `references`: order id -> reference image bytes.
+    `loras`: the batch's LoRA set (one for all: the claim batches only equal sets), resolved.
     """
     leader = orders[0]
     images = [
         ImageSpec(
             order_id=order.id,
             index=i,
-            prompt=model.render_prompt(order.prompt),
+            prompt=with_trigger_words(model.render_prompt(order.prompt), loras),
             negative_prompt=order.negative_prompt,
             seed=order.seed + i,
             reference=references.get(order.id),
@@ -92,6 +104,7 @@ def build_job(model: Model, orders: Sequence[Order], references: Mapping[str, by
         frames=leader.frames or 0,
         strength=strength(leader),
         scheduler=model.scheduler_for(leader.acceleration),
+        loras=tuple(loras),
     )
 
 

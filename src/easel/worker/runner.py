@@ -41,6 +41,7 @@ from easel.storage import MissingObject, Storage
 from easel.worker import presence
 from easel.worker.attempt_log import DatabaseAttemptLog
 from easel.worker.batch import BatchRun, build_job, run_splitting
+from easel.worker.loras import resolve_loras
 from easel.worker.models import ModelCache
 from easel.worker.outputs import store_outputs
 
@@ -480,7 +481,8 @@ class Worker:
         orders = [o for o in batch.orders if batch.is_live(o.id)]
         if not orders:
             return {}
-        job = build_job(model, orders, references)
+        loras = await resolve_loras(self.catalog, self.settings, batch.orders[0].loras)
+        job = build_job(model, orders, references, loras)
         started = time.perf_counter()
         results = await run_splitting(backend, job, self._progress(batch), batch)
         metrics.GENERATION_DURATION.labels(model.id).observe(time.perf_counter() - started)
