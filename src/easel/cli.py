@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,8 +96,6 @@ async def _bootstrap_admin(state: AppState) -> str | None:
 )
 def serve(host: str | None, port: int | None, no_worker: bool, no_services: bool) -> None:
     """Run the API server, with `easel services` and one `easel worker` as child processes."""
-    import uvicorn
-
     if host:
         os.environ["EASEL_HOST"] = host
     if port:
@@ -128,14 +127,12 @@ def serve(host: str | None, port: int | None, no_worker: bool, no_services: bool
     for child in children:
         child.start()
     try:
-        from easel.api.app import create_app
+        from easel.api.app import create_app, server
 
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
-        )
+        api = server(create_app(settings), settings.host, settings.port, settings.log_level.lower())
+        api.run()
+        if not api.started:
+            sys.exit(3)  # uvicorn's STARTUP_FAILURE
     finally:
         for child in reversed(children):
             child.stop()

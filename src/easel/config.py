@@ -129,14 +129,19 @@ class Settings(BaseSettings):
     rate_limit_prefix: str = "easel:"  # Redis key prefix
     rate_limit_open_ttl: float = 3900.0  # an open-request slot a vanished process left expires
 
-    # Server-sent order events.
+    # Waiting clients: server-sent order events, OpenAI synchronous waits, status long polls.
+    # They all follow one change feed per API process (orders/changes.py): on SQLite it looks for
+    # changed orders this often; on PostgreSQL it gathers notifications this long into one read.
     events_poll_interval: float = 0.25
     events_keepalive_interval: float = 15.0
     events_max_duration: float = 3600.0
+    # Streams, waits and long polls one API process follows at once; above it: 503 with
+    # Retry-After (per key and per account the plan's max_open_requests count them).
+    max_waiters: int = 2000
+    status_max_wait: float = 60.0  # longest ?wait= of GET /api/v1/status/{id}
 
-    # OpenAI Images: a request waits for its order (polling the database) up to the timeout.
+    # OpenAI Images: a request waits for its order up to the timeout.
     openai_wait_timeout: float = 300.0
-    openai_wait_interval: float = 0.25
     openai_max_user_chars: int = 256
 
     # Speedups applied to a pipeline after it loads (backends/speedups.py); each can be turned off.

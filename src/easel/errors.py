@@ -111,6 +111,13 @@ class Busy(EaselError):
         self.retry_after = retry_after
 
 
+class ClientGone(EaselError):
+    """The client closed the connection while the request waited; nobody reads this answer."""
+
+    status_code = 499  # nginx's "client closed request"
+    code = "client_closed"
+
+
 class RateLimited(EaselError):
     """Too many requests; slow down."""
 

@@ -10,11 +10,12 @@ from contextlib import asynccontextmanager, contextmanager
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from easel.accounts.accounts import create_account
 from easel.accounts.keys import create_key
 from easel.accounts.ledger import top_up
-from easel.api.app import create_app
+from easel.api.app import Server, create_app
 from easel.api.state import AppState
 from easel.clock import utcnow
 from easel.config import Settings
@@ -37,7 +38,7 @@ async def app_client(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClien
         async with httpx.AsyncClient(transport=transport, base_url=settings.base_url) as client:
             yield client, state
     finally:
-        await state.db.dispose()
+        await state.close()
 
 
 async def new_account(
@@ -72,16 +73,14 @@ async def serving(settings: Settings) -> AsyncIterator[tuple[AppState, str]]:
 
 
 @contextmanager
-def running_server(settings: Settings) -> Iterator[str]:
-    """A real uvicorn server for `settings` on 127.0.0.1:settings.port, in a thread."""
+def running_server(settings: Settings, app: FastAPI | None = None) -> Iterator[str]:
+    """A real uvicorn server for `settings` (or `app`, to look at its state) on
+    127.0.0.1:settings.port, in a thread; stopped as `easel serve` stops (open streams end)."""
+    app = app or create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=settings.port,
-        log_level="warning",
-        lifespan="on",
+        app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on"
     )
-    server = uvicorn.Server(config)
+    server = Server(config, app)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import FastAPI
 
 from easel import __version__
@@ -27,11 +29,14 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.easel = state or AppState.build(settings)
+        await app.state.easel.feed.start()
         try:
             yield
         finally:
             if state is None:
                 await app.state.easel.close()
+            else:
+                await state.feed.stop()
 
     app = FastAPI(
         title="Easel",
@@ -68,3 +73,23 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             )
     app.add_middleware(RequestMetrics)  # last added: outermost, sees every answer
     return app
+
+
+class Server(uvicorn.Server):
+    """uvicorn, ending every waiting request first when it shuts down: uvicorn waits for each open
+    response before it stops the app, and an event stream would not end on its own. Streams get
+    a last `timeout` event that tells the client to reconnect, synchronous waits answer."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.easel_app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        state: AppState | None = getattr(self.easel_app.state, "easel", None)
+        if state is not None:
+            state.feed.close()
+        await super().shutdown(sockets)
+
+
+def server(app: FastAPI, host: str, port: int, log_level: str = "info") -> Server:
+    return Server(uvicorn.Config(app, host=host, port=port, log_level=log_level), app)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,7 +14,10 @@ from easel.accounts.keys import authenticate, last_used_is_stale, touch_key
 from easel.api.state import AppState
 from easel.clock import utcnow
 from easel.db.tables import Account, ApiKey
-from easel.errors import Forbidden, Unauthorized
+from easel.errors import ClientGone, Forbidden, Unauthorized
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 API_ACCESS_MESSAGE = (
     "API access requires a paid subscription (Standard and above); "
@@ -81,3 +86,34 @@ async def _touch(state: AppState, key: ApiKey) -> None:
 
 
 CurrentAccount = Annotated[Account, Depends(current_account)]
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """`work`'s result, unless the client disconnects first: then `work` is cancelled at once
+    (a waiting request leaves nothing behind) and ClientGone is raised. Call it once the request
+    body has been read."""
+
+    async def left() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(left())
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, watcher):
+            if not pending.done():
+                pending.cancel()
+        for pending in (task, watcher):
+            try:
+                await pending
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                if pending is watcher:
+                    log.debug("disconnect watcher ended", exc_info=True)
+    if not task.cancelled():
+        return task.result()  # done (perhaps just as the client left: the answer is ready)
+    log.info("client left while waiting", extra={"action": "client_gone", "path": request.url.path})
+    raise ClientGone("the client closed the connection")

@@ -9,6 +9,7 @@ from easel.backends.registry import served_families
 from easel.catalog import Catalog, load_catalog
 from easel.config import Settings
 from easel.db.engine import Database
+from easel.orders.changes import ChangeFeed
 from easel.storage import LocalStorage, Storage
 
 if TYPE_CHECKING:
@@ -22,6 +23,19 @@ class AppState:
     db: Database
     storage: Storage
     _limits: RateLimits | None = field(default=None, repr=False)
+    _feed: ChangeFeed | None = field(default=None, repr=False)
+
+    @property
+    def feed(self) -> ChangeFeed:
+        """The order change feed every waiting request follows (started by the API's lifespan,
+        or by the first watch)."""
+        if self._feed is None:
+            self._feed = ChangeFeed(
+                self.db,
+                interval=self.settings.events_poll_interval,
+                max_waiters=self.settings.max_waiters,
+            )
+        return self._feed
 
     @property
     def limits(self) -> RateLimits:
@@ -38,6 +52,8 @@ class AppState:
         return frozenset(served_families())
 
     async def close(self) -> None:
+        if self._feed is not None:
+            await self._feed.stop()
         await self.db.dispose()
         if self._limits is not None:
             await self._limits.close()

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated, Any
 
-from fastapi import Header, Query, Response
+from fastapi import Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts import ledger
-from easel.api.deps import CurrentAccount, ReadSessionDep, SessionDep, State
+from easel.api.deps import (
+    CurrentAccount,
+    ReadSessionDep,
+    SessionDep,
+    State,
+    unless_client_leaves,
+)
 from easel.api.errors import NATIVE_STATUSES, NativeError
 from easel.api.intake import api_router
 from easel.api.state import AppState
@@ -18,12 +25,13 @@ from easel.catalog import Catalog, Model
 from easel.catalog.capabilities import IMAGE_TO_IMAGE, IMAGE_TO_VIDEO, Need, describe, refusal
 from easel.clock import iso, utcnow
 from easel.config import Settings
-from easel.db.status import UNSUCCESSFUL, OrderStatus
+from easel.db.status import FINAL, UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Account, Order, Output
 from easel.dialects.base import Dialect, output_urls
 from easel.dialects.common import place, with_references
 from easel.errors import InvalidRequest
 from easel.orders import attempts, lifecycle, queue, reads
+from easel.orders.changes import Watch
 from easel.orders.request import GenerationRequest, build_request
 from easel.orders.serving import LOADING_MODEL, WAITING_FOR_WORKER, waiting_message
 from easel.storage import Storage
@@ -453,11 +461,48 @@ async def generate(
     response_model_exclude_unset=True,
 )
 async def status(
-    order_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
+    order_id: str,
+    request: Request,
+    account: CurrentAccount,
+    state: State,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            description="Long poll: wait up to this many seconds (at most EASEL_STATUS_MAX_WAIT) "
+            "and answer as soon as the order changes (status, progress, queue position); a "
+            "finished order answers at once",
+        ),
+    ] = 0,
 ) -> dict[str, Any]:
-    body = await read_status(session, account.id, order_id, state.storage)
-    [body] = await with_routes(session, [body], route_view(account, state.settings))
-    return body
+    async with state.db.transaction(readonly=True) as session:
+        body = await read_status(session, account.id, order_id, state.storage)
+    if wait <= 0 or body["status"] in FINAL:
+        return await routed(state, account, body)
+    wait = min(wait, state.settings.status_max_wait)
+    async with state.feed.watch(order_id) as watch:
+        changed = await unless_client_leaves(request, next_change(watch, body, state, wait))
+    return await routed(state, account, changed or body)
+
+
+async def next_change(
+    watch: Watch, body: dict[str, Any], state: State, wait: float
+) -> dict[str, Any] | None:
+    """The order's status body once it differs from `body`; None after `wait` seconds or when
+    the process is stopping."""
+    deadline = time.monotonic() + wait
+    seen = 0
+    while not watch.closing:
+        snapshot = watch.snapshot
+        if watch.version != seen and snapshot is not None and snapshot.order is not None:
+            seen = watch.version
+            now = native_status(snapshot.order, snapshot.outputs, state.storage, snapshot.position)
+            if now != body:
+                return now
+        left = deadline - time.monotonic()
+        if left <= 0 or not await watch.changed(left):
+            return None
+    return None
 
 
 async def read_status(

@@ -23,7 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
-from easel.api.deps import CurrentAccount, State
+from easel.api.deps import CurrentAccount, State, unless_client_leaves
 from easel.api.errors import explain_validation
 from easel.api.intake import api_router
 from easel.api.state import AppState
@@ -303,26 +303,37 @@ def edit_need(images: int, mask: object) -> Need:
 
 
 async def generate_and_wait(
-    state: AppState, account: Account, req: GenerationRequest, response_format: str | None
+    request: Request,
+    state: AppState,
+    account: Account,
+    req: GenerationRequest,
+    response_format: str | None,
 ) -> dict[str, Any]:
     settings = state.settings
-    order, _ = await place(state, account, req)
     timeout = settings.openai_wait_timeout
-    goes_on = (
-        f"order {order.id} goes on and was charged once: read it with "
-        f"GET {settings.base_url}/api/v1/status/{order.id} and the same key (or resend with "
-        "the same Idempotency-Key header to wait again without paying twice)"
-    )
-    try:
-        done = await wait_until_final(state.db, order.id, timeout, settings.openai_wait_interval)
-    except PoolTimeout:  # placed and charged: a retry must not pay again (no x-should-retry)
-        raise WaitTimedOut(f"the server is too busy to wait for the image; {goes_on}") from None
+    # The wait's place is taken before the order is placed: a full server answers 503, unpaid.
+    async with state.feed.watch() as watch:
+        order, _ = await place(state, account, req)
+        state.feed.follow(watch, order.id)
+        goes_on = (
+            f"order {order.id} goes on and was charged once: read it with "
+            f"GET {settings.base_url}/api/v1/status/{order.id} and the same key (or resend with "
+            "the same Idempotency-Key header to wait again without paying twice)"
+        )
+        try:
+            done = await unless_client_leaves(request, wait_until_final(watch, timeout))
+        except PoolTimeout:  # placed and charged: a retry must not pay again (no x-should-retry)
+            raise WaitTimedOut(f"the server is too busy to wait for the image; {goes_on}") from None
+    if done is None and watch.closing:
+        raise WaitTimedOut(f"the server is restarting; {goes_on}")
     if done is None:
         log.info("wait timed out", extra={"action": "openai_wait", "order_id": order.id})
         raise WaitTimedOut(
             f"the image was not ready within {timeout:g} s (EASEL_OPENAI_WAIT_TIMEOUT); {goes_on}"
         )
-    order, outputs = done
+    if done.order is None:
+        raise NotFound(f"no order {order.id}")
+    order, outputs = done.order, done.outputs
     if order.status != OrderStatus.COMPLETED:
         failed = OrderFailed(
             f"order {order.id} {order.status}: {order.error_message or 'no reason given'}; "
@@ -360,12 +371,13 @@ async def images_response(
 )
 async def generations(
     body: GenerationsBody,
+    request: Request,
     account: CurrentAccount,
     state: State,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     req = to_request(state, body, idempotency_key=idempotency_key)
-    return await generate_and_wait(state, account, req, body.response_format)
+    return await generate_and_wait(request, state, account, req, body.response_format)
 
 
 EDITS_OPENAPI: dict[str, Any] = {
@@ -445,7 +457,7 @@ async def edits(
         req, response_format = await edit_request(state, form, idempotency_key)
     finally:
         await form.close()
-    return await generate_and_wait(state, account, req, response_format)
+    return await generate_and_wait(request, state, account, req, response_format)
 
 
 async def edit_request(

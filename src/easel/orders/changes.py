@@ -71,8 +71,9 @@ class Watch:
     async def changed(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for a new snapshot (or closing); False when none came."""
         if not self._changed.is_set():
-            try:
-                await asyncio.wait_for(self._changed.wait(), max(0.0, timeout))
+            try:  # asyncio.timeout, not wait_for: a cancel that meets a wake-up is never lost
+                async with asyncio.timeout(max(0.0, timeout)):
+                    await self._changed.wait()
             except TimeoutError:
                 return False
         self._changed.clear()
@@ -215,7 +216,8 @@ class ChangeFeed:
                 self._resync()  # what changed while nobody listened
                 while not lost.is_set():
                     try:
-                        await asyncio.wait_for(lost.wait(), LISTEN_CHECK_SECONDS)
+                        async with asyncio.timeout(LISTEN_CHECK_SECONDS):
+                            await lost.wait()
                     except TimeoutError:
                         self.queries += 1
                         await conn.execute("SELECT 1")
@@ -293,9 +295,8 @@ class ChangeFeed:
             try:
                 if self.db.is_sqlite:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self._wake.wait(), max(0.0, next_poll - time.monotonic())
-                        )
+                        async with asyncio.timeout(max(0.0, next_poll - time.monotonic())):
+                            await self._wake.wait()
                 else:
                     await self._wake.wait()
                     gap = self._last_read + self.interval - time.monotonic()

@@ -1,34 +1,25 @@
 """Waiting for an order to finish, for APIs that answer synchronously (OpenAI Images).
 
-Each look is its own short read transaction, so a waiting request holds no lock and no
-connection between looks, on SQLite and PostgreSQL alike.
+The wait follows the process's change feed (orders/changes.py): it holds no database connection
+and reads nothing itself while it waits.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 
-from easel.db.engine import Database
-from easel.db.status import FINAL
-from easel.db.tables import Order, Output
-from easel.errors import NotFound
-from easel.orders.lifecycle import get_outputs
+from easel.orders.changes import Snapshot, Watch, is_final
 
 
-async def wait_until_final(
-    db: Database, order_id: str, timeout: float, interval: float
-) -> tuple[Order, list[Output]] | None:
-    """The finished order and its outputs, or None when `timeout` seconds pass first."""
+async def wait_until_final(watch: Watch, timeout: float) -> Snapshot | None:
+    """The order's final snapshot (`order` None: it no longer exists), or None when `timeout`
+    seconds pass first or the process is stopping (`watch.closing`)."""
     deadline = time.monotonic() + timeout
     while True:
-        async with db.transaction(readonly=True) as session:
-            order = await session.get(Order, order_id)
-            if order is None:
-                raise NotFound(f"no order {order_id}")
-            if order.status in FINAL:
-                return order, await get_outputs(session, order_id)
+        snapshot = watch.snapshot
+        if is_final(snapshot):
+            return snapshot
         left = deadline - time.monotonic()
-        if left <= 0:
+        if watch.closing or left <= 0:
             return None
-        await asyncio.sleep(min(interval, left))
+        await watch.changed(left)

@@ -1,13 +1,14 @@
 """Server-sent events for one order: queued, started, progress, then completed/failed/canceled.
 
-The stream polls the order in short read-only transactions and sends an event only when
-something changed, so any API replica can serve it. Events are derived from the order's state:
-a stream opened late starts with where the order is now.
+The stream follows the process's change feed (orders/changes.py): it reads nothing itself and
+holds no database connection, and sends an event only when something changed, so any API replica
+can serve it. Events are derived from the order's state: a stream opened late starts with where
+the order is now. When the process stops, every stream ends with a `timeout` event that tells
+the client to open it again (on another replica, or this one once it is back).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,12 +21,10 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from easel.api.deps import CurrentAccount, State
 from easel.api.errors import NativeError, error_responses
 from easel.api.intake import CheckedRoute
-from easel.api.state import AppState
 from easel.db.status import FINAL, OrderStatus
-from easel.db.tables import Account
-from easel.dialects.native import read_status
-from easel.errors import NotFound
+from easel.dialects.native import native_status
 from easel.orders import reads
+from easel.orders.changes import Watch
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +35,6 @@ router = APIRouter(
 )
 
 Event = tuple[str, dict[str, Any]]
-
-
-async def order_owner(order_id: str, account: CurrentAccount, state: State) -> Account:
-    """The account, once it is known to own the order (404 before the stream starts)."""
-    async with state.db.transaction(readonly=True) as session:
-        await reads.own_order(session, account.id, order_id)
-    return account
 
 
 @dataclass
@@ -84,12 +76,14 @@ class Changes:
         return out
 
 
-async def _status_body(state: AppState, account_id: str, order_id: str) -> dict[str, Any] | None:
+async def order_watch(order_id: str, account: CurrentAccount, state: State) -> AsyncIterator[Watch]:
+    """The order followed on the process's change feed, once the account is known to own it
+    (404, or 503 when the process follows as many waiters as it may, before the stream starts);
+    let go when the stream ends or the client leaves."""
     async with state.db.transaction(readonly=True) as session:
-        try:
-            return await read_status(session, account_id, order_id, state.storage)
-        except NotFound:
-            return None
+        await reads.own_order(session, account.id, order_id)
+    async with state.feed.watch(order_id) as watch:
+        yield watch
 
 
 @router.get(
@@ -98,40 +92,52 @@ async def _status_body(state: AppState, account_id: str, order_id: str) -> dict[
     summary="Follow an order as server-sent events until it ends",
 )
 async def order_events(
-    order_id: str, account: Annotated[Account, Depends(order_owner)], state: State
+    order_id: str, watch: Annotated[Watch, Depends(order_watch)], state: State
 ) -> AsyncIterator[ServerSentEvent]:
     settings = state.settings
     changes = Changes()
     started = quiet_since = time.monotonic()
+    seen = 0
+    status = ""
     reason = "disconnected"
     try:
         while True:
-            body = await _status_body(state, account.id, order_id)
-            if body is None:
-                reason = "gone"
-                return
-            for name, data in changes.events(body):
-                yield ServerSentEvent(event=name, data=data)
-                quiet_since = time.monotonic()
-            if body["status"] in FINAL:
-                reason = body["status"]
-                return
+            if watch.version != seen and watch.snapshot is not None:
+                seen = watch.version
+                snapshot = watch.snapshot
+                if snapshot.order is None:
+                    reason = "gone"
+                    return
+                body = native_status(
+                    snapshot.order, snapshot.outputs, state.storage, snapshot.position
+                )
+                status = body["status"]
+                for name, data in changes.events(body):
+                    yield ServerSentEvent(event=name, data=data)
+                    quiet_since = time.monotonic()
+                if status in FINAL:
+                    reason = status
+                    return
             now = time.monotonic()
-            if now - started >= settings.events_max_duration:
-                reason = "timeout"
+            if watch.closing or now - started >= settings.events_max_duration:
+                reason = "restart" if watch.closing else "timeout"
                 message = (
-                    f"this stream ends after {settings.events_max_duration:g} s; "
-                    "open it again to keep following the order"
+                    "the server is restarting"
+                    if watch.closing
+                    else f"this stream ends after {settings.events_max_duration:g} s"
                 )
-                yield ServerSentEvent(
-                    event="timeout",
-                    data={"order_id": order_id, "status": body["status"], "message": message},
-                )
+                data = {"order_id": order_id, "status": status or None}
+                message += "; open it again to keep following the order"
+                yield ServerSentEvent(event="timeout", data=data | {"message": message})
                 return
             if now - quiet_since >= settings.events_keepalive_interval:
                 yield ServerSentEvent(comment="keep-alive")
                 quiet_since = now
-            await asyncio.sleep(settings.events_poll_interval)
+            wait = min(
+                quiet_since + settings.events_keepalive_interval,
+                started + settings.events_max_duration,
+            )
+            await watch.changed(wait - now)
     finally:
         log.info(
             "events stream ended",

@@ -24,13 +24,21 @@ class Health(BaseModel):
     ok: bool
     version: str
     database: str
+    waiters: int = Field(description="Streams, waits and long polls this process follows")
+    change_feed_reads: int = Field(description="Statements its change feed ran since start")
 
 
 @router.get("/healthz", summary="Liveness and database reachability", response_model=Health)
 async def healthz(state: State) -> dict[str, Any]:
     async with state.db.connect() as conn:
         await conn.execute(text("SELECT 1"))
-    return {"ok": True, "version": __version__, "database": state.db.url.get_backend_name()}
+    return {
+        "ok": True,
+        "version": __version__,
+        "database": state.db.url.get_backend_name(),
+        "waiters": state.feed.waiters,
+        "change_feed_reads": state.feed.queries,
+    }
 
 
 class Ready(BaseModel):
