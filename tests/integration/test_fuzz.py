@@ -43,7 +43,6 @@ FUZZ_SETTINGS = Settings(
     host="127.0.0.1",
     rate_limits=False,
     openai_wait_timeout=0.2,
-    openai_wait_interval=0.05,
     events_max_duration=0.5,
     allowed_networks=["127.0.0.0/8"],
     reference_fetch_timeout=1.0,

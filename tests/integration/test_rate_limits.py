@@ -34,7 +34,6 @@ def limited(settings: Settings, tmp_path: Path, rate_limit_storage: str) -> Iter
             "rate_limit_prefix": prefix,
             "catalog": catalog,
             "openai_wait_timeout": 1.5,
-            "openai_wait_interval": 0.05,
         }
     )
     if rate_limit_storage:
