@@ -135,4 +135,10 @@ async def test_bodies_name_their_fields(settings: Settings) -> None:
     assert {"id", "order_id", "state", "next_attempt_at"} <= set(delivery["required"])
     worker = prop(spec, ok_schema(spec, "/api/v1/workers", "get"), "workers")
     assert {"id", "online", "loaded_models"} <= set(worker["required"])
-    assert set(ok_schema(spec, "/healthz", "get")["properties"]) == {"ok", "version", "database"}
+    assert set(ok_schema(spec, "/healthz", "get")["properties"]) == {
+        "ok",
+        "version",
+        "database",
+        "waiters",
+        "change_feed_reads",
+    }

@@ -47,6 +47,34 @@ class OrderError(Model):
     message: str | None = None
 
 
+class Lora(Model):
+    """A LoRA the order runs with: an installed one by name, or one by URL and hash."""
+
+    name: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    scale: float
+
+
+class RouteAttempt(Model):
+    """One try of an upstream order (the operator's view adds cost, latency, remote ids)."""
+
+    number: int
+    channel: str
+    provider: str
+    state: str
+
+
+class Route(Model):
+    """The route an upstream order took: shown to admin keys, and to every client when the
+    server sets EASEL_EXPOSE_ROUTE."""
+
+    channel: str
+    provider: str
+    attempts: list[RouteAttempt]
+    cost: float | None = None
+
+
 class LoadingModel(Model):
     """A worker is loading (or downloading) the order's model."""
 
@@ -90,11 +118,13 @@ class OrderStatus(Model):
     cancel_requested: bool | None = None
     waiting_for: str | None = None
     loading_model: LoadingModel | None = None
+    loras: list[Lora] | None = None
     output_urls: list[str] | None = None
     outputs_expired: bool | None = None
     message: str | None = None
     outputs: list[Output] | None = None
     error: OrderError | None = None
+    route: Route | None = None
 
     @property
     def final(self) -> bool:
@@ -160,6 +190,8 @@ class Plan(Model):
     api_access: bool
     styles: list[str]
     max_running: int
+    max_loras: int = 0
+    allow_lora_urls: bool = False
 
 
 class PlanList(Model):
