@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -52,6 +52,8 @@ async def send_checked(
 ) -> httpx.Response:
     """Send to the pinned address, following redirects that pass the same check.
 
+    As browsers and httpx do: a redirect to another origin drops the credentials
+    (Authorization, Cookie), and 301/302/303 turn a POST into a GET without a body.
     The final response is streamed: the caller reads or closes it.
     """
     for _ in range(max_redirects + 1):
@@ -62,5 +64,21 @@ async def send_checked(
         if not (response.is_redirect and location):
             return response
         await response.aclose()
-        url = urljoin(url, location)
+        following = urljoin(url, location)
+        if _origin(following) != _origin(url):
+            headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIALS}
+        if response.status_code in (301, 302, 303) and method != "HEAD":
+            method, content = "GET", None
+            headers = {k: v for k, v in headers.items() if k.lower() not in BODY_HEADERS}
+        url = following
     raise httpx.TooManyRedirects(f"more than {max_redirects} redirects")
+
+
+CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default

@@ -15,7 +15,7 @@ from PIL import Image
 from easel.backends.upstream.base import RemoteFailed, Response
 from easel.config import Settings
 from easel.media.encoding import GeneratedImage
-from easel.net.pinned import send_checked
+from easel.net.pinned import CREDENTIALS, send_checked
 from easel.net.policy import URLPolicy, url_policy
 
 USER_AGENT = "easel-upstream/1"
@@ -59,6 +59,10 @@ class ChannelHTTP:
     ) -> Response:
         send_headers = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
         send_headers.update(headers or {})
+        if self.trusted is not None and _origin(url) != self.trusted:
+            # A URL from the provider's answer (status, result, cancel) on another origin:
+            # the channel's key goes to the channel's own origin only.
+            send_headers = {k: v for k, v in send_headers.items() if k.lower() not in CREDENTIALS}
         if json is not None:
             import json as jsonlib
 
