@@ -233,7 +233,8 @@ class _Forwarded(Collector):
 def token_matches(authorization: str, token: str) -> bool:
     """`Authorization: Bearer <token>` carries `token` (compared in constant time)."""
     scheme, _, given = authorization.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+    given_bytes = given.strip().encode("utf-8", "surrogateescape")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.encode())
 
 
 def route_label(scope: Mapping[str, Any]) -> str:

@@ -190,6 +190,8 @@ async def test_metrics_need_no_api_key_and_a_token_when_one_is_set(settings: Set
         assert (await client.get("/metrics")).status_code == 401
         assert (await client.get("/metrics", headers=auth(key))).status_code == 401
         assert (await client.get("/metrics", headers=auth("s3cret-tokeX"))).status_code == 401
+        latin = {"Authorization": "Bearer s3cr\u00e9t".encode("latin-1")}
+        assert (await client.get("/metrics", headers=latin)).status_code == 401  # not a 500
         scraped = await scrape(client, authorization="Bearer s3cret-token")
         assert scraped.value("easel_database_up") == 1
     off = settings.model_copy(update={"metrics": False})
