@@ -114,7 +114,7 @@ async def _download(settings: Settings, url: str, param: str, out: BinaryIO) -> 
                 if size > limit:
                     raise too_large
                 hasher.update(chunk)
-                out.write(chunk)
+                await asyncio.to_thread(out.write, chunk)  # not on the event loop
             return hasher.hexdigest()
         finally:
             await response.aclose()

@@ -47,6 +47,8 @@ from easel.webhooks import claim, outbox, signing
 log = logging.getLogger(__name__)
 
 USER_AGENT = "easel-webhooks/1"
+# Passes that may fail to record the last results after stop before the sender gives up on them.
+STOP_RECORD_TRIES = 3
 # Seconds the sender waits, once a delivery ended, for others ending about then, so that one
 # transaction records them all and claims their successors (fewer, larger passes under load).
 BATCH_WINDOW = 0.005
@@ -406,6 +408,7 @@ class WebhookSender:
         release_every = max(settings.webhook_poll_interval, 1.0)
         released_at = 0.0
         pools = Pools(settings)
+        failed_while_stopping = 0
         try:
             while not stop.is_set() or in_flight or results:
                 room = 0 if stop.is_set() else settings.webhook_max_in_flight - len(in_flight)
@@ -426,7 +429,19 @@ class WebhookSender:
                 except Exception:
                     log.exception("webhook pass failed", extra={"action": "webhook_error"})
                     jobs = []
-                    await wait_any(stop, timeout=settings.webhook_poll_interval)
+                    if stop.is_set():
+                        failed_while_stopping += 1
+                        if failed_while_stopping >= STOP_RECORD_TRIES and not in_flight:
+                            # Their leases run out and they are sent again, same webhook-id.
+                            log.error(
+                                "stopping with %d results unrecorded",
+                                len(results),
+                                extra={"action": "webhook_unrecorded"},
+                            )
+                            return
+                        await asyncio.sleep(settings.webhook_poll_interval)
+                    else:
+                        await wait_any(stop, timeout=settings.webhook_poll_interval)
                 for job in jobs:
                     in_flight.add(asyncio.create_task(attempt(pools, settings, job, self.clock)))
                 if not in_flight:

@@ -50,15 +50,18 @@ async def report(
     row.stopped_at = now if stopped else None
     await session.flush()
     if not stopped and servable:  # orders that waited for a worker like this one now have one
-        await session.execute(
-            update(Order)
+        # Rows a claim holds are skipped (and never waited for): a heartbeat must not hide
+        # pending orders from a claim's SKIP LOCKED walk; a skipped one is cleared next time.
+        waiting = (
+            select(Order.id)
             .where(
                 Order.status == OrderStatus.PENDING,
                 Order.stage == WAITING_FOR_WORKER,
                 Order.model.in_(list(servable)),
             )
-            .values(stage=None)
+            .with_for_update(skip_locked=True)
         )
+        await session.execute(update(Order).where(Order.id.in_(waiting)).values(stage=None))
 
 
 async def list_workers(session: AsyncSession, seen_since: datetime) -> list[Worker]:

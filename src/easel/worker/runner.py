@@ -472,8 +472,8 @@ class Worker:
         model = self.catalog.models.get(leader.model)
         if model is None:
             raise ModelUnavailable(f"model {leader.model!r} is no longer in this worker's catalog")
-        if model.id not in self.models.loaded:
-            await self._fetch(batch, model)
+        if self._is_local(model.id) and model.id not in self.models.loaded:
+            await self._fetch(batch, model)  # remote models have no weights here
         backend = await self._backend(model)
         if batch.live and any(o.stage == LOADING_MODEL for o in batch.orders):
             await self._stage(batch, stage=GENERATING)
