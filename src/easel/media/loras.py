@@ -20,6 +20,7 @@ import httpx
 
 from easel.config import Settings
 from easel.errors import InvalidRequest
+from easel.media.bodies import limited_chunks
 from easel.net.pinned import send_checked
 from easel.net.policy import url_policy
 
@@ -92,27 +93,11 @@ async def _download(settings: Settings, url: str, param: str, out: BinaryIO) -> 
             headers={"user-agent": USER_AGENT, "accept-encoding": "identity"},
         )
         try:
-            if not 200 <= response.status_code < 300:
-                raise InvalidRequest(
-                    f"{param} {url!r} could not be fetched: the server answered HTTP "
-                    f"{response.status_code}",
-                    param=param,
-                )
-            encoding = response.headers.get("content-encoding", "identity").strip().lower()
-            if encoding not in ("", "identity"):
-                raise InvalidRequest(
-                    f"{param} {url!r} was served compressed ({encoding}); serve the file as is",
-                    param=param,
-                )
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                raise too_large
             hasher = hashlib.sha256()
-            size = 0
-            async for chunk in response.aiter_raw(CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise too_large
+            chunks = limited_chunks(
+                response, url, param, limit, too_large, what="file", chunk_size=CHUNK
+            )
+            async for chunk in chunks:
                 hasher.update(chunk)
                 await asyncio.to_thread(out.write, chunk)  # not on the event loop
             return hasher.hexdigest()

@@ -19,6 +19,7 @@ from PIL import Image
 
 from easel.config import Settings
 from easel.errors import InvalidRequest
+from easel.media.bodies import limited_chunks
 from easel.net.pinned import send_checked
 from easel.net.policy import url_policy
 
@@ -150,28 +151,18 @@ async def fetch(settings: Settings, url: str, param: str) -> bytes:
 async def _read_limited(
     settings: Settings, response: httpx.Response, url: str, param: str
 ) -> bytes:
-    if not 200 <= response.status_code < 300:
-        raise InvalidRequest(
-            f"{param} {url!r} could not be fetched: the server answered HTTP "
-            f"{response.status_code}; send a URL that serves the image",
-            param=param,
-        )
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        # Decompressing would let a few bytes expand past every limit before they are counted.
-        raise InvalidRequest(
-            f"{param} {url!r} was served compressed ({encoding}); serve the image as is",
-            param=param,
-        )
-    limit = settings.reference_max_bytes
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(settings, param)
     body = bytearray()
-    async for chunk in response.aiter_raw():
+    chunks = limited_chunks(
+        response,
+        url,
+        param,
+        settings.reference_max_bytes,
+        _too_large(settings, param),
+        what="image",
+        status_hint="; send a URL that serves the image",
+    )
+    async for chunk in chunks:
         body += chunk
-        if len(body) > limit:
-            raise _too_large(settings, param)
     return bytes(body)
 
 
