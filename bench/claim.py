@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,7 @@ from typing import Any
 from sqlalchemy import insert, text, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.support import databases
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from easel.accounts.accounts import create_account, release_running_slot
 from easel.catalog import Catalog, load_catalog
@@ -40,26 +38,12 @@ from easel.db.migrate import migrate
 from easel.db.status import OrderStatus
 from easel.db.tables import Order
 from easel.orders import queue
+from submit import database  # one fresh database per run, for every bench
 
-PG_ADMIN = os.environ.get(
-    "EASEL_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-)
 PLANS = ("standard", "pro", "mega")
 MODELS = ("sdxl-general", "sdxl-anime", "sdxl-turbo")
 CHUNK = 5000
 WARMUP = 10
-
-
-@contextmanager
-def database(kind: str, tmp: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp / 'easel.db'}"
-        return
-    url = asyncio.run(databases.create_database(PG_ADMIN))
-    try:
-        yield url
-    finally:
-        asyncio.run(databases.drop_database(url, PG_ADMIN))
 
 
 def pct(values: list[float], q: float) -> float:

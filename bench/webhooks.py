@@ -35,8 +35,7 @@ import httpx
 from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.support import databases
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from easel.accounts.accounts import create_account
 from easel.accounts.ledger import top_up
@@ -50,10 +49,7 @@ from easel.orders.request import build_request
 from easel.orders.submit import submit
 from easel.services.webhook_sender import WebhookSender, client_for
 from easel.webhooks import outbox, signing
-
-PG_ADMIN = os.environ.get(
-    "EASEL_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-)
+from submit import database  # one fresh database per run, for every bench
 
 # Runs in a child process: the endpoints must not share this process's interpreter lock.
 SERVE_ENDPOINTS = """
@@ -96,18 +92,6 @@ def loopback_endpoints(count: int, delay: float) -> Iterator[list[str]]:
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(timeout=30)
-
-
-@contextmanager
-def database(kind: str, tmp: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp / 'easel.db'}"
-        return
-    url = asyncio.run(databases.create_database(PG_ADMIN))
-    try:
-        yield url
-    finally:
-        asyncio.run(databases.drop_database(url, PG_ADMIN))
 
 
 def settings_for(url: str, tmp: Path) -> Settings:
