@@ -132,7 +132,7 @@ async def explain(db: Database) -> list[str]:
             lines = [str(r[-1]) for r in rows]
         else:
             sql = str(queue.CLAIM_NEXT_POSTGRESQL.text)
-            params |= {"models": None, "loaded": [MODELS[0]], "probe_loaded": [MODELS[0]]}
+            params |= {"models": None, "loaded": [MODELS[0]], "probe": [MODELS[0]]}
             stmt = text(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}").bindparams(
                 *queue.CLAIM_NEXT_POSTGRESQL._bindparams.values()
             )

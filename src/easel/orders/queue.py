@@ -53,8 +53,8 @@ FAIR_CLOCK = text(
 
 # Highest priority first, then the fair order, among accounts under their running cap; each
 # probe is one index walk that stops at its first row (`head`: every model, when :models is
-# NULL; `served`: each of :models; `loaded`: each of :probe_loaded, the loaded models when
-# :models is NULL, else none, as `served` covers them). Of those heads, the highest
+# NULL; `probed`: each of :probe, the worker's models when it serves some only, else its loaded
+# ones; the loaded ones are among the served). Of those heads, the highest
 # priority wins, then one the worker holds loaded or that was passed over since
 # :passed_over_since, then fair_seq. PostgreSQL: order rows another claimer holds are skipped;
 # the account row is only taken by the `slot` UPDATE, which waits for it and re-checks the cap
@@ -71,18 +71,8 @@ CLAIM_NEXT_POSTGRESQL = text(
         ORDER BY o.priority DESC, o.fair_seq, o.created_at
         LIMIT 1
         FOR UPDATE OF o SKIP LOCKED
-    ), served AS (
-        SELECT h.* FROM unnest(CAST(:models AS text[])) AS m(model) CROSS JOIN LATERAL (
-            SELECT o.id, o.account_id, o.priority, o.fair_seq, o.created_at, o.model
-            FROM orders AS o JOIN accounts AS a ON a.id = o.account_id
-            WHERE o.status = 'pending' AND o.model = m.model
-              AND a.running_count < a.max_running
-            ORDER BY o.priority DESC, o.fair_seq, o.created_at
-            LIMIT 1
-            FOR UPDATE OF o SKIP LOCKED
-        ) AS h
-    ), loaded AS (
-        SELECT h.* FROM unnest(CAST(:probe_loaded AS text[])) AS m(model) CROSS JOIN LATERAL (
+    ), probed AS (
+        SELECT h.* FROM unnest(CAST(:probe AS text[])) AS m(model) CROSS JOIN LATERAL (
             SELECT o.id, o.account_id, o.priority, o.fair_seq, o.created_at, o.model
             FROM orders AS o JOIN accounts AS a ON a.id = o.account_id
             WHERE o.status = 'pending' AND o.model = m.model
@@ -93,8 +83,7 @@ CLAIM_NEXT_POSTGRESQL = text(
         ) AS h
     ), candidate AS (
         SELECT heads.id, heads.account_id
-        FROM (SELECT * FROM head UNION ALL SELECT * FROM served UNION ALL SELECT * FROM loaded)
-             AS heads
+        FROM (SELECT * FROM head UNION ALL SELECT * FROM probed) AS heads
         ORDER BY heads.priority DESC,
                  CASE WHEN heads.model = ANY(CAST(:loaded AS text[]))
                         OR heads.created_at < :passed_over_since THEN 0 ELSE 1 END,
@@ -305,7 +294,7 @@ async def claim_next(
         params |= {
             "models": None if models is None else list(models),
             "loaded": list(loaded),
-            "probe_loaded": list(loaded) if models is None else [],
+            "probe": list(loaded) if models is None else list(models),
         }
         for _ in range(CLAIM_RACE_RETRIES):
             row = (await session.execute(CLAIM_NEXT_POSTGRESQL, params)).first()
