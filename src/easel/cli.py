@@ -344,6 +344,58 @@ def accounts_plan(ref: str, plan: str) -> None:
     click.echo(f"{ref} is now on plan {plan}")
 
 
+@accounts.command("set-password")
+@click.option(
+    "--email", required=True, help="The account's email (the admin's: EASEL_ADMIN_EMAIL)."
+)
+@click.password_option(help="The new password (asked for when not given).")
+def accounts_set_password(email: str, password: str) -> None:
+    """Set the web console password of an account's email, creating its sign-in if needed."""
+    from easel.accounts import passwords, users
+    from easel.accounts.accounts import find_account
+    from easel.clock import utcnow
+
+    async def _set(state: AppState) -> str:
+        hashed = await passwords.hash_password(passwords.check_new_password(password))
+        async with state.db.transaction() as session:
+            user = await users.user_by_email(session, email)
+            if user is not None:
+                await users.set_password_hash(session, user, hashed, utcnow())
+                return "password changed; every browser signed in as it is signed out"
+            account = await find_account(session, email)
+            await users.create_user(session, account.id, account.email, hashed, utcnow())
+            return f"{account.email} can now sign in at /console/"
+
+    click.echo(run_with_state(_set))
+
+
+@accounts.command("reset-link")
+@click.option("--email", required=True)
+def accounts_reset_link(email: str) -> None:
+    """Print a password-reset link for a console sign-in (when no SMTP server is set)."""
+    from easel.accounts import users
+    from easel.console.links import reset_link
+    from easel.errors import NotFound
+
+    async def _link(state: AppState) -> str:
+        async with state.db.transaction(readonly=True) as session:
+            user = await users.user_by_email(session, email)
+        if user is None:
+            raise NotFound(f"no console sign-in with email {email}")
+        return reset_link(state.settings, user)
+
+    click.echo(run_with_state(_link))
+
+
+@accounts.command("invite")
+@click.option("--email", required=True)
+def accounts_invite(email: str) -> None:
+    """Print a sign-up link for one email (EASEL_SIGNUP=invite)."""
+    from easel.console.links import invite_link
+
+    click.echo(invite_link(get_settings(), email))
+
+
 @main.group()
 def keys() -> None:
     """Create, list and revoke API keys."""

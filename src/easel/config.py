@@ -176,6 +176,22 @@ class Settings(BaseSettings):
     admin_email: str = "admin@localhost"
     admin_plan: str = "mega"
 
+    # Web console (docs/console.md): who may sign up (invite: admin-made links only), the plan a
+    # sign-up starts on, how long a sign-in lasts, sign-in attempts per email and per address
+    # within the window, reset and invite links' lifetime, and the SMTP server for reset links
+    # (smtp://user:pass@host:port, smtps:// for TLS; empty: `easel accounts reset-link` prints it).
+    signup: Literal["open", "invite", "closed"] = "open"
+    signup_plan: str = "free"
+    console_session_days: float = 30.0
+    signin_attempts_per_email: int = 5
+    signin_attempts_per_ip: int = 30
+    signin_window_seconds: float = 900.0
+    reset_link_minutes: float = 60.0
+    invite_link_days: float = 7.0
+    smtp_url: str = ""
+    smtp_from: str = "easel@localhost"
+    console_page_size: int = 24  # orders, ledger rows, deliveries per console page
+
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:
         if self.environment != "development" and self.secret_key in (DEV_SECRET, "", "changethis"):

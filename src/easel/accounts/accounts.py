@@ -60,6 +60,28 @@ async def set_plan(session: AsyncSession, catalog: Catalog, account: Account, pl
     await session.flush()
 
 
+async def set_disabled(session: AsyncSession, account: Account, disabled: bool) -> None:
+    """A disabled account's keys are refused from the next request on."""
+    account.disabled_at = utcnow() if disabled else None
+    await session.flush()
+
+
+async def search_accounts(session: AsyncSession, text: str, limit: int) -> list[Account]:
+    """Accounts whose email or id contains `text`, newest first."""
+    query = select(Account)
+    if text.strip():
+        like = f"%{text.strip().lower()}%"
+        query = query.where(or_(Account.email.like(like), Account.id.like(like)))
+    return list(await session.scalars(query.order_by(Account.created_at.desc()).limit(limit)))
+
+
+async def get_account(session: AsyncSession, account_id: str) -> Account:
+    account = await session.get(Account, account_id)
+    if account is None:
+        raise NotFound(f"no account {account_id}")
+    return account
+
+
 async def lock_account(session: AsyncSession, account_id: str) -> Account:
     """Row-lock the account (PostgreSQL); SQLite's BEGIN IMMEDIATE already serialises writers."""
     account = await session.scalar(

@@ -48,6 +48,8 @@ async def authenticate(session: AsyncSession, plain: str) -> tuple[Account, ApiK
     account = await session.get(Account, row.account_id)
     if account is None:
         raise Unauthorized("the account of this API key no longer exists")
+    if account.disabled_at is not None:
+        raise Unauthorized("the account of this API key is disabled; ask the operator")
     return account, row
 
 
@@ -80,6 +82,18 @@ async def revoke_key(session: AsyncSession, ref: str) -> ApiKey:
     if len(rows) > 1:
         raise Conflict(f"{len(rows)} keys start with {ref!r}; revoke by key id instead")
     row = rows[0]
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return row
+
+
+async def revoke_own_key(session: AsyncSession, account_id: str, key_id: str) -> ApiKey:
+    """Revoke one of the account's keys by id; another account's key is not found."""
+    row = await session.scalar(
+        select(ApiKey).where(ApiKey.id == key_id, ApiKey.account_id == account_id)
+    )
+    if row is None:
+        raise NotFound(f"no API key {key_id} in this account")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
     return row

@@ -7,7 +7,7 @@ that month; `topup` credits never expire. A debit takes plan credits first.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -155,3 +155,37 @@ async def top_up(
         )
     )
     await session.flush()
+
+
+async def entries(
+    session: AsyncSession, account_id: str, *, limit: int, offset: int
+) -> list[LedgerEntry]:
+    """A page of the account's ledger, newest first."""
+    rows = await session.scalars(
+        select(LedgerEntry)
+        .where(LedgerEntry.account_id == account_id)
+        .order_by(LedgerEntry.created_at.desc(), LedgerEntry.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows)
+
+
+async def spent_per_day(
+    session: AsyncSession, account_id: str, now: datetime, days: int
+) -> list[tuple[str, int]]:
+    """Credits spent (debits less refunds) on each of the last `days` UTC days, oldest first."""
+    first = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    rows = await session.execute(
+        select(LedgerEntry.created_at, LedgerEntry.amount).where(
+            LedgerEntry.account_id == account_id,
+            LedgerEntry.kind.in_(("debit", "refund")),
+            LedgerEntry.created_at >= first,
+        )
+    )
+    spent = {(first + timedelta(days=i)).strftime("%Y-%m-%d"): 0 for i in range(days)}
+    for created_at, amount in rows:
+        day = created_at.strftime("%Y-%m-%d")
+        if day in spent:
+            spent[day] -= amount
+    return list(spent.items())

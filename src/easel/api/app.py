@@ -18,6 +18,7 @@ from easel.api.request_metrics import RequestMetrics
 from easel.api.routes import admin, events, files, health, metrics, webhooks, workers
 from easel.api.state import AppState
 from easel.config import Settings, get_settings
+from easel.console.app import install as install_console
 from easel.dialects import registry
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     app.include_router(health.router)
     app.include_router(workers.router)
     app.include_router(admin.router)
+    install_console(app)
     if settings.metrics:
         app.include_router(metrics.router)
         if settings.environment == "production" and not settings.metrics_token:

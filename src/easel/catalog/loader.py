@@ -45,6 +45,7 @@ class Plan:
     key_max_open_requests: int = 0
     max_loras: int = 0  # LoRAs one order may add (catalog names or, with allow_lora_urls, URLs)
     allow_lora_urls: bool = False  # orders may give a LoRA by URL and sha256
+    price: str = ""  # what it costs, as the console's plans page shows it (seed 000's table)
 
     def allows_model(self, model_id: str) -> bool:
         return "*" in self.models or model_id in self.models

@@ -6,6 +6,7 @@ Reads only; they take the caller's session and write nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,12 +32,22 @@ async def list_orders(
     limit: int,
     before: str | None = None,
     status: str | None = None,
+    model: str | None = None,
+    dialect: str | None = None,
+    since: datetime | None = None,
 ) -> OrderPage:
     """The account's orders older than order `before` (keyset: created_at, then id), optionally
-    of one status. NotFound when `before` is not one of the account's orders."""
+    of one status, style/model name, dialect, or made since a moment. NotFound when `before` is
+    not one of the account's orders."""
     query = select(Order).where(Order.account_id == account_id)
     if status:
         query = query.where(Order.status == status)
+    if model:
+        query = query.where((Order.model_alias == model) | (Order.model == model))
+    if dialect:
+        query = query.where(Order.dialect == dialect)
+    if since:
+        query = query.where(Order.created_at >= since)
     if before:
         anchor = await own_order(session, account_id, before)
         query = query.where(

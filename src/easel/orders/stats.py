@@ -65,3 +65,21 @@ async def outbox(session: AsyncSession, now: datetime) -> Outbox:
         await session.execute(select(func.count(), func.coalesce(func.sum(due), 0)).where(pending))
     ).one()
     return Outbox(pending=int(row[0]), due=int(row[1]))
+
+
+async def open_orders(session: AsyncSession, limit: int) -> tuple[list[Order], list[Order]]:
+    """Up to `limit` pending orders in claim order (priority, then oldest) and up to `limit`
+    running ones by worker: the operator's view of the queue."""
+    pending = await session.scalars(
+        select(Order)
+        .where(Order.status == OrderStatus.PENDING)
+        .order_by(Order.priority.desc(), Order.fair_seq, Order.created_at)
+        .limit(limit)
+    )
+    running = await session.scalars(
+        select(Order)
+        .where(Order.status == OrderStatus.RUNNING)
+        .order_by(Order.worker_id, Order.started_at)
+        .limit(limit)
+    )
+    return list(pending), list(running)

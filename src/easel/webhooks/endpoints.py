@@ -142,3 +142,16 @@ async def enable(
     )
     await session.flush()
     return EndpointSummary(row, int(getattr(backlog, "rowcount", 0) or 0))
+
+
+async def failing_endpoints(session: AsyncSession, limit: int) -> list[WebhookEndpoint]:
+    """Endpoints of any account that failed last or are disabled, longest failing first."""
+    rows = await session.scalars(
+        select(WebhookEndpoint)
+        .where(
+            (WebhookEndpoint.consecutive_failures > 0) | WebhookEndpoint.disabled_at.is_not(None)
+        )
+        .order_by(WebhookEndpoint.failing_since)
+        .limit(limit)
+    )
+    return list(rows)

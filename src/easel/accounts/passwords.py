@@ -1,0 +1,43 @@
+"""Password hashing (argon2id, argon2-cffi's defaults) and the rules a new password follows."""
+
+from __future__ import annotations
+
+import asyncio
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from easel.errors import InvalidRequest
+
+MIN_CHARS = 10
+MAX_CHARS = 256
+_HASHER = PasswordHasher()
+
+
+def check_new_password(password: str, param: str = "password") -> str:
+    if len(password) < MIN_CHARS:
+        raise InvalidRequest(
+            f"the password has {len(password)} characters; use at least {MIN_CHARS}", param=param
+        )
+    if len(password) > MAX_CHARS:
+        raise InvalidRequest(f"the password is longer than {MAX_CHARS} characters", param=param)
+    return password
+
+
+async def hash_password(password: str) -> str:
+    """Hashed off the event loop (it takes tens of milliseconds on purpose)."""
+    return await asyncio.to_thread(_HASHER.hash, password)
+
+
+async def verify_password(password_hash: str, password: str) -> bool:
+    def check() -> bool:
+        try:
+            return _HASHER.verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(check)
+
+
+# Verified against when the email is unknown, so an unknown email takes as long as a wrong password.
+DUMMY_HASH = _HASHER.hash("not a password of anyone")

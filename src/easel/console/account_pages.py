@@ -1,0 +1,238 @@
+"""Sign-up, sign-in, sign-out (here or everywhere), password change and reset."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from fastapi import APIRouter, Request, Response
+
+from easel.accounts import passwords, sessions, users
+from easel.accounts.accounts import create_account
+from easel.api.deps import State
+from easel.api.state import AppState
+from easel.clock import utcnow
+from easel.console import links, mail, tokens
+from easel.console.web import (
+    SESSION_COOKIE,
+    ConsoleRoute,
+    FormDep,
+    PersonDep,
+    VisitorDep,
+    limiter,
+    render,
+    see_other,
+    set_cookie,
+)
+from easel.errors import EaselError
+
+log = logging.getLogger(__name__)
+router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
+
+
+def _next(target: str) -> str:
+    return target if target.startswith("/console/") and "//" not in target else "/console/"
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def _signed_in(state: AppState, request: Request, user_id: str, target: str) -> Response:
+    lifetime = timedelta(days=state.settings.console_session_days)
+    async with state.db.transaction() as session:
+        token = await sessions.open_session(
+            session, user_id, utcnow(), lifetime, request.headers.get("user-agent", "")
+        )
+    response = see_other(_next(target))
+    signed = tokens.sign(state.settings.secret_key, "session", token)
+    set_cookie(response, state, SESSION_COOKIE, signed, int(lifetime.total_seconds()))
+    return response
+
+
+@router.get("/console/sign-in")
+async def sign_in_page(request: Request, who: VisitorDep, state: State, next: str = "") -> Response:
+    if who.user:
+        return see_other(_next(next))
+    return render(request, state, who, "sign_in.html", next=next, email="", errors={})
+
+
+@router.post("/console/sign-in")
+async def sign_in(request: Request, form: FormDep, who: VisitorDep, state: State) -> Response:
+    email = form.get("email", "").strip().lower()
+    ip = client_ip(request)
+    limits = limiter(state)
+    refused = limits.refused(email, ip)
+    if refused is None:
+        async with state.db.transaction(readonly=True) as session:
+            user = await users.user_by_email(session, email)
+        hashed = user.password_hash if user else passwords.DUMMY_HASH
+        ok = await passwords.verify_password(hashed, form.get("password", ""))
+        if user is not None and ok:
+            return await _signed_in(state, request, user.id, form.get("next", ""))
+        limits.failed(email, ip)
+        log.info("console sign-in refused", extra={"action": "signin_refused"})
+    errors = {"password": refused or "wrong email or password; check both, or reset the password"}
+    return render(
+        request,
+        state,
+        who,
+        "sign_in.html",
+        429 if refused else 400,
+        next=form.get("next", ""),
+        email=email,
+        errors=errors,
+    )
+
+
+def _signup_closed(state: AppState, invite_email: str | None) -> str | None:
+    mode = state.settings.signup
+    if mode == "closed":
+        return "sign-up is closed on this server; ask the operator for an account"
+    if mode == "invite" and invite_email is None:
+        return "sign-up needs an invite link on this server; ask the operator for one"
+    return None
+
+
+@router.get("/console/sign-up")
+async def sign_up_page(
+    request: Request, who: VisitorDep, state: State, invite: str = ""
+) -> Response:
+    invited = links.invited_email(state.settings, invite)
+    return render(
+        request,
+        state,
+        who,
+        "sign_up.html",
+        closed=_signup_closed(state, invited),
+        invite=invite,
+        invite_email=invited,
+        email=invited or "",
+        errors={},
+    )
+
+
+@router.post("/console/sign-up")
+async def sign_up(request: Request, form: FormDep, who: VisitorDep, state: State) -> Response:
+    invite = form.get("invite", "")
+    invited = links.invited_email(state.settings, invite)
+    closed = _signup_closed(state, invited)
+    email = invited or form.get("email", "")
+    errors: dict[str, str] = {}
+    if closed is None:
+        try:
+            email = users.normal_email(email)
+            password = passwords.check_new_password(form.get("password", ""))
+            hashed = await passwords.hash_password(password)
+            async with state.db.transaction() as session:
+                account = await create_account(
+                    session, state.catalog, email, state.settings.signup_plan
+                )
+                user = await users.create_user(session, account.id, email, hashed, utcnow())
+            return await _signed_in(state, request, user.id, "/console/")
+        except EaselError as exc:
+            errors[exc.param or "email"] = exc.message
+    return render(
+        request,
+        state,
+        who,
+        "sign_up.html",
+        403 if closed else 400,
+        closed=closed,
+        invite=invite,
+        invite_email=invited,
+        email=email,
+        errors=errors,
+    )
+
+
+@router.post("/console/sign-out")
+async def sign_out(form: FormDep, who: VisitorDep, state: State) -> Response:
+    if who.token:
+        async with state.db.transaction() as session:
+            await sessions.close_session(session, who.token)
+    response = see_other("/console/sign-in")
+    response.delete_cookie(SESSION_COOKIE, path="/console")
+    return response
+
+
+@router.post("/console/sign-out-everywhere")
+async def sign_out_everywhere(form: FormDep, who: PersonDep, state: State) -> Response:
+    async with state.db.transaction() as session:
+        await sessions.close_all(session, who.user.id)
+    response = see_other("/console/sign-in")
+    response.delete_cookie(SESSION_COOKIE, path="/console")
+    return response
+
+
+@router.get("/console/account")
+async def account_page(request: Request, who: PersonDep, state: State) -> Response:
+    async with state.db.transaction(readonly=True) as session:
+        count = await sessions.count_sessions(session, who.user.id, utcnow())
+    return render(request, state, who.visitor, "account.html", session_count=count, errors={})
+
+
+@router.post("/console/account/password")
+async def change_password(
+    request: Request, form: FormDep, who: PersonDep, state: State
+) -> Response:
+    errors: dict[str, str] = {}
+    if not await passwords.verify_password(who.user.password_hash, form.get("current", "")):
+        errors["current"] = "this is not the current password"
+    else:
+        try:
+            hashed = await passwords.hash_password(
+                passwords.check_new_password(form.get("password", ""))
+            )
+            async with state.db.transaction() as session:
+                user = await users.get_user(session, who.user.id)
+                await users.set_password_hash(session, user, hashed, utcnow())
+            return await _signed_in(state, request, who.user.id, "/console/account")
+        except EaselError as exc:
+            errors[exc.param or "password"] = exc.message
+    return render(request, state, who.visitor, "account.html", 400, session_count=0, errors=errors)
+
+
+@router.get("/console/forgot")
+async def forgot_page(request: Request, who: VisitorDep, state: State) -> Response:
+    return render(request, state, who, "forgot.html", sent=None, errors={})
+
+
+@router.post("/console/forgot")
+async def forgot(request: Request, form: FormDep, who: VisitorDep, state: State) -> Response:
+    email = form.get("email", "").strip().lower()
+    async with state.db.transaction(readonly=True) as session:
+        user = await users.user_by_email(session, email)
+    if state.settings.smtp_url:
+        if user is not None:
+            await mail.send_reset_link(
+                state.settings, user.email, links.reset_link(state.settings, user)
+            )
+        sent = f"If {email} has a sign-in here, a reset link is on its way to it."
+    else:
+        sent = (
+            "This server sends no email. Ask the operator for a reset link "
+            f"(`easel accounts reset-link --email {email}`)."
+        )
+    return render(request, state, who, "forgot.html", sent=sent, errors={})
+
+
+@router.get("/console/reset")
+async def reset_page(request: Request, who: VisitorDep, state: State, token: str = "") -> Response:
+    return render(request, state, who, "reset.html", token=token, errors={})
+
+
+@router.post("/console/reset")
+async def reset(request: Request, form: FormDep, who: VisitorDep, state: State) -> Response:
+    token = form.get("token", "")
+    try:
+        hashed = await passwords.hash_password(
+            passwords.check_new_password(form.get("password", ""))
+        )
+        async with state.db.transaction() as session:
+            user = await links.user_of_reset(session, state.settings, token)
+            await users.set_password_hash(session, user, hashed, utcnow())
+        return await _signed_in(state, request, user.id, "/console/")
+    except EaselError as exc:
+        errors = {exc.param or "password": exc.message}
+    return render(request, state, who, "reset.html", 400, token=token, errors=errors)

@@ -1,0 +1,140 @@
+"""The console in Chromium against a real server and worker: keys used over the API, the
+playground live to its image, and a free account that has only the web."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import httpx
+import pytest
+from PIL import Image
+from playwright.sync_api import Page, expect
+
+from easel.api.deps import API_ACCESS_MESSAGE
+from tests.console.conftest import shot
+from tests.console.helpers import create_key, new_email, set_plan, sign_up
+from tests.support.live import Live
+
+pytestmark = pytest.mark.slow
+
+
+def wait_done(live: Live, key: str, order_id: str) -> dict[str, object]:
+    with httpx.Client(base_url=live.base_url, headers={"Authorization": f"Bearer {key}"}) as http:
+        for _ in range(60):
+            body = http.get(f"/api/v1/status/{order_id}", params={"wait": 5}).json()
+            if body["status"] in ("completed", "failed", "canceled"):
+                return dict(body)
+    raise AssertionError(f"order {order_id} did not finish")
+
+
+def test_sign_up_create_key_copy_it_and_use_it_with_the_native_api(
+    page: Page, console: Live
+) -> None:
+    email = new_email("keys")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    sign_up(page, email)
+    set_plan(console, email, "standard")
+    key = create_key(page, "ci")
+    assert key.startswith("cfy-")
+    page.get_by_role("button", name="Copy").click()
+    expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    shot(page, "keys")
+    page.goto("/console/keys")  # shown once: the page again lists the key by its prefix only
+    assert page.locator("#new-key").count() == 0
+    expect(page.get_by_role("cell", name=f"{key[:8]}…")).to_be_visible()
+
+    body = {
+        "style": "general",
+        "prompt": "a red lighthouse",
+        "width": 128,
+        "height": 128,
+        "steps": 2,
+        "seed": 11,
+    }
+    answer = httpx.post(
+        f"{console.base_url}/api/v1/generate", json=body, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert answer.status_code == 200, answer.text
+    created = answer.json()
+    assert wait_done(console, key, created["order_id"])["status"] == "completed"
+
+    page.goto("/console/history")
+    card = page.locator(f'a[href="/console/orders/{created["order_id"]}"]')
+    expect(card).to_contain_text("native")
+    expect(card.locator("img")).to_be_visible()
+    page.goto("/console/history?dialect=console")
+    expect(page.locator(f'a[href="/console/orders/{created["order_id"]}"]')).to_have_count(0)
+    shot(page, "history")
+    page.goto("/console/usage")
+    expect(page.get_by_role("cell", name=created["order_id"])).to_be_visible()
+    expect(page.locator("svg.chart rect")).to_have_count(30)
+    shot(page, "usage")
+    page.goto("/console/plans")
+    expect(page.locator("tr.current")).to_contain_text("standard")
+    shot(page, "plans")
+
+
+def pixels(data: bytes) -> bytes:
+    return Image.open(io.BytesIO(data)).convert("RGB").tobytes()
+
+
+def generate_in_playground(page: Page, prompt: str, seed: str = "") -> str:
+    page.goto("/console/playground")
+    page.get_by_label("Prompt", exact=True).fill(prompt)
+    if seed:
+        page.get_by_label("Seed").fill(seed)
+    expect(page.locator("#cost")).to_contain_text("costs 1 credit")
+    page.get_by_role("button", name="Generate").click()
+    expect(page).to_have_url(re.compile(r"/console/orders/ORD-"))
+    return page.url.rsplit("/", 1)[1]
+
+
+def test_playground_progress_image_download_and_same_seed_again(page: Page, console: Live) -> None:
+    email = new_email("play")
+    sign_up(page, email)
+    set_plan(console, email, "standard")
+    page.goto("/console/playground")
+    shot(page, "playground")
+    first = generate_in_playground(page, "a blue teapot on a table", seed="4242")
+    expect(page.locator("#progress")).to_have_attribute("value", "100")
+    image = page.locator("#outputs img")
+    expect(image).to_be_visible()
+    expect(page.locator("#live-status")).to_have_text("completed")
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Download").first.click()
+    downloaded = info.value.path().read_bytes()
+    served = httpx.get(image.get_attribute("src") or "").content
+    assert downloaded == served and downloaded.startswith(b"\x89PNG")
+    expect(page.locator("#seed")).to_have_text("4242")
+    expect(page.locator("#snippet-native")).to_contain_text('"seed": 4242')
+    shot(page, "order")
+
+    page.get_by_role("button", name="Run again", exact=True).click()
+    expect(page).not_to_have_url(re.compile(first))
+    expect(page.locator("#outputs img")).to_be_visible()
+    again = httpx.get(page.locator("#outputs img").get_attribute("src") or "").content
+    expect(page.locator("#seed")).to_have_text("4242")
+    assert pixels(again) == pixels(downloaded)
+
+
+def test_a_free_account_generates_turbo_on_the_web_and_is_refused_the_api(
+    page: Page, console: Live
+) -> None:
+    sign_up(page, new_email("free"))
+    page.goto("/console/playground")
+    expect(page.get_by_label("Style")).to_have_value("turbo")
+    generate_in_playground(page, "a small green frog")
+    expect(page.locator("#outputs img")).to_be_visible()
+    expect(page.get_by_text("turbo (sdxl-turbo)")).to_be_visible()
+
+    key = create_key(page, "will not work")
+    expect(page.get_by_role("note")).to_contain_text("API access requires a paid subscription")
+    answer = httpx.post(
+        f"{console.base_url}/api/v1/generate",
+        json={"style": "turbo", "prompt": "a frog"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert answer.status_code == 403
+    assert API_ACCESS_MESSAGE.format(plan="free") in answer.text
