@@ -72,9 +72,10 @@ def test_a_name_routes_by_what_the_request_needs(tmp_path: Path) -> None:
     assert route(named, three).id == "editor"  # type: ignore[union-attr]
     assert route(named, Need((EDIT,), 4)) is None  # four images to a three-image model
     assert route(named, Need((INPAINT,), 1)) is None
-    assert route(catalog.models["seedance-2"], Need((IMAGE_TO_VIDEO,), 1)) is None
-    animatediff = route(catalog.models["seedance-2"], Need((TEXT_TO_VIDEO,)))
-    assert animatediff is not None and animatediff.id == "animatediff"
+    wan = route(catalog.models["seedance-2"], Need((IMAGE_TO_VIDEO,), 1))
+    assert wan is not None and wan.id == "wan-ti2v-5b"  # an image as the first frame
+    assert route(catalog.models["seedance-2"], Need((TEXT_TO_VIDEO,))) == wan
+    assert route(catalog.models["seedance-2"], Need((IMAGE_TO_VIDEO,), 2)) is None
     # an unknown capability is a catalog error that lists the known ones
     path.write_text('[models.editor]\nfamily = "sdxl"\nsource = "x"\ncapabilities = ["paint"]\n')
     with pytest.raises(CatalogError, match="unknown \\['paint'\\]"):
@@ -105,15 +106,15 @@ async def test_what_no_route_can_do_is_refused_in_each_dialects_shape(
 ) -> None:
     async with app_client(settings) as (client, state):
         account, key = await new_account(state, "mega")
-        # seed 002: an image for a video name whose route makes video from text only
+        # seed 002: two images for a video name whose route takes one first frame
+        two = ["https://a.example/1.png", "https://a.example/2.png"]
         r = await client.post(
             "/api/v1/tasks/create",
-            json=SEED_002_BODY
-            | {"model_id": "seedance-2", "image_urls": ["https://a.example/1.png"]},
+            json=SEED_002_BODY | {"model_id": "seedance-2", "image_urls": two},
             headers=auth(key),
         )
         assert (r.status_code, r.json()["code"], r.json()["data"]) == (200, 0, None)
-        assert "'seedance-2' cannot make a video from an image" in r.json()["msg"]
+        assert "at most 1 image(s) to make a video from an image" in r.json()["msg"]
         # OpenAI: a mask to a name without an inpaint route is a 400 naming `mask`
         r = await client.post(
             "/v1/images/edits",

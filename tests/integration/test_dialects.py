@@ -298,13 +298,13 @@ async def test_request_bodies_are_capped_as_they_arrive(settings: Settings) -> N
             assert r.status_code == 413, r.text
             assert "EASEL_MAX_BODY_BYTES" in r.json()["error"]["error_message"]
         await nothing_happened(state, account.id, 800)
+        two = ["https://a.example/1.png", "https://a.example/2.png"]
         r = await client.post(
             "/api/v1/tasks/create",
-            json=SEED_002_BODY
-            | {"model_id": "seedance-2", "image_urls": ["https://a.example/1.png"]},
+            json=SEED_002_BODY | {"model_id": "seedance-2", "image_urls": two},
             headers=auth(key),
         )
         assert (r.status_code, r.json()["code"]) == (200, 0)  # seed 002: a business failure
-        assert "cannot make a video from an image" in r.json()["msg"]
-        assert "[text_to_video]" in r.json()["msg"]  # what seedance-2 can do here
+        assert "at most 1 image(s) to make a video from an image" in r.json()["msg"]
+        assert "[image_to_video]" in r.json()["msg"]  # what seedance-2 can do here
         await nothing_happened(state, account.id, 800)

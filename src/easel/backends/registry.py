@@ -10,6 +10,7 @@ FAMILIES: dict[str, str] = {
     "sdxl": "easel.backends.sdxl:SDXLBackend",
     "sdxl-turbo": "easel.backends.sdxl:SDXLBackend",
     "animatediff": "easel.backends.animatediff:AnimateDiffBackend",
+    "wan": "easel.backends.wan:WanBackend",
     "z-image": "easel.backends.zimage:ZImageBackend",
     "qwen-image": "easel.backends.qwen_image:QwenImageBackend",
     "upstream": "easel.backends.upstream.backend:UpstreamBackend",

@@ -33,6 +33,7 @@ FAMILY_CAPABILITIES: dict[str, tuple[str, ...]] = {
     "z-image": (TEXT_TO_IMAGE, IMAGE_TO_IMAGE),
     "qwen-image": (TEXT_TO_IMAGE, IMAGE_TO_IMAGE),
     "animatediff": (TEXT_TO_VIDEO,),
+    "wan": (TEXT_TO_VIDEO, IMAGE_TO_VIDEO),
 }
 # A hosted model's remote providers: text and one reference image (image to image), or video.
 UPSTREAM_IMAGE = (TEXT_TO_IMAGE, IMAGE_TO_IMAGE)
@@ -70,6 +71,12 @@ def model_capabilities(model: Model) -> tuple[str, ...]:
     if model.is_upstream:
         return UPSTREAM_VIDEO if model.animation else UPSTREAM_IMAGE
     return FAMILY_CAPABILITIES.get(model.family, (TEXT_TO_IMAGE,))
+
+
+def runs_alone(model: Model) -> bool:
+    """Whether each order of this model is its own pipeline call (its inputs are its own: a
+    first frame, images to edit), so the worker claims no followers for it."""
+    return bool({IMAGE_TO_VIDEO, EDIT} & set(model_capabilities(model)))
 
 
 def max_references(model: Model) -> int:

@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from easel.catalog import capabilities
+from easel.catalog import capabilities, video
 from easel.catalog.schedulers import KEEP_SCHEDULER, SCHEDULERS, is_flow_matching
 
 ACCELERATIONS = ("none", "regular", "high")
@@ -45,6 +45,10 @@ class Plan:
     key_max_open_requests: int = 0
     max_loras: int = 0  # LoRAs one order may add (catalog names or, with allow_lora_urls, URLs)
     allow_lora_urls: bool = False  # orders may give a LoRA by URL and sha256
+    # Videos made by length (models with `seconds`): the longest and the most pixels per frame
+    # an order may ask for; 0: no plan limit (the model's own still holds).
+    max_video_seconds: int = 0
+    max_video_pixels: int = 0
     price: str = ""  # what it costs, as the console's plans page shows it (seed 000's table)
 
     def allows_model(self, model_id: str) -> bool:
@@ -158,6 +162,13 @@ class Model:
     # what it does (catalog/capabilities.py); empty: its family's default
     capabilities: tuple[str, ...] = ()
     max_references: int = 0  # the most reference images an order takes; 0: the default (1, edit 3)
+    # Videos made by length (wan): the default clip length in seconds (0: a fixed-length clip of
+    # the order's product), the most frames one clip may have, frames come as frame_step * k + 1,
+    # and the price per second of video (instead of the product's credits).
+    seconds: int = 0
+    max_frames: int = 0
+    frame_step: int = 1
+    credits_per_second: int = 0
 
     @property
     def is_upstream(self) -> bool:
@@ -415,7 +426,7 @@ def _check(catalog: Catalog) -> None:
         _check_acceleration(model)
         _check_channels(catalog, model)
         _check_model_loras(catalog, model)
-        wrong = capabilities.check_model(model)
+        wrong = capabilities.check_model(model) or video.check_model(model)
         if wrong:
             raise CatalogError(wrong)
         missing = [a for a in ACCELERATIONS if a not in model.credits]

@@ -29,6 +29,12 @@ class Priced(Protocol):
     def acceleration(self) -> str: ...
     @property
     def added_loras(self) -> Sequence[LoraRef]: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def video_seconds(self) -> int: ...
 
 
 def check_plan(catalog: Catalog, plan: Plan, req: Priced) -> None:
@@ -46,6 +52,27 @@ def check_plan(catalog: Catalog, plan: Plan, req: Priced) -> None:
             f"this order asks for {req.n}; ask for fewer or upgrade the plan"
         )
     check_loras(plan, req.added_loras)
+    check_video(plan, req)
+
+
+def check_video(plan: Plan, req: Priced) -> None:
+    """The length and size of a video made by length, within the plan's bounds."""
+    if not req.video_seconds:
+        return
+    if plan.max_video_seconds and req.video_seconds > plan.max_video_seconds:
+        raise Forbidden(
+            f"plan {plan.id} allows videos of at most {plan.max_video_seconds} seconds, this "
+            f"order asks for {req.video_seconds}; ask for a shorter one or upgrade the plan",
+            param="seconds",
+        )
+    pixels = req.width * req.height
+    if plan.max_video_pixels and pixels > plan.max_video_pixels:
+        raise Forbidden(
+            f"plan {plan.id} allows videos of at most {plan.max_video_pixels} pixels a frame, "
+            f"this order asks for {req.width}x{req.height} ({pixels}); ask for a smaller size "
+            "or upgrade the plan",
+            param="size",
+        )
 
 
 def check_loras(plan: Plan, loras: Sequence[LoraRef]) -> None:
@@ -78,6 +105,8 @@ def check_served(catalog: Catalog, req: Priced, served: Collection[str]) -> None
 
 
 def price(req: Priced) -> int:
+    if req.video_seconds and req.model.credits_per_second:
+        return req.model.credits_per_second * req.video_seconds
     if req.product.is_animation and req.product.credits is not None:
         return req.product.credits
     return req.model.credits[req.acceleration] * req.n

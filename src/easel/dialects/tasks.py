@@ -76,6 +76,9 @@ class CreateTaskBody(BaseModel):
         json_schema_extra={"enum": list(ASPECT_RATIOS)},
     )
     callback_url: str | None = Field(default=None, description="Easel extra: POSTed the task")
+    seed: int | None = Field(
+        default=None, description="Easel extra: the same seed and inputs make the same output"
+    )
 
 
 def error_response(exc: EaselError) -> JSONResponse:
@@ -191,6 +194,7 @@ async def create(body: CreateTaskBody, account: CurrentAccount, state: State) ->
         width=width,
         height=height,
         n=1,
+        seed=body.seed,
         output_format="mp4" if animation else "png",
         webhook_url=body.callback_url,
         webhook_param="callback_url",

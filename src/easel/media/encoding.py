@@ -27,6 +27,7 @@ class GeneratedImage:
     seed: int
     width: int
     height: int
+    poster: bytes | None = None  # a clip's still (JPEG), stored beside it (media/video.py)
 
 
 def encode_image(

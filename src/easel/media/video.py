@@ -1,4 +1,5 @@
-"""Animation frames -> MP4 (H.264), GIF or animated WebP, with the generation parameters in them."""
+"""Animation frames -> MP4 (H.264), GIF or animated WebP, with the generation parameters in them;
+an MP4 also gets a poster (its first frame as a JPEG), stored beside it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from PIL import Image
 
 from easel.media.encoding import ANIMATION_FORMATS, CONTENT_TYPES, GeneratedImage
 
+POSTER_QUALITY = 90
 MP4_CRF = 18  # x264 constant quality: visually lossless for generated content
 MP4_PRESET = "medium"
 WEBP_QUALITY = 90
@@ -50,8 +52,25 @@ def encode_animation(
         data = _webp(rgb, fps, json.dumps(params))  # EXIF text is ASCII: JSON escapes the rest
     width, height = rgb[0].size
     return GeneratedImage(
-        data=data, content_type=CONTENT_TYPES[fmt], seed=seed, width=width, height=height
+        data=data,
+        content_type=CONTENT_TYPES[fmt],
+        seed=seed,
+        width=width,
+        height=height,
+        poster=poster(rgb[0]) if fmt == "mp4" else None,
     )
+
+
+def poster(frame: Image.Image) -> bytes:
+    """A video's still: its first frame as a JPEG (what a player shows before it plays)."""
+    buf = io.BytesIO()
+    frame.save(buf, format="JPEG", quality=POSTER_QUALITY)
+    return buf.getvalue()
+
+
+def poster_key(key: str) -> str:
+    """Where a clip's still is stored: `<order>/0.mp4` -> `<order>/0.poster.jpg`."""
+    return f"{key.rsplit('.', 1)[0]}.poster.jpg"
 
 
 def _gif(frames: list[Image.Image], fps: int, text: str) -> bytes:

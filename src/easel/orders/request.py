@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from easel.catalog import Lora, Model, Product
+from easel.catalog import Lora, Model, Product, video
 from easel.catalog.loader import ACCELERATIONS
 from easel.config import Settings
 from easel.errors import InvalidRequest
@@ -81,6 +81,8 @@ class GenerationRequest:
     strength: float | None = None
     added_loras: tuple[LoraUse, ...] = ()  # the request's own LoRAs (the plan limits these)
     loras: tuple[LoraUse, ...] = ()  # every LoRA the order runs with: the model's, then those
+    frames: int = 0  # a clip's frames (the product's, or the asked length's: catalog/video.py)
+    video_seconds: int = 0  # the length asked of a model that makes clips by length; 0: none
 
     @property
     def task_type(self) -> str:
@@ -158,6 +160,8 @@ def build_request(
     webhook_on_start: bool = False,
     loras: Sequence[Mapping[str, Any]] | None = None,
     known_loras: Mapping[str, Lora] | None = None,
+    seconds: int | None = None,
+    seconds_param: str = "seconds",
 ) -> GenerationRequest:
     """Apply the rules every dialect shares; raise InvalidRequest naming what to change."""
     prompt = check_prompt(settings, prompt)
@@ -229,6 +233,7 @@ def build_request(
             param="Idempotency-Key",
         )
     added_loras, all_loras = check_loras(known_loras or {}, model, model_alias, loras)
+    frames, video_seconds = clip_length(model, model_alias, product, seconds, seconds_param)
     return GenerationRequest(
         dialect=dialect,
         model=model,
@@ -255,4 +260,29 @@ def build_request(
         webhook_on_start=webhook_on_start,
         added_loras=added_loras,
         loras=all_loras,
+        frames=frames,
+        video_seconds=video_seconds,
     )
+
+def clip_length(
+    model: Model, model_alias: str, product: Product, seconds: int | None, param: str
+) -> tuple[int, int]:
+    """(frames, seconds asked) of an order: a model that makes clips by length takes `seconds`
+    (default its catalog `seconds`), up to its max_frames; others make the product's frames."""
+    if not product.is_animation or not video.by_length(model):
+        if seconds is not None:
+            raise InvalidRequest(
+                f"{model_alias!r} makes clips of a fixed length on this server; remove {param}",
+                param=param,
+            )
+        return product.frames, 0
+    asked = model.seconds if seconds is None else seconds
+    longest = video.longest_seconds(model)
+    if not 1 <= asked <= longest:
+        raise InvalidRequest(
+            f"{param}: {model_alias!r} makes videos of 1 to {longest} seconds on this server "
+            f"({model.max_frames} frames at {model.fps} fps), got {asked}; ask for {longest} "
+            "or fewer",
+            param=param,
+        )
+    return video.frames_for(model, asked), asked

@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from easel.db.engine import Database
 from easel.db.status import FINAL
 from easel.db.tables import Order, Output
+from easel.media.video import poster_key
 from easel.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ async def sweep_expired(db: Database, storage: Storage, now: datetime, limit: in
             )
         )
     keys = [key for _, key in rows if key is not None] + [k for k in references if k]
+    keys += [poster_key(key) for key in keys if key.endswith(".mp4")]  # a clip's still
     for key in keys:
         await asyncio.to_thread(storage.delete, key)
     if order_ids:

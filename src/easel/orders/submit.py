@@ -171,7 +171,7 @@ async def submit(
         width=req.width,
         height=req.height,
         n=req.n,
-        frames=req.product.frames,
+        frames=req.frames or req.product.frames,
         steps=req.steps,
         guidance=req.guidance,
         seed=req.seed,

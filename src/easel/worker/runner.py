@@ -27,6 +27,7 @@ from easel.backends.registry import FAMILIES, backend_class
 from easel.backends.upstream.backend import UpstreamBackend
 from easel.backends.upstream.routing import describe_routes
 from easel.catalog import Catalog, Model
+from easel.catalog.capabilities import runs_alone
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
@@ -277,6 +278,9 @@ class Worker:
         room = self.settings.max_batch_images - leader.n
         if not self._is_local(leader.model):
             room = 0  # a remote order is one provider job: in-flight caps count orders
+        model = self.catalog.models.get(leader.model)
+        if model is not None and runs_alone(model):
+            room = 0  # video from a first frame, instruction editing: one order per call
         followers: list[Order] = []
         if room > 0:
             try:
