@@ -95,7 +95,10 @@ MAX_KEY_NAME = 128
 async def create_key(request: Request, form: FormDep, who: PersonDep, state: State) -> Response:
     name = form.get("name", "").strip()
     if not name or len(name) > MAX_KEY_NAME or ":" in name:
-        error = f"give the key a name of 1 to {MAX_KEY_NAME} characters without ':', e.g. where it is used"
+        error = (
+            f"give the key a name of 1 to {MAX_KEY_NAME} characters without ':', "
+            "e.g. where it is used"
+        )
         return await _keys_page(request, who, state, 400, errors={"name": error})
     async with state.db.transaction() as session:
         _, plain = await keys.create_key(session, who.account.id, name)
