@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     max_json_bytes: int = 16 * 1024 * 1024  # a JSON body: room for one base64 reference image
     max_json_members: int = 1000  # keys and array items in one JSON body, all levels
     max_json_depth: int = 16  # nesting of a JSON body
-    max_reference_images: int = 1  # reference images per order (image-to-image takes one)
+    max_reference_images: int = 3  # images per order (an edit takes up to 3; each model its own)
     default_strength: float = 0.8
 
     # Queue and worker.
