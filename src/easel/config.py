@@ -85,6 +85,9 @@ class Settings(BaseSettings):
 
     # Webhooks: attempt k waits first * factor**(k-1) after the previous one (~21 h in all).
     webhook_timeout: float = 10.0
+    # A claimed delivery's lease: 2 x webhook_timeout plus this margin to record the result; a
+    # sender that died mid-delivery leaves it to be sent again when the lease runs out.
+    webhook_lease_margin: float = 30.0
     webhook_max_attempts: int = 10
     webhook_retry_first: float = 30.0
     webhook_retry_factor: float = 2.5
