@@ -163,7 +163,7 @@ async def test_seed_003_example_verbatim_and_models(
         )
         with sdk(base, key) as (client, _):
             listed = await asyncio.to_thread(client.models.list)
-            assert [m.id for m in listed.data] == ACCEPTED
+            assert [m.id for m in listed.data] == [*ACCEPTED, "sora-2", "seedance-2"]  # videos
             one = await asyncio.to_thread(client.models.retrieve, "dall-e-3")
             assert (one.id, one.object) == ("dall-e-3", "model")
             with pytest.raises(openai.NotFoundError, match="accepted: qh-draw-x2-preview"):
@@ -213,7 +213,7 @@ async def test_edit_with_an_uploaded_png(
 
             def edit() -> openai.types.ImagesResponse:
                 return client.images.edit(
-                    model="dall-e-3",  # image to image (qh-* names edit: test_edits.py)
+                    model="qh-draw-x2-preview",
                     image=[("sketch.png", upload, "image/png")],  # sent as image[]
                     prompt="the same scene at night",
                     n=1,

@@ -62,13 +62,6 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def tiny_wan(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.support.tiny_wan import build_tiny_wan
-
-    return build_tiny_wan(tmp_path_factory.mktemp("models") / "tiny-wan")
-
-
 @asynccontextmanager
 async def served(
     settings: Settings, tmp_path: Path, wan_dir: Path
@@ -167,6 +160,9 @@ async def test_openai_sdk_create_poll_download_list_delete(
             await asyncio.to_thread(client.videos.retrieve, text.id)
         everything = await asyncio.to_thread(lambda: client.videos.list())
         assert [v.id for v in everything.data] == [first.id]
+        card = (await asyncio.to_thread(client.models.retrieve, "sora-2")).model_extra or {}
+        assert card["capabilities"] == ["text_to_video", "image_to_video"]
+        assert (card["max_seconds"], card["credits_per_second"]) == (8, 10)
 
 
 ONE_DATABASE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # no SQL of its own

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from huggingface_hub import constants
 
 from easel.catalog import Model
 from easel.worker.models import ModelCache, module_bytes, weights_on_disk
@@ -65,3 +67,31 @@ def test_a_model_larger_than_the_budget_loads_alone(tiny_sdxl: Path) -> None:
     assert cache.get(model("a", tiny_sdxl)) is first  # a hit keeps it
     cache.get(model("b", tiny_sdxl))
     assert cache.loaded == ["b"]
+
+
+def test_a_repo_in_the_hub_cache_counts_and_shared_parts_count_once(
+    tiny_wan: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repo id's first-load estimate is its snapshot's weight files (symlinks to blobs, as
+    huggingface_hub lays them out); Wan's two pipelines share one set of weights."""
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = tmp_path / "hub" / "models--Wan-AI--Wan2.2-TI2V-5B-Diffusers"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc")
+    (repo / "blobs").mkdir()
+    for file in (f for f in tiny_wan.rglob("*") if f.is_file()):
+        blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+        blob.write_bytes(file.read_bytes())
+        link = repo / "snapshots" / "abc" / file.relative_to(tiny_wan)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(blob)
+    local = Model(id="wan", family="wan", source=str(tiny_wan), steps=2)
+    hub = Model(id="wan", family="wan", source="Wan-AI/Wan2.2-TI2V-5B-Diffusers", steps=2)
+    assert weights_on_disk(hub) == weights_on_disk(local) > 0
+    assert weights_on_disk(Model(id="x", family="wan", source="nobody/nothing")) == 0
+    cache = ModelCache("cpu", max_loaded=1)
+    backend: Any = cache.get(local)
+    assert backend.first_frame_pipe.transformer is backend.pipe.transformer
+    measured = cache.size_of("wan")
+    assert measured is not None
+    assert 0.9 < weights_on_disk(local) / measured < 1.1  # float32 on disk and in memory

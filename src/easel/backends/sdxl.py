@@ -1,5 +1,4 @@
-"""Stable Diffusion XL and SDXL-Turbo, text-to-image and image-to-image; inpainting where the
-catalog model declares it (dedicated inpainting weights, or a base model's components)."""
+"""Stable Diffusion XL and SDXL-Turbo, text-to-image and image-to-image."""
 
 from __future__ import annotations
 
@@ -10,5 +9,4 @@ class SDXLBackend(DiffusersBackend):
     family = "sdxl"
     text_to_image = "StableDiffusionXLPipeline"
     image_to_image = "StableDiffusionXLImg2ImgPipeline"
-    inpainting = "StableDiffusionXLInpaintPipeline"
     image_to_image_sized = False  # takes the reference's size, already fitted to the job's

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from easel.catalog import video
+
 if TYPE_CHECKING:
     from easel.catalog.loader import Catalog, Model
 
@@ -31,8 +33,7 @@ FAMILY_CAPABILITIES: dict[str, tuple[str, ...]] = {
     "sdxl": (TEXT_TO_IMAGE, IMAGE_TO_IMAGE),
     "sdxl-turbo": (TEXT_TO_IMAGE, IMAGE_TO_IMAGE),
     "z-image": (TEXT_TO_IMAGE, IMAGE_TO_IMAGE),
-    "qwen-image": (TEXT_TO_IMAGE, IMAGE_TO_IMAGE, INPAINT),
-    "qwen-image-edit": (EDIT,),
+    "qwen-image": (TEXT_TO_IMAGE, IMAGE_TO_IMAGE),
     "animatediff": (TEXT_TO_VIDEO,),
     "wan": (TEXT_TO_VIDEO, IMAGE_TO_VIDEO),
 }
@@ -146,7 +147,7 @@ def refusal(catalog: Catalog, model: Model, name: str, need: Need) -> str:
     if capable and need.references:
         most = max(max_references(r) for r in capable)
         return (
-            f"{need.param}: {name!r} takes at most {most} image(s) to {wanted}, got "
+            f"{name!r} takes at most {most} image(s) to {wanted}, got "
             f"{need.references}; send fewer. It can: {summary(catalog, model)}"
         )
     return f"{name!r} cannot {wanted} on this server; it can: {summary(catalog, model)}"
@@ -167,6 +168,18 @@ def describe(catalog: Catalog, model: Model, name: str) -> dict[str, Any]:
         "max_images": model.max_images or None,
         "credits": dict(model.credits),
         "video": makes_video(catalog, model),
+        **video_terms(serving),
+    }
+
+
+def video_terms(serving: dict[str, Model]) -> dict[str, int | None]:
+    """A name whose videos are made by length: its longest clip and its price per second."""
+    route = next((r for c, r in serving.items() if c in VIDEO and video.by_length(r)), None)
+    if route is None:
+        return {"max_seconds": None, "credits_per_second": None}
+    return {
+        "max_seconds": video.longest_seconds(route),
+        "credits_per_second": route.credits_per_second or None,
     }
 
 

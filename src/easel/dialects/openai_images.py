@@ -28,14 +28,7 @@ from easel.api.errors import explain_validation
 from easel.api.intake import api_router
 from easel.api.state import AppState
 from easel.catalog import Model
-from easel.catalog.capabilities import (
-    EDIT,
-    IMAGE_TO_IMAGE,
-    INPAINT,
-    Need,
-    describe,
-    model_capabilities,
-)
+from easel.catalog.capabilities import EDIT, IMAGE_TO_IMAGE, INPAINT, Need, describe
 from easel.config import Settings
 from easel.db.status import OrderStatus
 from easel.db.tables import Account, Order, Output
@@ -56,7 +49,6 @@ from easel.errors import (
     RateLimited,
     Unauthorized,
 )
-from easel.media.masks import convert_mask
 from easel.media.references import Reference, check_image
 from easel.orders.request import (
     DialectData,
@@ -90,6 +82,7 @@ router = api_router(OpenAIError, OPENAI_STATUSES, tags=["OpenAI Images (seed 003
 log = logging.getLogger(__name__)
 
 NAME = "openai"
+VIDEOS = "openai_videos"  # the Videos API (dialects/openai_videos.py) shares /v1/models
 # quality -> a multiple of the model's default denoising steps (the price does not change)
 QUALITY_STEPS = {"low": 0.5, "medium": 1.0, "standard": 1.0, "auto": 1.0, "high": 1.5, "hd": 1.5}
 # style -> words added to the prompt (the order records the prompt the model was given)
@@ -121,7 +114,7 @@ class OpenAIData(DialectData):
     quality: str | None = None
     style: str | None = None
     response_format: str | None = None
-    mask: MaskInfo | None = None  # the mask's size and bytes (inpainting used it)
+    mask: MaskInfo | None = None  # checked and recorded; inpainting does not use it yet
 
 
 class WaitTimedOut(EaselError):
@@ -200,6 +193,12 @@ class OpenAIModel(BaseModel):
     )
     max_references: int = Field(description="Easel extra: the most images an edit takes")
     credits: dict[str, int] = Field(description="Easel extra: credits per image, by level")
+    max_seconds: int | None = Field(
+        default=None, description="Easel extra: a video model's longest clip, in seconds"
+    )
+    credits_per_second: int | None = Field(
+        default=None, description="Easel extra: a video model's price per second"
+    )
 
 
 class OpenAIModelList(BaseModel):
@@ -475,79 +474,64 @@ async def edit_request(
     files = ("image", "image[]", "mask")
     body = parse_fields({k: v for k, v in form.multi_items() if k not in files})
     images = form.getlist("image") + form.getlist("image[]")
-    mask = form.get("mask")
-    model = model_for(state, body.model, edit_need(len(images), mask))
+    model = model_for(state, body.model, edit_need(len(images), form.get("mask")))
     uploads = [i for i in images if isinstance(i, UploadFile)]
     if not images or len(uploads) < len(images):
         raise InvalidRequest(
             "image is required as a file upload (PNG, JPEG or WebP) in the field `image`",
             param="image",
         )
-    references = [await read_image(settings, upload, "image") for upload in uploads]
-    first = references[0]
-    converted: Reference | None = None
+    check_reference_count(settings, len(images), "image")
+    reference = await read_image(settings, uploads[0], "image")
     mask_info: MaskInfo | None = None
-    if isinstance(mask, UploadFile):
-        raw = await mask.read(settings.reference_max_bytes + 1)
-        if len(raw) > settings.reference_max_bytes:
-            raise InvalidRequest(
-                f"mask is larger than {settings.reference_max_bytes} bytes", param="mask"
-            )
-        converted = await asyncio.to_thread(convert_mask, raw, first, "mask")
-        mask_info = MaskInfo(width=first.width, height=first.height, bytes=len(raw))
+    mask = form.get("mask")
+    if isinstance(mask, UploadFile):  # checked and recorded; inpainting does not use it yet
+        checked = await read_image(settings, mask, "mask")
+        mask_info = MaskInfo(width=checked.width, height=checked.height, bytes=len(checked.data))
     elif mask is not None:
         raise InvalidRequest("mask must be a file upload (PNG)", param="mask")
     req = to_request(
         state,
         body,
-        auto_size=edit_size(settings, model, references, converted is not None),
+        auto_size=size_for_aspect(model, f"{reference.width}:{reference.height}", "size"),
         idempotency_key=idempotency_key,
-        body_hash={
-            "image_sha256": [hashlib.sha256(r.data).hexdigest() for r in references],
-            "mask_sha256": hashlib.sha256(converted.data).hexdigest() if converted else None,
-        },
+        body_hash={"image_sha256": hashlib.sha256(reference.data).hexdigest()},
         mask=mask_info,
         model=model,
     )
-    check_reference_count(settings, req, len(references), "image")
-    req = attach_reference(settings, req, first, "image", body.strength, references[1:])
-    return replace(req, mask=converted), body.response_format
+    req = attach_reference(settings, req, reference, "image", body.strength)
+    return req, body.response_format
 
 
-def edit_size(
-    settings: Settings, model: Model, references: list[Reference], inpaint: bool
-) -> tuple[int, int]:
-    """`size=auto`: an inpainting keeps its image's size (multiples of 8), an edit follows the
-    last image's aspect ratio, an image-to-image the first's."""
-    first, last = references[0], references[-1]
-    if inpaint:
-        return (
-            min(max(first.width // 8 * 8, settings.min_side), settings.max_side),
-            min(max(first.height // 8 * 8, settings.min_side), settings.max_side),
-        )
-    shape = last if EDIT in model_capabilities(model) else first
-    return size_for_aspect(model, f"{shape.width}:{shape.height}", "size")
+def openai_names(state: AppState) -> list[str]:
+    """The model names of OpenAI's APIs here: the Images API's, then the Videos API's."""
+    names = list(state.catalog.accepted(NAME))
+    return names + [n for n in state.catalog.accepted(VIDEOS) if n not in names]
 
 
 def model_card(state: AppState, name: str) -> dict[str, Any]:
-    model = named_model(state.catalog, NAME, name, "model")
+    dialect = NAME if name in state.catalog.accepted(NAME) else VIDEOS
+    model = named_model(state.catalog, dialect, name, "model")
     info = describe(state.catalog, model, name)
     return {"id": name, "object": "model", "created": 0, "owned_by": "easel"} | {
-        k: info[k] for k in ("capabilities", "max_references", "credits")
+        k: info[k]
+        for k in ("capabilities", "max_references", "credits", "max_seconds", "credits_per_second")
     }
 
 
 @router.get(
-    "/v1/models", summary="The image models this API accepts", response_model=OpenAIModelList
+    "/v1/models",
+    summary="The image and video models this API accepts",
+    response_model=OpenAIModelList,
 )
 async def models(account: CurrentAccount, state: State) -> dict[str, Any]:
-    cards = [model_card(state, n) for n in state.catalog.accepted(NAME)]
+    cards = [model_card(state, n) for n in openai_names(state)]
     return {"object": "list", "data": cards}
 
 
-@router.get("/v1/models/{model}", summary="One image model", response_model=OpenAIModel)
+@router.get("/v1/models/{model}", summary="One image or video model", response_model=OpenAIModel)
 async def one_model(model: str, account: CurrentAccount, state: State) -> dict[str, Any]:
-    accepted = state.catalog.accepted(NAME)
+    accepted = openai_names(state)
     if model not in accepted:
         raise NotFound(f"no model {model!r}; accepted: {', '.join(accepted)}", param="model")
     return model_card(state, model)

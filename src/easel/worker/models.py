@@ -19,6 +19,7 @@ from typing import Any
 
 from easel.backends.base import Backend
 from easel.backends.registry import backend_class
+from easel.backends.weights import on_disk, parts
 from easel.catalog import Model
 from easel.config import Settings
 from easel.worker.memory import cuda_allocated, free_memory, oom_errors
@@ -159,17 +160,22 @@ def _modules(values: Any) -> Iterator[Any]:
 
 
 def weights_on_disk(model: Model) -> int:
-    """Bytes of a local model's weight files (0 when its source is not local)."""
-    path = Path(model.source).expanduser()
-    try:
-        if path.is_file():
-            return path.stat().st_size
-        if path.is_dir():
-            return sum(
-                f.stat().st_size
-                for f in path.rglob("*")
-                if f.is_file() and f.suffix in WEIGHT_SUFFIXES
-            )
-    except OSError:
-        pass
-    return 0
+    """Bytes of the weight files of the model's parts on this machine: a local folder or file,
+    or a repo's snapshot in the Hugging Face cache (symlinks to its blobs followed once each);
+    0 when none is here. A first load makes room for this much."""
+    seen: set[Path] = set()
+    total = 0
+    for part in parts(model):
+        path = on_disk(part) if part.field != "config" else None
+        if path is None:
+            continue
+        try:
+            files = [path] if path.is_file() else list(path.rglob("*"))
+            for file in files:
+                real = file.resolve()
+                if file.suffix in WEIGHT_SUFFIXES and real.is_file() and real not in seen:
+                    seen.add(real)
+                    total += real.stat().st_size
+        except OSError:
+            continue
+    return total
