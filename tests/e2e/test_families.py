@@ -226,3 +226,26 @@ def test_flow_matching_families_refuse_a_discrete_scheduler(
     backend = backends["z-image"]
     with pytest.raises(ValueError, match="flow-matching model; scheduler 'euler'"):
         backend.run(job(backend.model, [1], scheduler="euler"), Steps())
+
+
+def test_qwen_image_inpaints_only_the_mask(backends: dict[str, DiffusersBackend]) -> None:
+    """QwenImageInpaintPipeline on the loaded weights: the masked box is redrawn, every other pixel
+    is the reference's (the feather lies inside the mask)."""
+    backend = backends["qwen-image"]
+    rng = np.random.default_rng(3)
+    picture = Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    mask = Image.new("L", (128, 96), 0)
+    mask.paste(255, (40, 16, 104, 80))
+    files = []
+    for image in (picture, mask):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        files.append(buf.getvalue())
+    spec = ImageSpec("ORD-1", 0, "a red hat", "", 9, files[0], mask=files[1])
+    job = Job(model=backend.model, images=[spec], width=128, height=96, steps=2, guidance=1.0)
+    [out] = backend.run(job, Steps())
+    result, before = pixels(out), np.asarray(picture).astype(np.float64)
+    inside = np.asarray(mask) == 255
+    assert (result[~inside] == before[~inside]).all()
+    assert np.abs(result[inside] - before[inside]).mean() > 10
+    assert parameters(out)["inpaint"] is True
