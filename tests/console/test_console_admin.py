@@ -103,13 +103,22 @@ def test_admin_signs_in_grants_credits_changes_plan_and_disables_an_account(
     assert api.get("/api/v1/account").json()["plan"] == "pro"
     shot(page, "admin-account")
 
+    with console.worker_stopped():  # one order waits: the queue page shows it
+        body = {"style": "anime", "prompt": "a queue", "width": 64, "height": 64, "steps": 2}
+        waiting = api.post("/api/v1/generate", json=body).json()["order_id"]
+        page.goto("/console/admin/queue")
+        expect(page.get_by_role("row").filter(has_text=waiting)).to_contain_text("sdxl-anime")
+        shot(page, "admin-queue")
+        assert api.post(f"/api/v1/orders/{waiting}/cancel").status_code == 200
+    page.goto("/console/admin/accounts?q=" + customer.split("@")[0])
+    page.get_by_role("link", name=customer).click()
     page.get_by_role("button", name="Disable the account").click()
     expect(page.locator("#target-state")).to_contain_text("disabled")
     refused = api.get("/api/v1/account")
     assert refused.status_code == 401 and "disabled" in refused.text
     api.close()
 
-    for name in ("queue", "workers", "webhooks", "catalog"):
+    for name in ("workers", "webhooks", "catalog"):
         page.goto(f"/console/admin/{name}")
         expect(page.locator("h1")).to_be_visible()
         shot(page, f"admin-{name}")
