@@ -107,6 +107,13 @@ def tiny_qwen_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen_edit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.support.tiny_qwen_edit import build_tiny_qwen_edit
+
+    return build_tiny_qwen_edit(tmp_path_factory.mktemp("models") / "tiny-qwen-edit")
+
+
+@pytest.fixture(scope="session")
 def tiny_animatediff(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(motion adapter folder, SD 1.5-style base folder)."""
     from tests.support.tiny_animatediff import build_tiny_animatediff

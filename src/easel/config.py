@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     max_json_bytes: int = 16 * 1024 * 1024  # a JSON body: room for one base64 reference image
     max_json_members: int = 1000  # keys and array items in one JSON body, all levels
     max_json_depth: int = 16  # nesting of a JSON body
-    max_reference_images: int = 1  # reference images per order (image-to-image takes one)
+    max_reference_images: int = 3  # images per order (an edit takes up to 3; each model its own)
     default_strength: float = 0.8
 
     # Queue and worker.
@@ -85,6 +85,9 @@ class Settings(BaseSettings):
 
     # Webhooks: attempt k waits first * factor**(k-1) after the previous one (~21 h in all).
     webhook_timeout: float = 10.0
+    # A claimed delivery's lease: 2 x webhook_timeout plus this margin to record the result; a
+    # sender that died mid-delivery leaves it to be sent again when the lease runs out.
+    webhook_lease_margin: float = 30.0
     webhook_max_attempts: int = 10
     webhook_retry_first: float = 30.0
     webhook_retry_factor: float = 2.5

@@ -92,8 +92,8 @@ def test_sender_killed_mid_delivery_delivers_later_with_the_same_id(
     with (
         webhook_receiver(delay=2.0) as hooks,
         # An attempt may take 3 s, so the receiver's 2 s hold is answered; the killed sender's
-        # lease (2 x 3 s + 30 s) then runs out and the second sender takes the delivery.
-        cluster(settings, tmp_path, EASEL_WEBHOOK_TIMEOUT="3") as c,
+        # lease (2 x 3 s + 3 s) then runs out and the second sender takes the delivery.
+        cluster(settings, tmp_path, EASEL_WEBHOOK_TIMEOUT="3", EASEL_WEBHOOK_LEASE_MARGIN="3") as c,
     ):
         base = c.api(services=False)
         client = httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30)

@@ -213,7 +213,7 @@ async def test_edit_with_an_uploaded_png(
 
             def edit() -> openai.types.ImagesResponse:
                 return client.images.edit(
-                    model="qh-draw-x2-preview",
+                    model="dall-e-3",  # image to image (qh-* names edit: test_edits.py)
                     image=[("sketch.png", upload, "image/png")],  # sent as image[]
                     prompt="the same scene at night",
                     n=1,

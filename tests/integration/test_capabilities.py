@@ -95,7 +95,14 @@ async def test_model_lists_show_capabilities_limits_and_price(settings: Settings
         assert turbo["max_steps"] == 4
         openai = (await client.get("/v1/models", headers=auth(key))).json()
         cards = {m["id"]: m for m in openai["data"]}
-        assert cards["gpt-image-2"]["capabilities"] == [TEXT_TO_IMAGE, IMAGE_TO_IMAGE]
+        assert cards["gpt-image-2"]["capabilities"] == [
+            TEXT_TO_IMAGE,
+            IMAGE_TO_IMAGE,
+            EDIT,
+            INPAINT,
+        ]
+        assert cards["gpt-image-2"]["max_references"] == 3
+        assert cards["dall-e-3"]["capabilities"] == [TEXT_TO_IMAGE, IMAGE_TO_IMAGE]
         assert cards["gpt-image-2"]["credits"] == {"none": 1, "regular": 1, "high": 1}
         one = (await client.get("/v1/models/dall-e-3", headers=auth(key))).json()
         assert one["object"] == "model" and "max_references" in one

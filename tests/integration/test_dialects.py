@@ -129,11 +129,10 @@ async def test_task_api_errors(settings: Settings) -> None:
         assert (r.status_code, r.json()["code"]) == (200, 0) and "16:9" in r.json()["msg"]
         r = await client.post(
             "/api/v1/tasks/create",
-            json=SEED_002_BODY
-            | {"image_urls": ["https://a.example/1.png", "https://a.example/2.png"]},
+            json=SEED_002_BODY | {"image_urls": [f"https://a.example/{n}.png" for n in range(4)]},
             headers=auth(key),
         )
-        assert r.json()["code"] == 0 and "at most 1" in r.json()["msg"]
+        assert r.json()["code"] == 0 and "at most 3" in r.json()["msg"]
         r = await client.post(
             "/api/v1/tasks/create", json=SEED_002_BODY, headers=auth("sk-not-a-key")
         )

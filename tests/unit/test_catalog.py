@@ -25,7 +25,7 @@ def test_default_plans_follow_seed_000() -> None:
 def test_seed_000_styles_and_seed_names_resolve() -> None:
     c = load_catalog()
     assert sorted(c.style_names) == sorted(
-        ["guofeng", "anime", "realistic", "general", "turbo", "zanime", "zimage"]
+        ["guofeng", "anime", "realistic", "general", "turbo", "zanime", "zimage", "edit"]
     )
     for name in [
         "qwen",

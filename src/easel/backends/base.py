@@ -56,6 +56,8 @@ class ImageSpec:
     negative_prompt: str
     seed: int
     reference: bytes | None = None  # image-to-image input (PNG/JPEG/WebP bytes, checked)
+    more_references: tuple[bytes, ...] = ()  # an edit's 2nd and later images
+    mask: bytes | None = None  # inpainting: grayscale PNG the reference's size, white = repaint
 
 
 @dataclass(frozen=True)

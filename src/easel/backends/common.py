@@ -13,9 +13,11 @@ from typing import Any, ClassVar
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from easel.backends.base import BackendFailure, ImageSpec, Job, LocalBackend, LoraWeights, StepFn
+from easel.backends.inpaint import composite, fit_mask
 from easel.backends.loading import load_pipeline
 from easel.backends.numerics import checked_images
 from easel.catalog import Model
+from easel.catalog.capabilities import IMAGE_TO_IMAGE, INPAINT, TEXT_TO_IMAGE, model_capabilities
 from easel.catalog.schedulers import SCHEDULERS, is_flow_matching
 from easel.config import Settings
 from easel.media.encoding import GeneratedImage, encode_image
@@ -44,6 +46,8 @@ def fit_reference(data: bytes, width: int, height: int) -> Image.Image:
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"the reference image cannot be decoded: {exc}") from exc
     image = ImageOps.exif_transpose(decoded).convert("RGB")
+    if image.size == (width, height):  # kept pixel for pixel (inpainting keeps what is unmasked)
+        return image
     return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
 
 
@@ -100,7 +104,9 @@ def metadata(model: Model, job: Job, spec: ImageSpec) -> dict[str, Any]:
     }
     if job.scheduler is not None:
         meta["scheduler"] = job.scheduler
-    if spec.reference is not None:
+    if spec.mask is not None:
+        meta["inpaint"] = True
+    elif spec.reference is not None:
         meta["strength"] = job.strength
     if job.loras:
         meta["loras"] = [w.label for w in job.loras]
@@ -119,10 +125,13 @@ def crop_center(image: Image.Image, width: int, height: int) -> Image.Image:
 
 
 class DiffusersBackend(LocalBackend):
-    """A diffusers text-to-image pipeline plus its image-to-image twin on the same weights."""
+    """A diffusers text-to-image pipeline plus its image-to-image twin on the same weights, and
+    an inpainting twin where the model can inpaint (a model that only inpaints, on dedicated
+    inpainting weights, loads the inpainting pipeline alone)."""
 
     text_to_image: ClassVar[str]  # diffusers pipeline class names
     image_to_image: ClassVar[str]
+    inpainting: ClassVar[str | None] = None
     # Sides the pipeline accepts are multiples of this; others are generated larger and cropped.
     size_multiple: ClassVar[int] = 8
     image_to_image_sized: ClassVar[bool] = True  # its img2img takes width and height
@@ -131,20 +140,34 @@ class DiffusersBackend(LocalBackend):
         super().__init__(model, device, settings)
         self.pipe: Any = None
         self.img2img: Any = None
+        self.inpaint: Any = None
         self.default_scheduler: Any = None
 
     def load(self) -> None:
         import diffusers
 
-        self.pipe = load_pipeline(getattr(diffusers, self.text_to_image), self.model, self.device)
-        self.speed_up(self.pipe)
-        # Shares every component: no second copy of the weights.
-        self.img2img = getattr(diffusers, self.image_to_image).from_pipe(self.pipe)
-        self.img2img.set_progress_bar_config(disable=True)
+        capabilities = model_capabilities(self.model)
+        inpaints = INPAINT in capabilities and self.inpainting is not None
+        if inpaints and not {TEXT_TO_IMAGE, IMAGE_TO_IMAGE} & set(capabilities):
+            self.pipe = load_pipeline(
+                getattr(diffusers, str(self.inpainting)), self.model, self.device
+            )
+            self.speed_up(self.pipe)
+            self.inpaint = self.pipe
+        else:
+            pipe_cls = getattr(diffusers, self.text_to_image)
+            self.pipe = load_pipeline(pipe_cls, self.model, self.device)
+            self.speed_up(self.pipe)
+            # Share every component: no second copy of the weights.
+            self.img2img = getattr(diffusers, self.image_to_image).from_pipe(self.pipe)
+            self.img2img.set_progress_bar_config(disable=True)
+            if inpaints:
+                self.inpaint = getattr(diffusers, str(self.inpainting)).from_pipe(self.pipe)
+                self.inpaint.set_progress_bar_config(disable=True)
         self.default_scheduler = self.pipe.scheduler
 
     def unload(self) -> None:
-        self.pipe = self.img2img = self.default_scheduler = None
+        self.pipe = self.img2img = self.inpaint = self.default_scheduler = None
 
     def guidance_kwargs(self, job: Job) -> dict[str, Any]:
         """Prompts and guidance in this family's pipeline arguments."""
@@ -166,7 +189,21 @@ class DiffusersBackend(LocalBackend):
         height = round_up(job.height, self.size_multiple)
         refs = references(job, width, height)
         kwargs = self.guidance_kwargs(job)
-        if refs is None:
+        masked = [spec.mask for spec in job.images if spec.mask is not None]
+        if masked:
+            if self.inpaint is None or len(masked) < len(job.images):
+                raise ValueError(f"{self.model.id} cannot inpaint this job; batch masks apart")
+            pipe = self.inpaint
+            masks = [fit_mask(data, width, height) for data in masked]
+            kwargs |= {
+                "image": refs,
+                "mask_image": masks,
+                "width": width,
+                "height": height,
+                "strength": 1.0,  # the masked part is drawn anew
+                "num_inference_steps": job.steps,
+            }
+        elif refs is None:
             pipe = self.pipe
             kwargs |= {"width": width, "height": height, "num_inference_steps": job.steps}
         elif job.strength * MAX_SCHEDULE < 1:  # nothing to change: the reference is the answer
@@ -194,7 +231,19 @@ class DiffusersBackend(LocalBackend):
         finally:
             if loras:
                 self._unload_loras(refuse)
-        return self._encode(job, checked_images(result.images, job.images))
+        images = checked_images(result.images, job.images)
+        if masked:
+            return self._encode(job, self._keep_unmasked(job, images))
+        return self._encode(job, images)
+
+    def _keep_unmasked(self, job: Job, images: list[Image.Image]) -> list[Image.Image]:
+        """Each inpainted image with its original outside the mask, at the job's size."""
+        out = []
+        for image, spec in zip(images, job.images, strict=True):
+            original = fit_reference(spec.reference or b"", job.width, job.height)
+            mask = fit_mask(spec.mask or b"", job.width, job.height)
+            out.append(composite(original, crop_center(image, job.width, job.height), mask))
+        return out
 
     def _denoiser(self) -> Any:
         return getattr(self.pipe, "unet", None) or getattr(self.pipe, "transformer", None)

@@ -1,4 +1,4 @@
-"""Qwen-Image (Alibaba), text-to-image and image-to-image; Chinese and English prompts.
+"""Qwen-Image (Alibaba), text-to-image, image-to-image and inpainting; Chinese and English prompts.
 
 Qwen-Image is not guidance-distilled: its pipeline's `guidance_scale` does nothing and real
 classifier-free guidance is `true_cfg_scale`, active above 1 and only with a negative prompt.
@@ -22,6 +22,7 @@ class QwenImageBackend(DiffusersBackend):
     family = "qwen-image"
     text_to_image = "QwenImagePipeline"
     image_to_image = "QwenImageImg2ImgPipeline"
+    inpainting = "QwenImageInpaintPipeline"
     size_multiple = 16  # 8x VAE, then 2x2 patches
 
     def guidance_kwargs(self, job: Job) -> dict[str, Any]:

@@ -13,6 +13,7 @@ FAMILIES: dict[str, str] = {
     "wan": "easel.backends.wan:WanBackend",
     "z-image": "easel.backends.zimage:ZImageBackend",
     "qwen-image": "easel.backends.qwen_image:QwenImageBackend",
+    "qwen-image-edit": "easel.backends.qwen_edit:QwenImageEditBackend",
     "upstream": "easel.backends.upstream.backend:UpstreamBackend",
 }
 

@@ -33,7 +33,8 @@ FAMILY_CAPABILITIES: dict[str, tuple[str, ...]] = {
     "sdxl": (TEXT_TO_IMAGE, IMAGE_TO_IMAGE),
     "sdxl-turbo": (TEXT_TO_IMAGE, IMAGE_TO_IMAGE),
     "z-image": (TEXT_TO_IMAGE, IMAGE_TO_IMAGE),
-    "qwen-image": (TEXT_TO_IMAGE, IMAGE_TO_IMAGE),
+    "qwen-image": (TEXT_TO_IMAGE, IMAGE_TO_IMAGE, INPAINT),
+    "qwen-image-edit": (EDIT,),
     "animatediff": (TEXT_TO_VIDEO,),
     "wan": (TEXT_TO_VIDEO, IMAGE_TO_VIDEO),
 }
@@ -147,7 +148,7 @@ def refusal(catalog: Catalog, model: Model, name: str, need: Need) -> str:
     if capable and need.references:
         most = max(max_references(r) for r in capable)
         return (
-            f"{name!r} takes at most {most} image(s) to {wanted}, got "
+            f"{need.param}: {name!r} takes at most {most} image(s) to {wanted}, got "
             f"{need.references}; send fewer. It can: {summary(catalog, model)}"
         )
     return f"{name!r} cannot {wanted} on this server; it can: {summary(catalog, model)}"

@@ -16,7 +16,7 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 KEEP_SCHEDULER = "default"  # the pipeline's own scheduler (undoes a shipped choice)
 # Families sampled by flow matching: a discrete-time scheduler cannot drive them.
-FLOW_MATCHING_FAMILIES = ("z-image", "qwen-image")
+FLOW_MATCHING_FAMILIES = ("z-image", "qwen-image", "qwen-image-edit")
 
 
 def is_flow_matching(family: str) -> bool:

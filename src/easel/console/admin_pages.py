@@ -11,6 +11,7 @@ from easel.accounts import ledger
 from easel.accounts.accounts import get_account, search_accounts, set_disabled, set_plan
 from easel.api.deps import State
 from easel.clock import utcnow
+from easel.console import links
 from easel.console.web import AdminDep, ConsoleRoute, FormDep, render, see_other
 from easel.errors import InvalidRequest
 from easel.orders import stats
@@ -22,11 +23,42 @@ MAX_GRANT = 1_000_000
 MAX_REASON = 200
 
 
-@router.get("/console/admin/accounts")
-async def accounts(request: Request, who: AdminDep, state: State, q: str = "") -> Response:
+async def _accounts_page(
+    request: Request,
+    who: AdminDep,
+    state: State,
+    q: str = "",
+    errors: dict[str, str] | None = None,
+    invite: str | None = None,
+) -> Response:
     async with state.db.transaction(readonly=True) as session:
         found = await search_accounts(session, q, state.settings.console_page_size)
-    return render(request, state, who.visitor, "admin_accounts.html", found=found, q=q)
+    return render(
+        request,
+        state,
+        who.visitor,
+        "admin_accounts.html",
+        400 if errors else 200,
+        found=found,
+        q=q,
+        errors=errors or {},
+        invite=invite,
+    )
+
+
+@router.get("/console/admin/accounts")
+async def accounts(request: Request, who: AdminDep, state: State, q: str = "") -> Response:
+    return await _accounts_page(request, who, state, q)
+
+
+@router.post("/console/admin/invite")
+async def invite(request: Request, form: FormDep, who: AdminDep, state: State) -> Response:
+    """A sign-up link for one email (what EASEL_SIGNUP=invite asks for)."""
+    try:
+        link = links.invite_link(state.settings, form.get("email", ""))
+    except InvalidRequest as exc:
+        return await _accounts_page(request, who, state, errors={"email": exc.message})
+    return await _accounts_page(request, who, state, invite=link)
 
 
 async def _account_page(

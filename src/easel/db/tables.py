@@ -178,6 +178,9 @@ class Order(Base):
     output_format: Mapped[str] = mapped_column(String(8), default="png")
     reference_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
     strength: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # An edit's further images and an inpainting's mask (migration 0013, orders/inputs.py):
+    # JSON text of their storage keys, '' when none; only orders without them batch together.
+    inputs: Mapped[str] = mapped_column(Text, default="", server_default="")
     # The LoRAs it runs with, as canonical JSON text (orders/loras.py): the follower claim
     # batches only orders whose text is equal.
     loras: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")

@@ -9,12 +9,21 @@ from dataclasses import replace
 from easel import metrics
 from easel.api.state import AppState
 from easel.catalog import Catalog, Model
-from easel.catalog.capabilities import TAKES_IMAGES, Need, makes_video, model_capabilities, refusal
+from easel.catalog.capabilities import (
+    EDIT,
+    INPAINT,
+    TAKES_IMAGES,
+    Need,
+    makes_video,
+    max_references,
+    model_capabilities,
+    refusal,
+)
 from easel.config import Settings
 from easel.db.tables import Account, Order
 from easel.errors import EaselError, InvalidRequest
 from easel.media.references import Reference, load_reference
-from easel.orders.request import GenerationRequest
+from easel.orders.request import GenerationRequest, check_size, size_for_aspect
 from easel.orders.submit import place_order
 
 
@@ -69,24 +78,33 @@ async def with_references(
     *,
     allow_data_url: bool = True,
     strength: float | None = None,
+    size_from_images: bool = False,
 ) -> GenerationRequest:
-    """Fetch and check reference images (after the cheap checks, before anything is charged)."""
-    check_reference_count(state.settings, len(values), param)
+    """Fetch and check reference images (after the cheap checks, before anything is charged).
+
+    `size_from_images`: the client set no size, so an edit takes the last image's aspect ratio."""
+    check_reference_count(state.settings, req, len(values), param)
     check_strength(strength)
     if not values:
         return req
     check_image_to_image(req, param)  # before fetching anything
-    reference = await load_reference(
-        state.settings, values[0], param, allow_data_url=allow_data_url
-    )
-    return attach_reference(state.settings, req, reference, param, strength)
+    references = [
+        await load_reference(state.settings, value, param, allow_data_url=allow_data_url)
+        for value in values
+    ]
+    req = attach_reference(state.settings, req, references[0], param, strength, references[1:])
+    return sized_by_images(state.settings, req) if size_from_images else req
 
 
-def check_reference_count(settings: Settings, count: int, param: str) -> None:
-    limit = settings.max_reference_images
+def check_reference_count(
+    settings: Settings, req: GenerationRequest, count: int, param: str
+) -> None:
+    limit = min(settings.max_reference_images, max_references(req.model) or 1)
     if count > limit:
         raise InvalidRequest(
-            f"{param} takes at most {limit} image(s), got {count}; send fewer", param=param
+            f"{param} takes at most {limit} image(s) for {req.model_alias!r}, got {count}; "
+            "send fewer",
+            param=param,
         )
 
 
@@ -110,7 +128,35 @@ def attach_reference(
     reference: Reference,
     param: str,
     strength: float | None = None,
+    more: Sequence[Reference] = (),
 ) -> GenerationRequest:
-    """The request as image-to-image from a checked reference."""
+    """The request as image-to-image (or an edit of several images) from checked references."""
     check_image_to_image(req, param)
-    return replace(req, reference=reference, strength=strength or settings.default_strength)
+    return replace(
+        req,
+        reference=reference,
+        more_references=tuple(more),
+        strength=strength or settings.default_strength,
+    )
+
+
+def sized_by_images(settings: Settings, req: GenerationRequest) -> GenerationRequest:
+    """An edit follows its last image's aspect ratio; an inpainting keeps its image's size (to
+    the nearest multiple of 8 within the size limits)."""
+    if req.reference is None:
+        return req
+    capabilities = model_capabilities(req.model)
+    if req.mask is not None and INPAINT in capabilities:
+        width, height = (
+            min(max(side // 8 * 8, settings.min_side), settings.max_side)
+            for side in (req.reference.width, req.reference.height)
+        )
+    elif EDIT in capabilities:
+        last = (*[req.reference], *req.more_references)[-1]
+        width, height = size_for_aspect(req.model, f"{last.width}:{last.height}")
+        width = min(max(width, settings.min_side), settings.max_side)
+        height = min(max(height, settings.min_side), settings.max_side)
+    else:
+        return req
+    check_size(settings, width, height)
+    return replace(req, width=width, height=height)

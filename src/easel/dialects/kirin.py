@@ -193,7 +193,14 @@ async def create(body: KirinBody, account: CurrentAccount, state: State) -> dict
         external_task_id=external,
         body=body.model_dump(),
     )
-    req = await with_references(req, refs, "image", state, allow_data_url=False)
+    req = await with_references(
+        req,
+        refs,
+        "image",
+        state,
+        allow_data_url=False,
+        size_from_images="aspect_ratio" not in body.model_fields_set,
+    )
     order, _ = await place(state, account, req)
     return kirin_task(order, [], state.storage)
 

@@ -22,7 +22,14 @@ from easel.api.errors import NATIVE_STATUSES, NativeError
 from easel.api.intake import api_router
 from easel.api.state import AppState
 from easel.catalog import Catalog, Model
-from easel.catalog.capabilities import IMAGE_TO_IMAGE, IMAGE_TO_VIDEO, Need, describe, refusal
+from easel.catalog.capabilities import (
+    EDIT,
+    IMAGE_TO_IMAGE,
+    IMAGE_TO_VIDEO,
+    Need,
+    describe,
+    refusal,
+)
 from easel.clock import iso, utcnow
 from easel.config import Settings
 from easel.db.status import FINAL, UNSUCCESSFUL, OrderStatus
@@ -93,6 +100,12 @@ class GenerateBody(BaseModel):
     )
     strength: float | None = Field(
         default=None, description="Easel extra: image-to-image strength, (0, 1], default 0.8"
+    )
+    image_urls: list[str] | None = Field(
+        default=None,
+        description="Easel extra: images to edit by instruction (URLs, base64 or data URLs), up "
+        "to the style's max_references; the output follows the last one's aspect ratio unless "
+        "width and height are given. Not with `image`",
     )
     loras: list[NativeLoraIn] | None = Field(
         default=None,
@@ -294,8 +307,14 @@ class NativePlans(BaseModel):
     plans: list[NativePlan]
 
 
-def native_need(animation: bool, image: str | None) -> Need:
-    """`image` is an image-to-image reference, or an animation's first frame."""
+def native_need(animation: bool, image: str | None, image_urls: list[str] | None) -> Need:
+    """`image` is an image-to-image reference, or an animation's first frame; `image_urls` are
+    images to edit by instruction (or to redraw, where the style cannot edit)."""
+    if image_urls:
+        if image is not None:
+            raise InvalidRequest("send `image` or `image_urls`, not both", param="image_urls")
+        wanted = (IMAGE_TO_VIDEO,) if animation else (EDIT, IMAGE_TO_IMAGE)
+        return Need(wanted, len(image_urls), "image_urls")
     if image is None:
         return Need.text(animation)
     return Need((IMAGE_TO_VIDEO if animation else IMAGE_TO_IMAGE,), 1, "image")
@@ -326,7 +345,7 @@ def to_request(state: State, body: GenerateBody, idempotency_key: str | None) ->
     if product.is_animation:
         model = catalog.models[catalog.animation_model]
     model = model_for_need(
-        catalog, model, body.style, native_need(product.is_animation, body.image)
+        catalog, model, body.style, native_need(product.is_animation, body.image, body.image_urls)
     )
     return build_request(
         state.settings,
@@ -439,8 +458,14 @@ async def generate(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     req = to_request(state, body, idempotency_key)
-    refs = [body.image] if body.image else []
-    req = await with_references(req, refs, "image", state, strength=body.strength)
+    if body.image_urls:
+        sized = "width" not in body.model_fields_set and "height" not in body.model_fields_set
+        req = await with_references(
+            req, body.image_urls, "image_urls", state, size_from_images=sized
+        )
+    else:
+        refs = [body.image] if body.image else []
+        req = await with_references(req, refs, "image", state, strength=body.strength)
     order, created = await place(state, account, req)
     response.headers["Idempotent-Replayed"] = str(not created).lower()
     return {

@@ -28,7 +28,14 @@ from easel.api.errors import explain_validation
 from easel.api.intake import api_router
 from easel.api.state import AppState
 from easel.catalog import Model
-from easel.catalog.capabilities import EDIT, IMAGE_TO_IMAGE, INPAINT, Need, describe
+from easel.catalog.capabilities import (
+    EDIT,
+    IMAGE_TO_IMAGE,
+    INPAINT,
+    Need,
+    describe,
+    model_capabilities,
+)
 from easel.config import Settings
 from easel.db.status import OrderStatus
 from easel.db.tables import Account, Order, Output
@@ -49,6 +56,7 @@ from easel.errors import (
     RateLimited,
     Unauthorized,
 )
+from easel.media.masks import convert_mask
 from easel.media.references import Reference, check_image
 from easel.orders.request import (
     DialectData,
@@ -114,7 +122,7 @@ class OpenAIData(DialectData):
     quality: str | None = None
     style: str | None = None
     response_format: str | None = None
-    mask: MaskInfo | None = None  # checked and recorded; inpainting does not use it yet
+    mask: MaskInfo | None = None  # the mask's size and bytes (inpainting used it)
 
 
 class WaitTimedOut(EaselError):
@@ -474,33 +482,58 @@ async def edit_request(
     files = ("image", "image[]", "mask")
     body = parse_fields({k: v for k, v in form.multi_items() if k not in files})
     images = form.getlist("image") + form.getlist("image[]")
-    model = model_for(state, body.model, edit_need(len(images), form.get("mask")))
+    mask = form.get("mask")
+    model = model_for(state, body.model, edit_need(len(images), mask))
     uploads = [i for i in images if isinstance(i, UploadFile)]
     if not images or len(uploads) < len(images):
         raise InvalidRequest(
             "image is required as a file upload (PNG, JPEG or WebP) in the field `image`",
             param="image",
         )
-    check_reference_count(settings, len(images), "image")
-    reference = await read_image(settings, uploads[0], "image")
+    references = [await read_image(settings, upload, "image") for upload in uploads]
+    first = references[0]
+    converted: Reference | None = None
     mask_info: MaskInfo | None = None
-    mask = form.get("mask")
-    if isinstance(mask, UploadFile):  # checked and recorded; inpainting does not use it yet
-        checked = await read_image(settings, mask, "mask")
-        mask_info = MaskInfo(width=checked.width, height=checked.height, bytes=len(checked.data))
+    if isinstance(mask, UploadFile):
+        raw = await mask.read(settings.reference_max_bytes + 1)
+        if len(raw) > settings.reference_max_bytes:
+            raise InvalidRequest(
+                f"mask is larger than {settings.reference_max_bytes} bytes", param="mask"
+            )
+        converted = await asyncio.to_thread(convert_mask, raw, first, "mask")
+        mask_info = MaskInfo(width=first.width, height=first.height, bytes=len(raw))
     elif mask is not None:
         raise InvalidRequest("mask must be a file upload (PNG)", param="mask")
     req = to_request(
         state,
         body,
-        auto_size=size_for_aspect(model, f"{reference.width}:{reference.height}", "size"),
+        auto_size=edit_size(settings, model, references, converted is not None),
         idempotency_key=idempotency_key,
-        body_hash={"image_sha256": hashlib.sha256(reference.data).hexdigest()},
+        body_hash={
+            "image_sha256": [hashlib.sha256(r.data).hexdigest() for r in references],
+            "mask_sha256": hashlib.sha256(converted.data).hexdigest() if converted else None,
+        },
         mask=mask_info,
         model=model,
     )
-    req = attach_reference(settings, req, reference, "image", body.strength)
-    return req, body.response_format
+    check_reference_count(settings, req, len(references), "image")
+    req = attach_reference(settings, req, first, "image", body.strength, references[1:])
+    return replace(req, mask=converted), body.response_format
+
+
+def edit_size(
+    settings: Settings, model: Model, references: list[Reference], inpaint: bool
+) -> tuple[int, int]:
+    """`size=auto`: an inpainting keeps its image's size (multiples of 8), an edit follows the
+    last image's aspect ratio, an image-to-image the first's."""
+    first, last = references[0], references[-1]
+    if inpaint:
+        return (
+            min(max(first.width // 8 * 8, settings.min_side), settings.max_side),
+            min(max(first.height // 8 * 8, settings.min_side), settings.max_side),
+        )
+    shape = last if EDIT in model_capabilities(model) else first
+    return size_for_aspect(model, f"{shape.width}:{shape.height}", "size")
 
 
 def openai_names(state: AppState) -> list[str]:

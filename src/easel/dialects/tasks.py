@@ -69,7 +69,9 @@ class CreateTaskBody(BaseModel):
 
     model_id: str = Field(description="gpt-image-2 / nano-banana-2 (images), seedance-2 (video)")
     prompt: str
-    image_urls: list[str] = Field(default_factory=list, description="Reference image URL")
+    image_urls: list[str] = Field(
+        default_factory=list, description="Images to edit (up to 3), or a video's first frame"
+    )
     aspect_ratio: str = Field(
         default="1:1",
         description=" / ".join(ASPECT_RATIOS),
@@ -201,7 +203,13 @@ async def create(body: CreateTaskBody, account: CurrentAccount, state: State) ->
         body=body.model_dump(),
         dialect_data=TaskData(request_id=new_id("req", 16)),
     )
-    req = await with_references(req, body.image_urls, "image_urls", state)
+    req = await with_references(
+        req,
+        body.image_urls,
+        "image_urls",
+        state,
+        size_from_images="aspect_ratio" not in body.model_fields_set,
+    )
     order, _ = await place(state, account, req)
     data = {
         "task_id": order.id,

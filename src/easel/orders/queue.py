@@ -157,8 +157,9 @@ CLAIM_RACE_RETRIES = 5
 
 # Followers of a claimed leader: pending orders that can share its pipeline call (same model,
 # size, steps, guidance, acceleration, frames, output format and LoRA set; all text-to-image, or
-# all image-to-image at the same strength), in claim order, at most :room images in all, and no
-# account past its running cap. Taken as a prefix: the first one that does not fit ends the batch.
+# all image-to-image from one image at the same strength, no mask), in claim order, at most :room
+# images in all, and no account past its running cap. Taken as a prefix: the first one that does
+# not fit ends the batch.
 # PostgreSQL: order rows another claimer holds are skipped; the accounts of the candidates are
 # locked in id order (a batch may span accounts; every other statement holds at most one account
 # lock, so the fixed order keeps it deadlock-free) and their newest running counts decide.
@@ -171,7 +172,7 @@ CLAIM_FOLLOWERS_POSTGRESQL = text(
           AND o.model = :model AND o.width = :width AND o.height = :height
           AND o.steps = :steps AND o.guidance = :guidance AND o.acceleration = :acceleration
           AND o.frames = :frames AND o.output_format = :output_format
-          AND o.loras = :loras
+          AND o.loras = :loras AND o.inputs = ''
           AND (o.reference_key IS NOT NULL) = :with_reference
           AND (NOT :with_reference OR COALESCE(o.strength, :default_strength) = :strength)
           AND o.n <= :room
@@ -246,6 +247,7 @@ CLAIM_FOLLOWERS_SQLITE = text(
                       AND o.steps = :steps AND o.guidance = :guidance
                       AND o.acceleration = :acceleration AND o.frames = :frames
                       AND o.output_format = :output_format AND o.loras = :loras
+                      AND o.inputs = ''
                       AND (o.reference_key IS NOT NULL) = :with_reference
                       AND (NOT :with_reference
                            OR COALESCE(o.strength, :default_strength) = :strength)
@@ -327,7 +329,7 @@ async def claim_followers(
 
     Run it in a transaction of its own after the leader's claim has committed.
     """
-    if room < 1:
+    if room < 1 or leader.inputs:  # an edit of several images or an inpainting runs alone
         return []
     params: dict[str, Any] = {
         "worker_id": worker_id,

@@ -77,7 +77,9 @@ class GenerationRequest:
     request_hash: str
     dialect_data: DialectData | None = None
     webhook_on_start: bool = False  # a callback when the order starts (seed 004)
-    reference: Reference | None = None  # image-to-image input, checked
+    reference: Reference | None = None  # image-to-image / edit input, checked
+    more_references: tuple[Reference, ...] = ()  # an edit's further images, in order
+    mask: Reference | None = None  # inpainting: a grayscale PNG, white = repaint (converted)
     strength: float | None = None
     added_loras: tuple[LoraUse, ...] = ()  # the request's own LoRAs (the plan limits these)
     loras: tuple[LoraUse, ...] = ()  # every LoRA the order runs with: the model's, then those
@@ -263,6 +265,7 @@ def build_request(
         frames=frames,
         video_seconds=video_seconds,
     )
+
 
 def clip_length(
     model: Model, model_alias: str, product: Product, seconds: int | None, param: str

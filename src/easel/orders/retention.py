@@ -12,6 +12,7 @@ from easel.db.engine import Database
 from easel.db.status import FINAL
 from easel.db.tables import Order, Output
 from easel.media.video import poster_key
+from easel.orders.inputs import load_inputs
 from easel.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -34,13 +35,12 @@ async def sweep_expired(db: Database, storage: Storage, now: datetime, limit: in
             )
         ).all()
         order_ids = sorted({order_id for order_id, _ in rows})
-        references = list(
-            await session.scalars(
-                select(Order.reference_key).where(
-                    Order.id.in_(order_ids), Order.reference_key.is_not(None)
-                )
+        stored = (
+            await session.execute(
+                select(Order.reference_key, Order.inputs).where(Order.id.in_(order_ids))
             )
-        )
+        ).all()
+        references = [k for key, inputs in stored for k in [key, *load_inputs(inputs).keys]]
     keys = [key for _, key in rows if key is not None] + [k for k in references if k]
     keys += [poster_key(key) for key in keys if key.endswith(".mp4")]  # a clip's still
     for key in keys:

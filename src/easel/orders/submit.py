@@ -24,6 +24,7 @@ from easel.ids import new_order_id
 from easel.media.loras import fetch_lora
 from easel.net.check import check_url
 from easel.net.policy import url_policy
+from easel.orders.inputs import plan_inputs
 from easel.orders.loras import dump_loras
 from easel.orders.queue import fair_seq, notify_new_order
 from easel.orders.request import GenerationRequest
@@ -87,11 +88,16 @@ async def place_order(ctx: Placing, account: Account, req: GenerationRequest) ->
     if req.reference is not None:
         extension = req.reference.content_type.removeprefix("image/")
         reference_key = f"{order_id}/reference.{extension}"
+    inputs, further = plan_inputs(order_id, req.more_references, req.mask)
+    stored_keys = ([reference_key] if reference_key else []) + inputs.keys
     try:
         if req.reference is not None and reference_key:
             await asyncio.to_thread(
                 storage.put, reference_key, req.reference.data, req.reference.content_type
             )
+        for item in further:
+            data, content_type = item.reference.data, item.reference.content_type
+            await asyncio.to_thread(storage.put, item.key, data, content_type)
         async with db.transaction() as session:
             order, created = await submit(
                 session,
@@ -102,15 +108,17 @@ async def place_order(ctx: Placing, account: Account, req: GenerationRequest) ->
                 retention=retention,
                 order_id=order_id,
                 reference_key=reference_key,
+                inputs=inputs.dump(),
             )
             if created and unserved:  # EASEL_UNSERVED=queue: its status says what it waits for
                 order.stage = WAITING_FOR_WORKER
     except BaseException:
-        if reference_key:
-            await asyncio.to_thread(storage.delete, reference_key)
+        for key in stored_keys:
+            await asyncio.to_thread(storage.delete, key)
         raise
-    if reference_key and not created:
-        await asyncio.to_thread(storage.delete, reference_key)
+    if not created:
+        for key in stored_keys:
+            await asyncio.to_thread(storage.delete, key)
     return order, created
 
 
@@ -123,6 +131,7 @@ async def submit(
     retention: timedelta = DEFAULT_RETENTION,
     order_id: str | None = None,
     reference_key: str | None = None,
+    inputs: str = "",
 ) -> tuple[Order, bool]:
     """The order and whether it was created now (False: an idempotent replay)."""
     plan = catalog.plans.get(account.plan)
@@ -179,6 +188,7 @@ async def submit(
         output_format=req.output_format,
         reference_key=reference_key,
         strength=req.strength,
+        inputs=inputs,
         loras=dump_loras(req.loras),
         llm_enhance=req.llm_enhance,
         safety_check=req.safety_check,

@@ -141,7 +141,7 @@ TAKE_SLOTS_SQLITE = text(
 
 def lease_for(settings: Settings) -> timedelta:
     """How long a claimed delivery is held: its whole attempt, with room to record the result."""
-    return timedelta(seconds=2 * settings.webhook_timeout + 30)
+    return timedelta(seconds=2 * settings.webhook_timeout + settings.webhook_lease_margin)
 
 
 async def release_expired(session: AsyncSession, now: datetime) -> int:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from easel.backends.base import Backend, ImageSpec, Job, LoraWeights, ProgressFn
 from easel.backends.numerics import NumericalFailure
@@ -25,6 +25,14 @@ from easel.worker.memory import free_memory, oom_errors
 log = logging.getLogger(__name__)
 
 Failure = tuple[str, str]  # (error code, message)
+
+
+@dataclass(frozen=True)
+class OrderFiles:
+    """An order's further inputs as read from storage (orders/inputs.py)."""
+
+    images: tuple[bytes, ...] = ()
+    mask: bytes | None = None
 
 
 class BatchRun:
@@ -106,6 +114,21 @@ def build_job(
         scheduler=model.scheduler_for(leader.acceleration),
         loras=tuple(loras),
     )
+
+
+def with_inputs(job: Job, further: Mapping[str, OrderFiles]) -> Job:
+    """`job` with each order's further images and mask (order id -> what was read)."""
+    if not further:
+        return job
+    images = [
+        replace(
+            spec, more_references=further[spec.order_id].images, mask=further[spec.order_id].mask
+        )
+        if spec.order_id in further
+        else spec
+        for spec in job.images
+    ]
+    return replace(job, images=images)
 
 
 def out_of_memory_message(job: Job) -> str:

@@ -36,12 +36,13 @@ from easel.db.tables import Order
 from easel.errors import ModelUnavailable
 from easel.media.encoding import GeneratedImage
 from easel.orders import attempts, lifecycle, queue
+from easel.orders.inputs import load_inputs
 from easel.orders.serving import GENERATING, LOADING_MODEL
 from easel.services.base import Periodic, Service, wait_any
 from easel.storage import MissingObject, Storage
 from easel.worker import presence
 from easel.worker.attempt_log import DatabaseAttemptLog
-from easel.worker.batch import BatchRun, build_job, run_splitting
+from easel.worker.batch import BatchRun, OrderFiles, build_job, run_splitting, with_inputs
 from easel.worker.loras import resolve_loras
 from easel.worker.models import ModelCache
 from easel.worker.outputs import store_outputs
@@ -444,6 +445,28 @@ class Worker:
             self._remote[model.id] = backend
         return backend
 
+    async def _further_inputs(self, batch: BatchRun) -> dict[str, OrderFiles]:
+        """Each order's further images and mask from storage; an order missing one fails."""
+        found: dict[str, OrderFiles] = {}
+        for order in batch.orders:
+            inputs = load_inputs(order.inputs)
+            if not inputs.keys or not batch.is_live(order.id):
+                continue
+            try:
+                images = [await asyncio.to_thread(self.storage.get, k) for k in inputs.images]
+                mask = None
+                if inputs.mask is not None:
+                    mask = await asyncio.to_thread(self.storage.get, inputs.mask)
+            except MissingObject:
+                batch.fail(
+                    order.id,
+                    "reference_missing",
+                    "an image or the mask of the order is no longer stored; submit it again",
+                )
+                continue
+            found[order.id] = OrderFiles(images=tuple(images), mask=mask)
+        return found
+
     async def _references(self, batch: BatchRun) -> dict[str, bytes]:
         """Each order's reference image from storage; an order whose image is gone fails."""
         found: dict[str, bytes] = {}
@@ -482,11 +505,13 @@ class Worker:
         if batch.live and any(o.stage == LOADING_MODEL for o in batch.orders):
             await self._stage(batch, stage=GENERATING)
         references = await self._references(batch)
+        further = await self._further_inputs(batch)
         orders = [o for o in batch.orders if batch.is_live(o.id)]
         if not orders:
             return {}
         loras = await resolve_loras(self.catalog, self.settings, batch.orders[0].loras)
         job = build_job(model, orders, references, loras)
+        job = with_inputs(job, further)
         started = time.perf_counter()
         results = await run_splitting(backend, job, self._progress(batch), batch)
         metrics.GENERATION_DURATION.labels(model.id).observe(time.perf_counter() - started)
