@@ -20,10 +20,10 @@ from easel.api.state import AppState
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.status import OrderStatus
-from easel.db.tables import Account, Order, WebhookDelivery
+from easel.db.tables import Account, Order, WebhookDelivery, WebhookEndpoint
 from easel.orders import lifecycle, queue
 from easel.services.webhook_sender import WebhookSender
-from easel.webhooks import outbox
+from easel.webhooks import claim, outbox
 from tests.support.app import app_client, auth, new_account
 from tests.support.endpoints import Endpoint, loopback_endpoints, until
 from tests.support.orders import submit_order
@@ -241,3 +241,44 @@ async def test_an_endless_answer_is_read_only_so_far(settings: Settings) -> None
                     await asyncio.sleep(0.02)
             assert log[0]["state"] == "delivered" and log[0]["last_status"] == 200
             assert time.monotonic() - started < 3  # not held until EASEL_WEBHOOK_TIMEOUT
+
+
+@pytest.mark.parametrize(
+    "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_releasing_expired_leases_locks_the_endpoint_before_its_deliveries(
+    settings: Settings,
+) -> None:
+    """`record` locks an endpoint, then its deliveries; releasing a dead sender's leases must
+    take them in the same order, or the two deadlock. While a recording holds the endpoint, the
+    release waits without having touched the delivery."""
+    async with app_client(settings) as (_, state):
+        account, _ = await new_account(state, "standard")
+        with loopback_endpoints() as endpoints:
+            [delivery_id] = await due_deliveries(state, account, endpoints.add("ok").url, 1)
+        async with state.db.transaction() as session:
+            [due] = await claim.claim_due(session, settings, 4, utcnow())
+        assert due.id == delivery_id
+        expired = due.lease_until + timedelta(seconds=1)
+        async with state.db.transaction() as recording:
+            await recording.execute(
+                select(WebhookEndpoint.id)
+                .where(WebhookEndpoint.id == due.endpoint_id)
+                .with_for_update()
+            )
+
+            async def release() -> int:
+                async with state.db.transaction() as session:
+                    return await claim.release_expired(session, expired)
+
+            releasing = asyncio.create_task(release())
+            await asyncio.sleep(0.5)
+            assert not releasing.done()  # waiting for the endpoint ...
+            async with state.db.transaction() as other:  # ... with the delivery still free
+                locked = await other.scalar(
+                    select(WebhookDelivery.id)
+                    .where(WebhookDelivery.id == delivery_id)
+                    .with_for_update(nowait=True)
+                )
+            assert locked == delivery_id
+        assert await asyncio.wait_for(releasing, 10) == 1

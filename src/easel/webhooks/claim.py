@@ -30,13 +30,23 @@ from easel.db.tables import UTCDateTime, WebhookDelivery, WebhookEndpoint
 
 # Leases that ran out (their sender died or stalled): the slot goes back to the endpoint and the
 # delivery is due again. Walks ix_webhook_deliveries_lease. Both databases.
+# Their endpoints are locked first, in id order, as `record` and the claim lock them.
+EXPIRED_LEASE_ENDPOINTS = text(
+    """
+    SELECT DISTINCT endpoint_id FROM webhook_deliveries
+    WHERE lease_until IS NOT NULL AND lease_until <= :now
+    """
+).bindparams(bindparam("now", type_=UTCDateTime))
+LOCK_ENDPOINTS = text(
+    "SELECT id FROM webhook_endpoints WHERE id IN :ids ORDER BY id FOR UPDATE"
+).bindparams(bindparam("ids", expanding=True))
 RELEASE_EXPIRED_LEASES = text(
     """
     UPDATE webhook_deliveries SET lease_until = NULL
-    WHERE lease_until IS NOT NULL AND lease_until <= :now
+    WHERE lease_until IS NOT NULL AND lease_until <= :now AND endpoint_id IN :ids
     RETURNING endpoint_id
     """
-).bindparams(bindparam("now", type_=UTCDateTime))
+).bindparams(bindparam("now", type_=UTCDateTime), bindparam("ids", expanding=True))
 GIVE_BACK_SLOTS = text(
     """
     UPDATE webhook_endpoints
@@ -146,7 +156,12 @@ def lease_for(settings: Settings) -> timedelta:
 
 async def release_expired(session: AsyncSession, now: datetime) -> int:
     """Give back the slots of leases that ran out; how many were released."""
-    rows = (await session.execute(RELEASE_EXPIRED_LEASES, {"now": now})).all()
+    ids = sorted((await session.scalars(EXPIRED_LEASE_ENDPOINTS, {"now": now})).all())
+    if not ids:
+        return 0
+    if is_postgresql(session):  # SQLite has one writer at a time
+        await session.execute(LOCK_ENDPOINTS, {"ids": ids})
+    rows = (await session.execute(RELEASE_EXPIRED_LEASES, {"now": now, "ids": ids})).all()
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.endpoint_id] = counts.get(row.endpoint_id, 0) + 1
