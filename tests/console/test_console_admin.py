@@ -9,12 +9,12 @@ import re
 import httpx
 import pytest
 from click.testing import CliRunner
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from easel.accounts.accounts import create_account
 from easel.cli import main
 from easel.config import get_settings
-from tests.console.conftest import shot
+from tests.console.conftest import PASSWORD, shot
 from tests.console.helpers import create_key, new_email, set_plan, sign_in, sign_up
 from tests.support.live import Live
 
@@ -55,7 +55,7 @@ def make_admin(live: Live, email: str) -> None:
 
 
 def test_admin_signs_in_grants_credits_changes_plan_and_disables_an_account(
-    page: Page, console: Live, monkeypatch: pytest.MonkeyPatch
+    page: Page, browser: Browser, console: Live, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     customer = new_email("customer")
     sign_up(page, customer)
@@ -117,6 +117,13 @@ def test_admin_signs_in_grants_credits_changes_plan_and_disables_an_account(
     refused = api.get("/api/v1/account")
     assert refused.status_code == 401 and "disabled" in refused.text
     api.close()
+    with browser.new_context(base_url=console.base_url) as other:
+        customer_page = other.new_page()
+        customer_page.goto("/console/sign-in")
+        customer_page.get_by_label("Email").fill(customer)
+        customer_page.get_by_label("Password").fill(PASSWORD)
+        customer_page.get_by_role("button", name="Sign in").click()
+        expect(customer_page.get_by_role("alert")).to_contain_text("this account is disabled")
 
     for name in ("workers", "webhooks", "catalog"):
         page.goto(f"/console/admin/{name}")

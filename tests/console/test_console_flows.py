@@ -74,6 +74,13 @@ def test_sign_up_create_key_copy_it_and_use_it_with_the_native_api(
     page.goto("/console/plans")
     expect(page.locator("tr.current")).to_contain_text("standard")
     shot(page, "plans")
+    page.goto("/console/keys")
+    page.get_by_role("button", name="Revoke ci").click()
+    expect(page.get_by_role("row").filter(has_text="revoked")).to_contain_text("ci")
+    revoked = httpx.get(
+        f"{console.base_url}/api/v1/account", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert revoked.status_code == 401 and "revoked" in revoked.text
 
 
 def pixels(data: bytes) -> bytes:

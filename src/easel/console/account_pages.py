@@ -63,22 +63,28 @@ async def sign_in(request: Request, form: FormDep, who: VisitorDep, state: State
     ip = client_ip(request)
     limits = limiter(state)
     refused = limits.refused(email, ip)
+    status = 429
     if refused is None:
         async with state.db.transaction(readonly=True) as session:
             user = await users.user_by_email(session, email)
+            found = await users.user_and_account(session, user.id) if user else None
         hashed = user.password_hash if user else passwords.DUMMY_HASH
         ok = await passwords.verify_password(hashed, form.get("password", ""))
-        if user is not None and ok:
-            return await _signed_in(state, request, user.id, form.get("next", ""))
-        limits.failed(email, ip)
-        log.info("console sign-in refused", extra={"action": "signin_refused"})
+        if found is not None and ok:
+            if found[1].disabled_at is not None:
+                refused, status = "this account is disabled; ask the operator of this server", 403
+            else:
+                return await _signed_in(state, request, found[0].id, form.get("next", ""))
+        else:
+            limits.failed(email, ip)
+            log.info("console sign-in refused", extra={"action": "signin_refused"})
     errors = {"password": refused or "wrong email or password; check both, or reset the password"}
     return render(
         request,
         state,
         who,
         "sign_in.html",
-        429 if refused else 400,
+        status if refused else 400,
         next=form.get("next", ""),
         email=email,
         errors=errors,
