@@ -40,7 +40,11 @@ def ensure_chromium() -> str:
         apt = shutil.which("apt-get")
         if apt is None:
             pytest.skip("no /usr/bin/chromium and no apt-get to install it")
-        subprocess.run([apt, "install", "-y", "-q", "chromium"], check=True, timeout=900)
+        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+        install = [apt, "install", "-y", "-q", "chromium"]
+        if subprocess.run(install, env=env, timeout=900).returncode:  # stale package lists
+            subprocess.run([apt, "update", "-q"], env=env, check=True, timeout=900)
+            subprocess.run(install, env=env, check=True, timeout=900)
     return CHROMIUM
 
 
