@@ -4,7 +4,10 @@ playground live to its image, and a free account that has only the web."""
 from __future__ import annotations
 
 import io
+import json
 import re
+import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -98,7 +101,9 @@ def generate_in_playground(page: Page, prompt: str, seed: str = "") -> str:
     return page.url.rsplit("/", 1)[1]
 
 
-def test_playground_progress_image_download_and_same_seed_again(page: Page, console: Live) -> None:
+def test_playground_progress_image_download_and_same_seed_again(
+    page: Page, console: Live, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     email = new_email("play")
     sign_up(page, email)
     set_plan(console, email, "standard")
@@ -124,6 +129,23 @@ def test_playground_progress_image_download_and_same_seed_again(page: Page, cons
     again = httpx.get(page.locator("#outputs img").get_attribute("src") or "").content
     expect(page.locator("#seed")).to_have_text("4242")
     assert pixels(again) == pixels(downloaded)
+
+    # The Reproduce panel's native curl and Easel SDK snippets, run as they are shown, make the
+    # same pixels.
+    key = create_key(page, "reproduce")
+    monkeypatch.setenv("EASEL_API_KEY", key)
+    page.goto(f"/console/orders/{first}")
+    curl = page.locator("#snippet-native").text_content() or ""
+    ran = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60)
+    order_id = json.loads(ran.stdout)["order_id"]
+    done = wait_done(console, key, order_id)
+    assert pixels(httpx.get(done["output_urls"][0]).content) == pixels(downloaded)  # type: ignore[index]
+    snippet = page.locator("#snippet-easel-python").text_content() or ""
+    assert "easel.generate(" in snippet
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "snippet", "exec"), {})
+    [made] = (tmp_path / "outputs").iterdir()
+    assert pixels(made.read_bytes()) == pixels(downloaded)
 
 
 def test_a_free_account_generates_turbo_on_the_web_and_is_refused_the_api(
