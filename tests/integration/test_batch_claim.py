@@ -213,3 +213,23 @@ async def test_claim_only_takes_the_workers_models(settings: Settings) -> None:
         assert await claim_batch(state, "w1", models=["sdxl-anime", "sdxl-general"]) == [general]
     finally:
         await state.db.dispose()
+
+
+async def test_orders_with_several_images_or_a_mask_run_alone(settings: Settings) -> None:
+    """An edit of several images or an inpainting (orders.inputs) is never a follower, and as a
+    leader claims none: one set of inputs per pipeline call."""
+    state = AppState.build(settings)
+    try:
+        a, _ = await new_account(state, "pro")
+        masked = '{"images": [], "mask": "m/mask.png"}'
+        leader = await place(state, a, reference_key="a/reference.png", strength=0.5)
+        await place(state, a, reference_key="b/reference.png", strength=0.5, inputs=masked)
+        same = await place(state, a, reference_key="c/reference.png", strength=0.5)
+        assert await claim_batch(state, "w1") == [leader, same]
+        alone = await claim_batch(state, "w2")
+        assert len(alone) == 1  # the masked one
+        first = await place(state, a, reference_key="d/reference.png", strength=0.5, inputs=masked)
+        await place(state, a, reference_key="e/reference.png", strength=0.5)
+        assert await claim_batch(state, "w3") == [first]
+    finally:
+        await state.db.dispose()
