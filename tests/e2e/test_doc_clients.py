@@ -17,7 +17,7 @@ from PIL import Image
 
 from easel.config import Settings
 from tests.support.app import new_account, serving
-from tests.support.catalogs import animatediff_table, tiny_catalog
+from tests.support.catalogs import animatediff_table, tiny_catalog, wan_table
 from tests.support.receiver import webhook_receiver
 from tests.support.seeds import SEED_001_BODY, SEED_002_BODY
 from tests.support.worker import poll_until, running_worker
@@ -108,11 +108,14 @@ async def download(url: str) -> bytes:
         return r.content
 
 
-def catalog_for(tmp_path: Path, sdxl: Path, qwen: Path, animatediff: tuple[Path, Path]) -> Path:
+def catalog_for(
+    tmp_path: Path, sdxl: Path, qwen: Path, animatediff: tuple[Path, Path], wan: Path
+) -> Path:
     extra = (
         f'[models.qwen-image]\nsource = "{qwen}"\nsteps = 2\n'
         + animatediff_table(*animatediff)
         + "width = 256\nheight = 256\n"
+        + wan_table(wan)
     )
     return tiny_catalog(tmp_path / "catalog.toml", sdxl, side=384, extra=extra)
 
@@ -124,8 +127,9 @@ def doc_settings(
     tiny_sdxl: Path,
     tiny_qwen_image: Path,
     tiny_animatediff: tuple[Path, Path],
+    tiny_wan: Path,
 ) -> Settings:
-    catalog = catalog_for(tmp_path, tiny_sdxl, tiny_qwen_image, tiny_animatediff)
+    catalog = catalog_for(tmp_path, tiny_sdxl, tiny_qwen_image, tiny_animatediff, tiny_wan)
     return settings.model_copy(update={"catalog": catalog})
 
 
@@ -171,10 +175,10 @@ async def test_seed_002_client_image_and_video(doc_settings: Settings, tmp_path:
     with Image.open(io.BytesIO(png_bytes)) as png:
         assert png.size == (512, 256)  # 16:9 near the tiny models' 384x384
     assert (video["task_status"], video["task_type"], video["image_url"]) == (3, "video", None)
-    assert video_task["credits"] == video["credits"] == 16  # animation_16f
+    assert video_task["credits"] == video["credits"] == 10  # Wan: 1 s at 10 credits a second
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(mp4_bytes)
-    assert imageio_ffmpeg.count_frames_and_secs(str(clip))[0] == 16
+    assert imageio_ffmpeg.count_frames_and_secs(str(clip))[0] == 5  # 1 s at 4 fps, 4k+1
 
 
 async def test_seed_004_client(doc_settings: Settings) -> None:

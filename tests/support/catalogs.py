@@ -26,6 +26,14 @@ def animatediff_table(adapter: Path | str, base: Path | str, steps: int = 2) -> 
     return f'[models.animatediff]\nsource = "{adapter}"\nbase = "{base}"\nsteps = {steps}\n'
 
 
+def wan_table(source: Path | str, side: int = 256) -> str:
+    """`[models.wan-ti2v-5b]` on a local tiny Wan folder: 1 s clips of 5 frames (4 fps)."""
+    return (
+        f'[models.wan-ti2v-5b]\nsource = "{source}"\nsteps = 2\nwidth = {side}\n'
+        f"height = {side}\nfps = 4\nseconds = 1\nmax_frames = 9\n"
+    )
+
+
 def with_caps(settings: Settings, tmp_path: Path, cap: int) -> Settings:
     """`settings` with every plan's running cap set to `cap`."""
     path = tmp_path / "caps.toml"
