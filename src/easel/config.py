@@ -126,6 +126,23 @@ class Settings(BaseSettings):
     lora_fetch_timeout: float = 300.0
     lora_cache_dir: Path | None = None
 
+    # Prompt enhancement (docs/enhance.md): which enhancer a worker runs for `llm_enhance`
+    # orders, and how long it may take before the original prompt is used.
+    enhancer: Literal["template", "openai", "transformers", "off"] = "template"
+    enhancer_base_url: str = "http://127.0.0.1:11434/v1"  # any OpenAI-compatible chat endpoint
+    enhancer_model: str = "Qwen/Qwen2.5-0.5B-Instruct"  # openai: its name; transformers: repo/dir
+    enhancer_api_key_env: str = "EASEL_ENHANCER_API_KEY"  # the env var that holds its key
+    enhancer_max_tokens: int = 256
+    enhance_timeout_seconds: float = 20.0
+    enhance_cache_entries: int = 1024  # enhanced prompts a worker keeps in memory
+
+    # Safety check (docs/safety.md): true checks every order's outputs whatever its plan and
+    # request say; the classifier's threads; frames of a clip checked (first, middle, last and
+    # every Nth).
+    safety_force: bool = False
+    safety_threads: int = 2
+    safety_frame_every: int = 8
+
     # Rate limits by plan (catalog): counted in memory, or in Redis shared by every API process.
     rate_limits: bool = True  # false: no rate limits at all (a private deployment)
     rate_limit_storage: str = ""  # e.g. redis://127.0.0.1:6379/0; empty: this process's memory

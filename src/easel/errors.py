@@ -40,6 +40,13 @@ class InvalidRequest(EaselError):
     code = "invalid_request"
 
 
+class ContentPolicy(EaselError):
+    """The prompt is not allowed by this server's content policy."""
+
+    status_code = 400
+    code = "content_policy"
+
+
 class Unauthorized(EaselError):
     """Missing or invalid API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
 

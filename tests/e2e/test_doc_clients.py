@@ -14,8 +14,10 @@ import httpx
 import imageio_ffmpeg
 import pytest
 from PIL import Image
+from sqlalchemy import select
 
 from easel.config import Settings
+from easel.db.tables import Output
 from tests.support.app import new_account, serving
 from tests.support.catalogs import animatediff_table, tiny_catalog, wan_table
 from tests.support.receiver import webhook_receiver
@@ -148,6 +150,14 @@ async def test_seed_001_client(doc_settings: Settings) -> None:
                     calls = await hooks.arrived(1)
             english_png = await download(record["imageUrl"])
             chinese_jpg = await download(zh["imageUrl"])
+            async with state.db.transaction() as session:
+                scores = list(
+                    await session.scalars(
+                        select(Output.nsfw_score).where(Output.order_id.in_((english, chinese)))
+                    )
+                )
+    # safety_check defaults to true (seed 001): both outputs were scored, and passed.
+    assert len(scores) == 2 and all(score is not None and score < 0.8 for score in scores)
     assert record["successFlag"] == 1 and record["completeTime"] >= record["createTime"]
     with Image.open(io.BytesIO(english_png)) as image:
         assert (image.format, image.size) == ("PNG", (1024, 576))  # landscape_16_9

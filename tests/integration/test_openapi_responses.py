@@ -99,6 +99,9 @@ async def test_bodies_name_their_fields(settings: Settings) -> None:
         "width",
         "height",
         "content_type",
+        "nsfw_detected",
+        "nsfw_score",
+        "safety",
     }
     page = ok_schema(spec, "/api/v1/orders", "get")
     assert prop(spec, page, "orders") == native

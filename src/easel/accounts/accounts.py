@@ -92,6 +92,14 @@ async def lock_account(session: AsyncSession, account_id: str) -> Account:
     return account
 
 
+async def plans_of(session: AsyncSession, account_ids: set[str]) -> dict[str, str]:
+    """Account id -> plan id."""
+    rows = await session.execute(
+        select(Account.id, Account.plan).where(Account.id.in_(account_ids))
+    )
+    return {account_id: plan for account_id, plan in rows.all()}
+
+
 async def count_accounts(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(Account)) or 0)
 

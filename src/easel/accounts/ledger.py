@@ -78,9 +78,15 @@ async def balance(session: AsyncSession, account_id: str, now: datetime) -> Bala
 
 
 async def debit(
-    session: AsyncSession, account_id: str, order_id: str, amount: int, now: datetime
+    session: AsyncSession,
+    account_id: str,
+    order_id: str | None,
+    amount: int,
+    now: datetime,
+    note: str = "order",
 ) -> None:
-    """Charge an order, plan credits first. The caller holds the account lock."""
+    """Charge an order (or, `order_id` None, something else: `note` says what), plan credits
+    first. The caller holds the account lock."""
     have = await balance(session, account_id, now)
     if amount > have.total:
         raise QuotaExceeded(
@@ -100,7 +106,7 @@ async def debit(
                     amount=-part,
                     period=period_of(now),
                     order_id=order_id,
-                    note="order",
+                    note=note[:256],
                     created_at=now,
                 )
             )
@@ -131,6 +137,46 @@ async def refund(session: AsyncSession, order_id: str, now: datetime, note: str)
         }
         for account_id, bucket, amount, period in debits
     ]
+    result = await session.execute(
+        _insert_ignoring_conflicts(session, rows).returning(LedgerEntry.amount)
+    )
+    return sum(result.scalars().all())
+
+
+async def refund_part(
+    session: AsyncSession, order_id: str, amount: int, now: datetime, note: str
+) -> int:
+    """Give back `amount` of what the order was charged (top-up credits first), once per order:
+    a second call adds nothing (unique constraint); an order refunded this way is not refunded
+    in full later (it completed)."""
+    debits = (
+        await session.execute(
+            select(
+                LedgerEntry.account_id, LedgerEntry.bucket, LedgerEntry.amount, LedgerEntry.period
+            ).where(LedgerEntry.order_id == order_id, LedgerEntry.kind == "debit")
+        )
+    ).all()
+    rows = []
+    left = amount
+    for account_id, bucket, charged, period in sorted(debits, key=lambda d: d[1] != "topup"):
+        part = min(left, -charged)
+        if part <= 0:
+            continue
+        left -= part
+        rows.append(
+            {
+                "account_id": account_id,
+                "kind": "refund_part",
+                "bucket": bucket,
+                "amount": part,
+                "period": period,
+                "order_id": order_id,
+                "note": note[:256],
+                "created_at": now,
+            }
+        )
+    if not rows:
+        return 0
     result = await session.execute(
         _insert_ignoring_conflicts(session, rows).returning(LedgerEntry.amount)
     )

@@ -15,7 +15,7 @@ from easel.api import errors
 from easel.api.limits import BodyLimit, json_budget
 from easel.api.openapi import with_bounds
 from easel.api.request_metrics import RequestMetrics
-from easel.api.routes import admin, events, files, health, metrics, webhooks, workers
+from easel.api.routes import admin, events, files, health, metrics, review, webhooks, workers
 from easel.api.state import AppState
 from easel.config import Settings, get_settings
 from easel.console.app import install as install_console
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     app.include_router(health.router)
     app.include_router(workers.router)
     app.include_router(admin.router)
+    app.include_router(review.router)
     install_console(app)
     if settings.metrics:
         app.include_router(metrics.router)

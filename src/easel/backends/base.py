@@ -58,6 +58,7 @@ class ImageSpec:
     reference: bytes | None = None  # image-to-image input (PNG/JPEG/WebP bytes, checked)
     more_references: tuple[bytes, ...] = ()  # an edit's 2nd and later images
     mask: bytes | None = None  # inpainting: grayscale PNG the reference's size, white = repaint
+    original_prompt: str | None = None  # the client's prompt, when `prompt` is its enhancement
 
 
 @dataclass(frozen=True)

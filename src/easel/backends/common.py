@@ -102,6 +102,8 @@ def metadata(model: Model, job: Job, spec: ImageSpec) -> dict[str, Any]:
         "width": job.width,
         "height": job.height,
     }
+    if spec.original_prompt is not None:
+        meta["original_prompt"] = spec.original_prompt
     if job.scheduler is not None:
         meta["scheduler"] = job.scheduler
     if spec.mask is not None:

@@ -50,9 +50,42 @@ class Plan:
     max_video_seconds: int = 0
     max_video_pixels: int = 0
     price: str = ""  # what it costs, as the console's plans page shows it (seed 000's table)
+    enhance_credits: int = 0  # added to an order's price when it asks for llm_enhance
+    # Safety check of outputs (docs/safety.md): an output whose NSFW score reaches the threshold
+    # is blocked (not stored, refunded), blurred or flagged; safety_optional lets a request turn
+    # the check off (seed 001's safety_check; EASEL_SAFETY_FORCE overrides).
+    safety_threshold: float = 0.8
+    safety_action: str = "block"
+    safety_optional: bool = True
 
     def allows_model(self, model_id: str) -> bool:
         return "*" in self.models or model_id in self.models
+
+
+SAFETY_ACTIONS = ("block", "blur", "flag")
+
+
+@dataclass(frozen=True)
+class Enhance:
+    """`[enhance]`: the system prompt an LLM enhancer gets, per model family ("default" for the
+    others), and the families that take English only (Chinese prompts are translated)."""
+
+    system_prompts: dict[str, str] = field(default_factory=dict)
+    english_only: tuple[str, ...] = ()
+
+    def system_prompt(self, family: str) -> str:
+        return self.system_prompts.get(family, self.system_prompts.get("default", ""))
+
+
+@dataclass(frozen=True)
+class SafetyList:
+    """`[safety]`: words and regular expressions no prompt may contain (case-insensitive); the
+    operator's file adds to the shipped ones with `extra_terms` / `extra_patterns`."""
+
+    terms: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    extra_terms: tuple[str, ...] = ()
+    extra_patterns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -203,6 +236,8 @@ class Catalog:
     video_product: str = "animation_16f"  # what a video model of the task API makes
     image_product: str = "static_image"  # what APIs without product types make per image
     loras: dict[str, Lora] = field(default_factory=dict)
+    enhance: Enhance = field(default_factory=lambda: Enhance())
+    safety: SafetyList = field(default_factory=lambda: SafetyList())
 
     def style(self, name: str) -> Model | None:
         for model in self.models.values():
@@ -433,6 +468,15 @@ def _check(catalog: Catalog) -> None:
         if missing:
             raise CatalogError(f"models.{model.id}.credits lacks {missing}")
     for plan in catalog.plans.values():
+        if plan.safety_action not in SAFETY_ACTIONS:
+            raise CatalogError(
+                f"plans.{plan.id}.safety_action must be one of {SAFETY_ACTIONS}, "
+                f"not {plan.safety_action!r}"
+            )
+        if not 0 <= plan.safety_threshold <= 1:
+            raise CatalogError(f"plans.{plan.id}.safety_threshold must be within 0..1")
+        if plan.enhance_credits < 0:
+            raise CatalogError(f"plans.{plan.id}.enhance_credits must not be negative")
         for model_id in plan.models:
             if model_id != "*" and model_id not in catalog.models:
                 raise CatalogError(f"plans.{plan.id}.models names unknown model {model_id!r}")
@@ -447,6 +491,13 @@ def _check(catalog: Catalog) -> None:
             raise CatalogError(f"dialects.{dialect} names unknown models {unknown}")
     if catalog.style(catalog.default_style) is None:
         raise CatalogError(f"default_style {catalog.default_style!r} is no model's style")
+
+
+def _section(kind: type[Any], key: str, raw: dict[str, Any]) -> Any:
+    unknown = sorted(set(raw) - set(kind.__dataclass_fields__))
+    if unknown:
+        raise CatalogError(f"{key}: unknown field(s) {unknown}")
+    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
 def _model(key: str, raw: dict[str, Any]) -> Model:
@@ -478,6 +529,15 @@ def load_catalog(path: Path | None = None) -> Catalog:
         video_product=raw.get("video_product", "animation_16f"),
         image_product=raw.get("image_product", "static_image"),
         loras={k: _build(Lora, f"loras.{k}", v) for k, v in raw.get("loras", {}).items()},
+        enhance=_section(Enhance, "enhance", raw.get("enhance", {})),
+        safety=_section(SafetyList, "safety", raw.get("safety", {})),
     )
+    for pattern in (*catalog.safety.patterns, *catalog.safety.extra_patterns):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise CatalogError(
+                f"safety: pattern {pattern!r} is not a regular expression: {exc}"
+            ) from exc
     _check(catalog)
     return catalog

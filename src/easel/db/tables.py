@@ -167,6 +167,10 @@ class Order(Base):
     prompt: Mapped[str] = mapped_column(Text)
     negative_prompt: Mapped[str] = mapped_column(Text, default="")
     enhanced_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Prompt enhancement (migration 0012): done | skipped (enhance_note says why) | null.
+    enhance_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    enhance_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    enhanced_negative_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     n: Mapped[int] = mapped_column(Integer)
@@ -252,6 +256,10 @@ class Output(Base):
     height: Mapped[int] = mapped_column(Integer)
     bytes: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Safety check (migration 0012): NSFW score 0..1 (null: not checked) and what was done:
+    # null (passed), flagged, blurred, blocked (held, not shown), released, confirmed.
+    nsfw_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    safety: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
 
 
 class WebhookDelivery(Base):

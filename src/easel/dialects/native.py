@@ -129,6 +129,23 @@ class NativeOutput(BaseModel):
     width: int
     height: int
     content_type: str
+    nsfw_detected: bool | None = Field(
+        default=None, description="Only when the safety check ran: whether it scored NSFW"
+    )
+    nsfw_score: float | None = Field(
+        default=None, description="Only when the safety check ran: its score, 0 (safe) to 1"
+    )
+    safety: str | None = Field(
+        default=None, description="Only when it scored NSFW: flagged, blurred or released"
+    )
+
+
+class NativeEnhance(BaseModel):
+    status: str = Field(description="done, or skipped (the original prompt was used)")
+    reason: str | None = Field(default=None, description="Only when skipped: why")
+    negative_prompt: str | None = Field(
+        default=None, description="The negative prompt the enhancer suggested"
+    )
 
 
 class NativeLora(BaseModel):
@@ -204,6 +221,12 @@ class NativeStatus(BaseModel):
     steps: int
     guidance: float
     llm_enhance: bool
+    enhanced_prompt: str | None = Field(
+        default=None, description="Only once the enhancer ran: the prompt the model was given"
+    )
+    enhance: NativeEnhance | None = Field(
+        default=None, description="Only for llm_enhance orders once claimed: what it did"
+    )
     cost: int
     attempts: int
     created_at: str | None
@@ -370,6 +393,18 @@ def to_request(state: State, body: GenerateBody, idempotency_key: str | None) ->
     )
 
 
+def safety_fields(output: Output) -> dict[str, Any]:
+    if output.nsfw_score is None:
+        return {}
+    fields: dict[str, Any] = {
+        "nsfw_detected": output.safety is not None,
+        "nsfw_score": output.nsfw_score,
+    }
+    if output.safety:
+        fields["safety"] = output.safety
+    return fields
+
+
 def native_status(
     order: Order, outputs: list[Output], storage: Storage, position: int | None
 ) -> dict[str, Any]:
@@ -400,6 +435,13 @@ def native_status(
         "completed_at": iso(order.completed_at),
         "outputs_expire_at": iso(order.outputs_expire_at),
     }
+    if order.enhance_status:
+        body["enhanced_prompt"] = order.enhanced_prompt
+        body["enhance"] = {
+            "status": order.enhance_status,
+            "reason": order.enhance_note,
+            "negative_prompt": order.enhanced_negative_prompt,
+        }
     if order.loras and order.loras != "[]":
         body["loras"] = json.loads(order.loras)
     if order.status == OrderStatus.PENDING:
@@ -427,6 +469,7 @@ def native_status(
                 "width": o.width,
                 "height": o.height,
                 "content_type": o.content_type,
+                **safety_fields(o),
             }
             for url, o in zip(
                 body["output_urls"], sorted(outputs, key=lambda o: o.index), strict=True

@@ -31,7 +31,7 @@ from easel.db.engine import ORDER_CHANGES_CHANNEL, Database
 from easel.db.status import FINAL, OrderStatus
 from easel.db.tables import Order, Output
 from easel.errors import Busy
-from easel.orders import queue
+from easel.orders import lifecycle, queue
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +347,7 @@ class ChangeFeed:
                 if done:
                     rows = await session.scalars(
                         select(Output)
-                        .where(Output.order_id.in_(done))
+                        .where(Output.order_id.in_(done), lifecycle.shown())
                         .order_by(Output.order_id, Output.index)
                     )
                     for out in rows:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel import metrics
@@ -29,11 +30,22 @@ class NewOutput:
     width: int
     height: int
     bytes: int
+    nsfw_score: float | None = None
+    safety: str | None = None  # Output.safety
+
+
+# Outputs a client sees: not checked or passed, flagged, blurred, or released by an operator
+# (never one the safety check blocked, nor one whose block the operator confirmed).
+SHOWN_SAFETY = ("flagged", "blurred", "released")
+
+
+def shown() -> ColumnElement[bool]:
+    return or_(Output.safety.is_(None), Output.safety.in_(SHOWN_SAFETY))
 
 
 async def get_outputs(session: AsyncSession, order_id: str) -> list[Output]:
     rows = await session.scalars(
-        select(Output).where(Output.order_id == order_id).order_by(Output.index)
+        select(Output).where(Output.order_id == order_id, shown()).order_by(Output.index)
     )
     return list(rows)
 
@@ -63,6 +75,32 @@ async def _finish(
     return await session.get(Order, order_id, populate_existing=True)
 
 
+async def record_enhancement(
+    session: AsyncSession,
+    order_id: str,
+    worker_id: str,
+    status: str,
+    prompt: str | None,
+    negative_prompt: str | None,
+    note: str | None,
+) -> None:
+    """What the enhancer did for a running order this worker holds (nothing once it lost it)."""
+    await session.execute(
+        update(Order)
+        .where(
+            Order.id == order_id,
+            Order.status == OrderStatus.RUNNING,
+            Order.worker_id == worker_id,
+        )
+        .values(
+            enhance_status=status,
+            enhanced_prompt=prompt,
+            enhanced_negative_prompt=negative_prompt,
+            enhance_note=note,
+        )
+    )
+
+
 def started(session: AsyncSession, order: Order, now: datetime) -> None:
     """In the claim's transaction: a callback for clients that asked for every status change."""
     if order.webhook_on_start:
@@ -75,8 +113,11 @@ async def complete(
     worker_id: str,
     outputs: list[NewOutput],
     now: datetime,
+    *,
+    refund: int = 0,
 ) -> Order | None:
-    """None when the worker no longer holds the order (lease lost); nothing is written then."""
+    """None when the worker no longer holds the order (lease lost); nothing is written then.
+    `refund`: credits given back for outputs the safety check blocked (once per order)."""
     order = await _finish(
         session, order_id, worker_id, now, {"status": OrderStatus.COMPLETED, "progress": 100}
     )
@@ -85,6 +126,8 @@ async def complete(
     rows = [Output(order_id=order_id, created_at=now, **vars(o)) for o in outputs]
     session.add_all(rows)
     await release_running_slot(session, order.account_id)
+    if refund > 0:
+        await ledger.refund_part(session, order_id, refund, now, "outputs blocked: content_policy")
     await session.flush()
     outbox.enqueue(session, order, outbox.event_for(order.status), now)
     metrics.order_finished(session, order.status, order.model)
@@ -100,8 +143,10 @@ async def fail(
     now: datetime,
     *,
     status: str = OrderStatus.FAILED,
+    held: Sequence[NewOutput] = (),
 ) -> Order | None:
-    """Fail (or cancel) and refund exactly once. `worker_id` None: any pending/running order."""
+    """Fail (or cancel) and refund exactly once. `worker_id` None: any pending/running order.
+    `held`: outputs the safety check blocked, recorded for review (never shown to the client)."""
     before = await session.get(Order, order_id, with_for_update=True, populate_existing=True)
     was_running = before is not None and before.status == OrderStatus.RUNNING
     order = await _finish(
@@ -114,6 +159,8 @@ async def fail(
     if order is None:
         return None
     refunded = await ledger.refund(session, order_id, now, f"{status}: {code}")
+    if held:
+        session.add_all(Output(order_id=order_id, created_at=now, **vars(o)) for o in held)
     if was_running:
         await release_running_slot(session, order.account_id)
     log.info(

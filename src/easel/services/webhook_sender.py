@@ -40,6 +40,7 @@ from easel.db.tables import Account, Order, Output, WebhookEndpoint
 from easel.dialects.registry import dialect_of
 from easel.net.pinned import send_checked
 from easel.net.policy import url_policy
+from easel.orders import lifecycle
 from easel.services.base import wait_any
 from easel.storage import Storage
 from easel.webhooks import claim, outbox, signing
@@ -231,7 +232,9 @@ async def render_all(
     orders = {o.id: o for o in await session.scalars(select(Order).where(Order.id.in_(order_ids)))}
     outputs: dict[str, list[Output]] = {}
     for out in await session.scalars(
-        select(Output).where(Output.order_id.in_(order_ids)).order_by(Output.index)
+        select(Output)
+        .where(Output.order_id.in_(order_ids), lifecycle.shown())
+        .order_by(Output.index)
     ):
         outputs.setdefault(out.order_id, []).append(out)
     rendered: list[tuple[R, bytes | Exception]] = []

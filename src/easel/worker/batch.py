@@ -82,25 +82,33 @@ def build_job(
     orders: Sequence[Order],
     references: Mapping[str, bytes],
     loras: Sequence[LoraWeights] = (),
+    enhanced: Mapping[str, tuple[str, str]] | None = None,
 ) -> Job:
     """The one pipeline call for `orders` (compatible, as claimed together); the leader first.
 
     Shared settings come from the leader. `references`: order id -> reference image bytes.
     `loras`: the batch's LoRA set (one for all: the claim batches only equal sets), resolved.
+    `enhanced`: order id -> (prompt, negative prompt) from the enhancer, template applied.
     """
     leader = orders[0]
-    images = [
-        ImageSpec(
-            order_id=order.id,
-            index=i,
-            prompt=with_trigger_words(model.render_prompt(order.prompt), loras),
-            negative_prompt=order.negative_prompt,
-            seed=order.seed + i,
-            reference=references.get(order.id),
+    enhanced = enhanced or {}
+    images = []
+    for order in orders:
+        prompt, negative = enhanced.get(
+            order.id, (model.render_prompt(order.prompt), order.negative_prompt)
         )
-        for order in orders
-        for i in range(order.n)
-    ]
+        images += [
+            ImageSpec(
+                order_id=order.id,
+                index=i,
+                prompt=with_trigger_words(prompt, loras),
+                negative_prompt=negative,
+                seed=order.seed + i,
+                reference=references.get(order.id),
+                original_prompt=order.prompt if order.id in enhanced else None,
+            )
+            for i in range(order.n)
+        ]
     return Job(
         model=model,
         width=leader.width,

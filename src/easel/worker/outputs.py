@@ -1,10 +1,14 @@
-"""A finished order's images and clips, put in storage under the order's id."""
+"""A finished order's images and clips: screened by the safety check, put in storage under the
+order's id (blocked ones under `held/`, shown to no client, kept for the operator's review)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 from easel.media.encoding import GeneratedImage
 from easel.media.video import poster_key
 from easel.orders.lifecycle import NewOutput
+from easel.safety.classifier import blurred, frames_of, nsfw_scores
 from easel.storage import Storage
 
 EXTENSIONS = {
@@ -14,18 +18,63 @@ EXTENSIONS = {
     "image/gif": "gif",
     "video/mp4": "mp4",
 }
+FLAGGED, BLURRED, BLOCKED = "flagged", "blurred", "blocked"
+ACTIONS = {"flag": FLAGGED, "blur": BLURRED, "block": BLOCKED}  # the plan's safety_action
+STILLS_ONLY = ("video/mp4", "image/gif")
 
 
-def store_outputs(storage: Storage, order_id: str, images: list[GeneratedImage]) -> list[NewOutput]:
-    """`<order id>/<index>.<ext>` for each output, in order, and a clip's poster beside it
-    (blocking)."""
-    outputs = []
-    for index, image in enumerate(images):
-        key = f"{order_id}/{index}.{EXTENSIONS[image.content_type]}"
+@dataclass(frozen=True)
+class SafetyPolicy:
+    """The order's plan's: outputs scoring at least `threshold` are handled by `action`."""
+
+    threshold: float
+    action: str  # block | blur | flag
+    threads: int = 2
+    frame_every: int = 8
+
+
+@dataclass(frozen=True)
+class Screened:
+    image: GeneratedImage
+    score: float | None = None  # None: not checked
+    safety: str | None = None  # None: passed (or not checked); flagged, blurred or blocked
+
+
+def screen(images: list[GeneratedImage], policy: SafetyPolicy | None) -> list[Screened]:
+    """Score every output (a clip: its sampled frames, the highest counts) in one classifier
+    call and apply the policy (blocking). No policy: nothing checked."""
+    if policy is None:
+        return [Screened(image) for image in images]
+    frames = [frames_of(i.data, i.content_type, policy.frame_every) for i in images]
+    scores = nsfw_scores([f for fs in frames for f in fs], policy.threads)
+    screened = []
+    start = 0
+    for image, taken in zip(images, frames, strict=True):
+        score = max(scores[start : start + len(taken)], default=0.0)
+        start += len(taken)
+        action = None
+        if score >= policy.threshold:
+            action = ACTIONS[policy.action]
+            if action == BLURRED and (len(taken) > 1 or image.content_type in STILLS_ONLY):
+                action = BLOCKED  # a clip is not blurred: it is held like a blocked image
+        if action == BLURRED:
+            image = replace(image, data=blurred(image.data, image.content_type))
+        screened.append(Screened(image, score, action))
+    return screened
+
+
+def store_outputs(storage: Storage, order_id: str, outputs: list[Screened]) -> list[NewOutput]:
+    """`<order id>/<index>.<ext>` for each output, in order; a blocked one under
+    `<order id>/held/` (blocking)."""
+    stored_outputs = []
+    for index, out in enumerate(outputs):
+        image = out.image
+        folder = f"{order_id}/held" if out.safety == BLOCKED else order_id
+        key = f"{folder}/{index}.{EXTENSIONS[image.content_type]}"
         stored = storage.put(key, image.data, image.content_type)
         if image.poster is not None:
             storage.put(poster_key(key), image.poster, "image/jpeg")
-        outputs.append(
+        stored_outputs.append(
             NewOutput(
                 index=index,
                 storage_key=key,
@@ -34,6 +83,8 @@ def store_outputs(storage: Storage, order_id: str, images: list[GeneratedImage])
                 width=image.width,
                 height=image.height,
                 bytes=stored.size,
+                nsfw_score=out.score,
+                safety=out.safety,
             )
         )
-    return outputs
+    return stored_outputs

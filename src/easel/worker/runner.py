@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from easel import metrics, wakeup
+from easel.accounts.accounts import plans_of
 from easel.backends import weights
 from easel.backends.base import Backend, BackendFailure, Canceled, ProgressFn, Rerouted
 from easel.backends.registry import FAMILIES, backend_class
@@ -33,6 +34,7 @@ from easel.config import Settings
 from easel.db.engine import Database
 from easel.db.status import OrderStatus
 from easel.db.tables import Order
+from easel.enhance.service import Enhancing, make_enhancer
 from easel.errors import ModelUnavailable
 from easel.media.encoding import GeneratedImage
 from easel.orders import attempts, lifecycle, queue
@@ -45,7 +47,7 @@ from easel.worker.attempt_log import DatabaseAttemptLog
 from easel.worker.batch import BatchRun, OrderFiles, build_job, run_splitting, with_inputs
 from easel.worker.loras import resolve_loras
 from easel.worker.models import ModelCache
-from easel.worker.outputs import store_outputs
+from easel.worker.outputs import BLOCKED, SafetyPolicy, screen, store_outputs
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ class Worker:
         device = self._pick_device()
         budget = int(settings.model_memory_gb * 2**30)
         self.models = ModelCache(device, settings.max_loaded_models, budget, settings)
+        self.enhancing = Enhancing(make_enhancer(settings, catalog, device), catalog, settings)
         self.presence = presence.Presence(
             worker_id=self.worker_id,
             host=socket.gethostname(),
@@ -192,6 +195,7 @@ class Worker:
             for backend in self._remote.values():
                 if isinstance(backend, UpstreamBackend):
                     await backend.aclose()
+            await self.enhancing.aclose()
             if listener is not None:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
@@ -307,11 +311,12 @@ class Worker:
         batch = BatchRun(orders)
         heartbeat = asyncio.create_task(self._heartbeat(batch))
         try:
+            policies = await self._safety_policies(orders)
             results = await self._generate(batch)
             await self._end_failures(batch)
             for order in orders:
                 if batch.is_live(order.id):
-                    await self._deliver(batch, order, results)
+                    await self._deliver(batch, order, results, policies.get(order.id))
         except Canceled:
             # Raised by progress once every order has dropped out (each was ended then), or by
             # a backend that saw the work canceled at its end.
@@ -342,10 +347,34 @@ class Worker:
             await self._end_failures(batch)
             self.processed += len(orders)
 
+    async def _safety_policies(self, orders: list[Order]) -> dict[str, SafetyPolicy]:
+        """The orders whose outputs are checked, with their plan's threshold and action: every
+        order when EASEL_SAFETY_FORCE is on or its plan has no safety_optional, else those that
+        asked (safety_check)."""
+        async with self.db.transaction(readonly=True) as session:
+            plans = await plans_of(session, {o.account_id for o in orders})
+        policies = {}
+        for order in orders:
+            plan = self.catalog.plans.get(plans.get(order.account_id, ""))
+            optional = plan is not None and plan.safety_optional
+            if self.settings.safety_force or not optional or order.safety_check:
+                policies[order.id] = SafetyPolicy(
+                    threshold=plan.safety_threshold if plan else 0.8,
+                    action=plan.safety_action if plan else "block",
+                    threads=self.settings.safety_threads,
+                    frame_every=self.settings.safety_frame_every,
+                )
+        return policies
+
     async def _deliver(
-        self, batch: BatchRun, order: Order, results: dict[tuple[str, int], GeneratedImage]
+        self,
+        batch: BatchRun,
+        order: Order,
+        results: dict[tuple[str, int], GeneratedImage],
+        policy: SafetyPolicy | None = None,
     ) -> None:
-        """Store one order's images and complete it in its own transaction."""
+        """Screen and store one order's images and complete it in its own transaction (every
+        output blocked: it fails with content_policy, refunded; some: refunded per image)."""
         images = [results.get((order.id, i)) for i in range(order.n)]
         if any(image is None for image in images):
             batch.fail(
@@ -356,12 +385,29 @@ class Worker:
             await self._end_failures(batch)
             return
         try:
-            keys = await asyncio.to_thread(
-                store_outputs, self.storage, order.id, [i for i in images if i]
-            )
+            screened = await asyncio.to_thread(screen, [i for i in images if i], policy)
+            keys = await asyncio.to_thread(store_outputs, self.storage, order.id, screened)
+            blocked = sum(1 for k in keys if k.safety == BLOCKED)
             batch.drop(order.id)  # settled: the heartbeat stops renewing it
+            if blocked == len(keys):
+                log.info("outputs blocked", extra={"action": "blocked", "order_id": order.id})
+                await self._end(
+                    order.id,
+                    "content_policy",
+                    "the safety check blocked every output of this order (content policy); "
+                    "the order was refunded. Change the prompt and try again",
+                    held=keys,
+                )
+                return
             async with self.db.transaction() as session:
-                done = await lifecycle.complete(session, order.id, self.worker_id, keys, utcnow())
+                done = await lifecycle.complete(
+                    session,
+                    order.id,
+                    self.worker_id,
+                    keys,
+                    utcnow(),
+                    refund=order.cost_credits * blocked // order.n,
+                )
         except Exception as exc:
             log.exception("saving failed", extra={"action": "fail", "order_id": order.id})
             batch.drop(order.id)
@@ -384,7 +430,12 @@ class Worker:
             await self._end(order_id, code, message)
 
     async def _end(
-        self, order_id: str, code: str, message: str, status: str = OrderStatus.FAILED
+        self,
+        order_id: str,
+        code: str,
+        message: str,
+        status: str = OrderStatus.FAILED,
+        held: Sequence[lifecycle.NewOutput] = (),
     ) -> None:
         """Fail (or cancel) and refund; a database error leaves it to the reaper."""
         try:
@@ -397,6 +448,7 @@ class Worker:
                     message,
                     utcnow(),
                     status=status,
+                    held=held,
                 )
         except (DBAPIError, OSError):
             log.exception(
@@ -510,12 +562,47 @@ class Worker:
         if not orders:
             return {}
         loras = await resolve_loras(self.catalog, self.settings, batch.orders[0].loras)
-        job = build_job(model, orders, references, loras)
+        enhanced = await self._enhance(model, orders)
+        job = build_job(model, orders, references, loras, enhanced)
         job = with_inputs(job, further)
         started = time.perf_counter()
         results = await run_splitting(backend, job, self._progress(batch), batch)
         metrics.GENERATION_DURATION.labels(model.id).observe(time.perf_counter() - started)
         return results
+
+    async def _enhance(self, model: Model, orders: list[Order]) -> dict[str, tuple[str, str]]:
+        """The enhanced (prompt, negative prompt) of each order that asked for llm_enhance,
+        recorded on the order; an order the enhancer skipped keeps its own prompt."""
+        asked = [o for o in orders if o.llm_enhance]
+        if not asked:
+            return {}
+        outcomes = await asyncio.gather(
+            *(self.enhancing.enhance(o.prompt, model.family, o.seed) for o in asked)
+        )
+        enhanced = {}
+        async with self.db.transaction() as session:
+            for order, outcome in zip(asked, outcomes, strict=True):
+                prompt = negative = None
+                if outcome.enhancement is not None:
+                    prompt = model.render_prompt(outcome.enhancement.prompt)
+                    negative = outcome.enhancement.negative_prompt
+                    enhanced[order.id] = (prompt, order.negative_prompt or negative)
+                await lifecycle.record_enhancement(
+                    session,
+                    order.id,
+                    self.worker_id,
+                    outcome.status,
+                    prompt,
+                    negative,
+                    outcome.note or None,
+                )
+                order.enhance_status, order.enhanced_prompt = outcome.status, prompt
+        for order, outcome in zip(asked, outcomes, strict=True):
+            log.info(
+                "prompt enhanced" if outcome.enhancement else "prompt enhancement skipped",
+                extra={"action": "enhance", "order_id": order.id, "note": outcome.note},
+            )
+        return enhanced
 
     async def _stage(self, batch: BatchRun, **fields: Any) -> None:
         """Record what the batch is doing (`orders.stage`, load bytes) on its live orders."""

@@ -1,0 +1,117 @@
+"""The operator's review of outputs the safety check flagged or blocked (docs/safety.md):
+GET /api/v1/admin/review, POST /api/v1/admin/review/{output_id}/release and /confirm."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from easel.api.deps import ReadSessionDep, State
+from easel.api.errors import NativeError, error_responses
+from easel.api.intake import CheckedRoute
+from easel.api.routes.admin import AdminAccount
+from easel.clock import utcnow
+from easel.db.tables import Order, Output
+from easel.orders import review
+
+router = APIRouter(
+    route_class=CheckedRoute,
+    tags=["admin"],
+    responses=error_responses(NativeError, (404, 409, 503)),
+)
+
+
+class ReviewItem(BaseModel):
+    output_id: int
+    order_id: str
+    account_id: str
+    index: int
+    safety: str = Field(description="flagged (shown to the client) or blocked (held, not shown)")
+    nsfw_score: float | None
+    prompt: str
+    order_status: str
+    url: str = Field(description="A signed link to the file, for the operator only")
+
+
+class ReviewList(BaseModel):
+    items: list[ReviewItem]
+    next_after: int | None = Field(description="Pass as `after` for the next page; null: last")
+
+
+class Reviewed(BaseModel):
+    output_id: int
+    safety: str = Field(description="released or confirmed")
+    charged: int = Field(description="Credits charged for a released blocked output")
+
+
+def item(output: Output, order: Order, state: Any) -> dict[str, Any]:
+    return {
+        "output_id": output.id,
+        "order_id": order.id,
+        "account_id": order.account_id,
+        "index": output.index,
+        "safety": output.safety,
+        "nsfw_score": output.nsfw_score,
+        "prompt": order.prompt,
+        "order_status": order.status,
+        "url": state.storage.url(output.storage_key),
+    }
+
+
+@router.get(
+    "/api/v1/admin/review",
+    summary="Outputs the safety check flagged or blocked, waiting for review (admin)",
+    response_model=ReviewList,
+)
+async def review_list(
+    _admin: AdminAccount,
+    session: ReadSessionDep,
+    state: State,
+    after: int = Query(default=0, ge=0),
+    limit: int = Query(default=50, ge=1, le=200),
+) -> dict[str, Any]:
+    rows = await review.to_review(session, limit + 1, after)
+    page = rows[:limit]
+    return {
+        "items": [item(output, order, state) for output, order in page],
+        "next_after": page[-1][0].id if len(rows) > limit else None,
+    }
+
+
+@router.post(
+    "/api/v1/admin/review/{output_id}/release",
+    summary="Show the output to its client; a blocked one is stored and charged (admin)",
+    response_model=Reviewed,
+)
+async def release(output_id: int, _admin: AdminAccount, state: State) -> dict[str, Any]:
+    async with state.db.transaction(readonly=True) as session:
+        output, _order = await review.reviewed(session, output_id)
+        held, content_type = output.storage_key, output.content_type
+        blocked = output.safety == "blocked"
+        shown = review.shown_key(output)
+    if blocked:  # copied before the row says so; a repeat copies again, harmlessly
+        data = await asyncio.to_thread(state.storage.get, held)
+        await asyncio.to_thread(state.storage.put, shown, data, content_type)
+    async with state.db.transaction() as session:
+        output, order = await review.reviewed(session, output_id)
+        charged = await review.release(session, output, order, utcnow())
+    if blocked:
+        await asyncio.to_thread(state.storage.delete, held)
+    return {"output_id": output_id, "safety": review.RELEASED, "charged": charged}
+
+
+@router.post(
+    "/api/v1/admin/review/{output_id}/confirm",
+    summary="Agree with the safety check: the output stays hidden, a held file is deleted (admin)",
+    response_model=Reviewed,
+)
+async def confirm(output_id: int, _admin: AdminAccount, state: State) -> dict[str, Any]:
+    async with state.db.transaction() as session:
+        output, _order = await review.reviewed(session, output_id)
+        held = await review.confirm(session, output)
+    if held:
+        await asyncio.to_thread(state.storage.delete, held)
+    return {"output_id": output_id, "safety": review.CONFIRMED, "charged": 0}

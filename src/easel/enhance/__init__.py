@@ -1,0 +1,1 @@
+"""Prompt enhancement for `llm_enhance` orders: an enhancer backend, its cache, its time limit."""

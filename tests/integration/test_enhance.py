@@ -1,0 +1,101 @@
+"""Prompt enhancers: a tiny random-weight instruct model through the `transformers` backend, and a
+chat server on loopback through the `openai` backend (on time and too slow)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from easel.catalog import load_catalog
+from easel.config import Settings
+from easel.enhance.local import TransformersEnhancer
+from easel.enhance.service import DONE, SKIPPED, Enhancing, make_enhancer
+from tests.support.chat_server import chat_server
+from tests.support.tiny_llm import build_tiny_llm
+
+pytestmark = pytest.mark.anyio
+CATALOG = load_catalog()
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llm(tmp_path_factory.mktemp("models") / "tiny-llm")
+
+
+def enhancing(**options: object) -> Enhancing:
+    settings = Settings(_env_file=None, **options)  # type: ignore[arg-type]
+    return Enhancing(make_enhancer(settings, CATALOG, "cpu"), CATALOG, settings)
+
+
+async def test_transformers_enhancer_is_seeded_and_cached(tiny_llm: Path) -> None:
+    options = {"enhancer": "transformers", "enhancer_model": str(tiny_llm)}
+    first = enhancing(**options, enhancer_max_tokens=12)
+    assert isinstance(first.enhancer, TransformersEnhancer)
+    one = await first.enhance("a red fox in snow", "z-image", seed=7)
+    assert one.status == DONE and one.enhancement is not None
+    assert one.enhancement.prompt.strip()
+    again = await first.enhance("a red fox in snow", "z-image", seed=7)
+    assert again.enhancement == one.enhancement
+    assert first.enhancer.generations == 1  # the second came from the cache
+    fresh = enhancing(**options, enhancer_max_tokens=12)  # another worker: no cache, same text
+    assert isinstance(fresh.enhancer, TransformersEnhancer)
+    same = await fresh.enhance("a red fox in snow", "z-image", seed=7)
+    assert same.enhancement == one.enhancement
+    other = await fresh.enhance("a red fox in snow", "qwen-image", seed=7)  # another family
+    assert fresh.enhancer.generations == 2
+    assert other.enhancement is not None
+
+
+async def test_openai_enhancer_on_a_chat_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_ENHANCER_KEY", "sk-local")
+    with chat_server() as server:
+        service = enhancing(
+            enhancer="openai",
+            enhancer_base_url=server.url,
+            enhancer_model="qwen2.5:1.5b",
+            enhancer_api_key_env="TEST_ENHANCER_KEY",
+        )
+        outcome = await service.enhance("一只红狐狸在雪地里", "sdxl", seed=42)
+        assert outcome.status == DONE and outcome.enhancement is not None
+        expected = "一只红狐狸在雪地里, golden hour light, 35mm photo, seed 42"
+        assert outcome.enhancement.prompt == expected
+        assert outcome.enhancement.negative_prompt == "blurry, lowres"
+        asked = server.requests[0]
+        assert (asked["model"], asked["seed"], asked["authorization"]) == (
+            "qwen2.5:1.5b",
+            42,
+            "Bearer sk-local",
+        )
+        system, user = asked["messages"]
+        assert system["content"] == CATALOG.enhance.system_prompt("sdxl")
+        assert "translate it to English" in system["content"]
+        assert user["content"].startswith("The prompt is in Chinese; answer in English.")
+        await service.enhance("一只红狐狸在雪地里", "sdxl", seed=42)
+        assert len(server.requests) == 1  # cached
+        await service.enhance("一只红狐狸在雪地里", "qwen-image", seed=42)
+        assert "Keep the language" in server.requests[1]["messages"][0]["content"]
+        await service.aclose()
+
+
+async def test_a_slow_chat_server_is_skipped() -> None:
+    with chat_server(delay=2.0) as server:
+        service = enhancing(
+            enhancer="openai", enhancer_base_url=server.url, enhance_timeout_seconds=0.3
+        )
+        started = time.monotonic()
+        outcome = await service.enhance("a lighthouse", "sdxl", seed=1)
+        assert time.monotonic() - started < 1.5
+        assert (outcome.status, outcome.enhancement) == (SKIPPED, None)
+        assert outcome.note == "the enhancer took longer than 0.3 s"
+        await service.aclose()
+
+
+async def test_template_and_off() -> None:
+    outcome = await enhancing().enhance("a lighthouse", "sdxl", seed=1)
+    assert outcome.enhancement is not None
+    assert outcome.enhancement.prompt == "a lighthouse"
+    assert outcome.enhancement.negative_prompt == CATALOG.models["sdxl-general"].negative_prompt
+    off = await enhancing(enhancer="off").enhance("a lighthouse", "sdxl", seed=1)
+    assert (off.status, off.note) == (SKIPPED, "prompt enhancement is off on this server")

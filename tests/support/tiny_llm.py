@@ -1,0 +1,30 @@
+"""A tiny random-weight Qwen2 instruct model with its byte-level tokenizer, written to a folder
+the `transformers` enhancer loads like a downloaded one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from tests.support.qwen_tokenizer import make_qwen2_tokenizer
+
+
+def build_tiny_llm(folder: Path) -> Path:
+    tokenizer = make_qwen2_tokenizer()
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+    )
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
