@@ -109,7 +109,11 @@ def test_playground_progress_image_download_and_same_seed_again(
     set_plan(console, email, "standard")
     page.goto("/console/playground")
     shot(page, "playground")
-    first = generate_in_playground(page, "a blue teapot on a table", seed="4242")
+    with console.worker_stopped():  # the page is open before the order runs: all of it is live
+        first = generate_in_playground(page, "a blue teapot on a table", seed="4242")
+        expect(page.locator("#live-status")).to_have_text("pending: number 1 in the queue")
+        expect(page.locator("#progress")).to_have_attribute("value", "0")
+        assert page.locator("#outputs img").count() == 0
     expect(page.locator("#progress")).to_have_attribute("value", "100")
     image = page.locator("#outputs img")
     expect(image).to_be_visible()
@@ -154,6 +158,12 @@ def test_a_free_account_generates_turbo_on_the_web_and_is_refused_the_api(
     sign_up(page, new_email("free"))
     page.goto("/console/playground")
     expect(page.get_by_label("Style")).to_have_value("turbo")
+    page.get_by_label("Prompt", exact=True).fill("a frog")
+    page.get_by_label("Width (overrides the size)").fill("4096")
+    page.get_by_label("Height (overrides the size)").fill("64")
+    page.get_by_role("button", name="Generate").click()  # refused beside the field, not charged
+    expect(page.locator("#e-width")).to_contain_text("width must be between 64 and 2048, got 4096")
+    expect(page.get_by_text("20 credits left")).to_be_visible()
     generate_in_playground(page, "a small green frog")
     expect(page.locator("#outputs img")).to_be_visible()
     expect(page.get_by_text("turbo (sdxl-turbo)")).to_be_visible()
