@@ -78,3 +78,25 @@ def test_bad_operator_catalog_is_refused_with_the_entry_named(
 def test_missing_operator_catalog(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="does not exist"):
         load_catalog(tmp_path / "missing.toml")
+
+
+def test_images_go_to_the_provider_only_as_far_as_it_can_take_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With OpenAI's key, gpt-image-2 sends one image to edit to the provider (its module sends
+    one); two or three go to the local edit model, a mask to local inpainting."""
+    from easel.catalog.capabilities import EDIT, IMAGE_TO_IMAGE, INPAINT, Need, describe
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    c = load_catalog()
+    name = c.models["gpt-image-2"]
+    routed = [c.route_for(name, Need((EDIT, IMAGE_TO_IMAGE), n)) for n in (1, 2, 3, 4)]
+    assert [m.id if m else None for m in routed] == [
+        "gpt-image-2",
+        "qwen-image-edit",
+        "qwen-image-edit",
+        None,
+    ]
+    inpaint = c.route_for(name, Need((INPAINT,), 1, "mask"))
+    assert inpaint is not None and inpaint.id == "sdxl-inpaint"
+    assert describe(c, name, "gpt-image-2")["max_references"] == 3

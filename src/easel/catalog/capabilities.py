@@ -38,8 +38,9 @@ FAMILY_CAPABILITIES: dict[str, tuple[str, ...]] = {
     "animatediff": (TEXT_TO_VIDEO,),
     "wan": (TEXT_TO_VIDEO, IMAGE_TO_VIDEO),
 }
-# A hosted model's remote providers: text and one reference image (image to image), or video.
-UPSTREAM_IMAGE = (TEXT_TO_IMAGE, IMAGE_TO_IMAGE)
+# A hosted model's remote providers: text and one reference image (the hosted image models edit
+# by instruction; the provider modules send one image), or video.
+UPSTREAM_IMAGE = (TEXT_TO_IMAGE, IMAGE_TO_IMAGE, EDIT)
 UPSTREAM_VIDEO = (TEXT_TO_VIDEO,)
 # The most reference images a model takes when it does not say (`max_references`).
 DEFAULT_MAX_REFERENCES = 1
@@ -88,6 +89,8 @@ def max_references(model: Model) -> int:
         return 0
     if model.max_references:
         return model.max_references
+    if model.is_upstream:  # a provider module sends one image
+        return DEFAULT_MAX_REFERENCES
     return EDIT_MAX_REFERENCES if EDIT in model_capabilities(model) else DEFAULT_MAX_REFERENCES
 
 
@@ -122,6 +125,15 @@ def name_capabilities(catalog: Catalog, model: Model) -> dict[str, Model]:
     return {c: found[c] for c in CAPABILITIES if c in found}
 
 
+def most_references(catalog: Catalog, model: Model, capability: str) -> int:
+    """The most images any route of the name takes for `capability` (a hosted model's provider
+    may edit one image while its local edit route takes three)."""
+    found = [
+        max_references(r) for r in routes(catalog, model) if capability in model_capabilities(r)
+    ]
+    return max(found, default=0)
+
+
 def makes_video(catalog: Catalog, model: Model) -> bool:
     return bool(VIDEO & set(name_capabilities(catalog, model))) or model.animation
 
@@ -130,8 +142,8 @@ def summary(catalog: Catalog, model: Model) -> str:
     """What a name can do, in words: "make an image from text, edit images by instruction (up to
     3 images)"."""
     parts = []
-    for capability, route in name_capabilities(catalog, model).items():
-        most = max_references(route)
+    for capability in name_capabilities(catalog, model):
+        most = most_references(catalog, model, capability)
         extra = ""
         if capability in TAKES_IMAGES:
             extra = f" (up to {most} image{'s' if most > 1 else ''})"
@@ -162,7 +174,7 @@ def describe(catalog: Catalog, model: Model, name: str) -> dict[str, Any]:
         "model": model.id,
         "capabilities": list(serving),
         "routes": {c: r.id for c, r in serving.items()},
-        "max_references": max((max_references(r) for r in serving.values()), default=0),
+        "max_references": max((most_references(catalog, model, c) for c in serving), default=0),
         "width": model.width,
         "height": model.height,
         "max_steps": model.max_steps or None,
