@@ -106,6 +106,10 @@ def serve(host: str | None, port: int | None, no_worker: bool, no_services: bool
     admin = run_with_state(_bootstrap_admin)
     if admin:
         click.echo(f"Created the first account. Save this key, it is shown only once:\n  {admin}")
+        click.echo(
+            "Sign in to the web console at /console/ once it has a password: "
+            f"easel accounts set-password --email {settings.admin_email}"
+        )
     if not no_worker:
         click.echo(models_note())
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; turn that into a clean exit
