@@ -10,6 +10,7 @@ import re
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,11 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from easel.api.state import AppState
+from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.tables import LedgerEntry, Order
+from easel.orders.retention import sweep_expired
+from easel.storage import MissingObject
 from tests.support.app import auth, new_account, serving
 from tests.support.catalogs import tiny_catalog
 from tests.support.file_server import Route, file_server
@@ -154,8 +158,13 @@ async def test_openai_sdk_create_poll_download_list_delete(
         assert [v.id for v in listed.data] == [first.id] and listed.has_more
         rest = await asyncio.to_thread(lambda: listed.get_next_page())
         assert [v.id for v in rest.data] == [text.id]
+        stored = [f"{text.id}/0.mp4", f"{text.id}/0.poster.jpg"]
+        assert all(state.storage.get(key) for key in stored)
         deleted = await asyncio.to_thread(client.videos.delete, text.id)
         assert (deleted.id, deleted.deleted, deleted.object) == (text.id, True, "video.deleted")
+        for key in stored:  # the clip and its poster
+            with pytest.raises(MissingObject):
+                state.storage.get(key)
         with pytest.raises(openai.NotFoundError, match="deleted"):
             await asyncio.to_thread(client.videos.retrieve, text.id)
         everything = await asyncio.to_thread(lambda: client.videos.list())
@@ -163,6 +172,15 @@ async def test_openai_sdk_create_poll_download_list_delete(
         card = (await asyncio.to_thread(client.models.retrieve, "sora-2")).model_extra or {}
         assert card["capabilities"] == ["text_to_video", "image_to_video"]
         assert (card["max_seconds"], card["credits_per_second"]) == (8, 10)
+        # Expired: the retention sweep deletes the clip, its poster and its first frame.
+        assert order.reference_key is not None
+        keys = [f"{first.id}/0.mp4", f"{first.id}/0.poster.jpg", order.reference_key]
+        assert all(state.storage.get(key) for key in keys)
+        later = utcnow() + timedelta(days=400)
+        assert await sweep_expired(state.db, state.storage, later) == 1  # the other was deleted
+        for key in keys:
+            with pytest.raises(MissingObject):
+                state.storage.get(key)
 
 
 ONE_DATABASE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # no SQL of its own
