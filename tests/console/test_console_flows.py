@@ -167,6 +167,10 @@ def test_a_free_account_generates_turbo_on_the_web_and_is_refused_the_api(
     generate_in_playground(page, "a small green frog")
     expect(page.locator("#outputs img")).to_be_visible()
     expect(page.get_by_text("turbo (sdxl-turbo)")).to_be_visible()
+    seed = page.locator("#seed").inner_text()
+    page.get_by_role("button", name="Run again with a new seed").click()
+    expect(page.locator("#outputs img")).to_be_visible()
+    assert page.locator("#seed").inner_text() != seed
 
     key = create_key(page, "will not work")
     expect(page.get_by_role("note")).to_contain_text("API access requires a paid subscription")

@@ -3,6 +3,7 @@ everywhere, sign-in attempts, a password reset by email."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
@@ -10,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.console.conftest import PASSWORD, Inbox, shot
-from tests.console.helpers import new_email, sign_in, sign_up
+from tests.console.helpers import create_key, new_email, sign_in, sign_up
 from tests.console.test_console_flows import generate_in_playground
 from tests.support.live import Live
 
@@ -39,6 +40,8 @@ def test_another_accounts_session_cannot_open_the_order_page(
     sign_up(page, new_email("owner"))
     order_id = generate_in_playground(page, "a private picture")
     expect(page.locator("#outputs img")).to_be_visible()
+    create_key(page, "owner's")
+    revoke = page.locator("form[action$='/revoke']").get_attribute("action") or ""
     other = browser.new_context(base_url=console.base_url)
     try:
         intruder = other.new_page()
@@ -51,8 +54,16 @@ def test_another_accounts_session_cannot_open_the_order_page(
         expect(intruder.locator(f'a[href="/console/orders/{order_id}"]')).to_have_count(0)
         admin_page = intruder.goto("/console/admin/accounts")
         assert admin_page is not None and admin_page.status == 404
+        headers = json.loads(intruder.locator("body").get_attribute("hx-headers") or "{}")
+        token = headers["X-CSRF-Token"]  # the intruder's own, valid token
+        order = f"/console/orders/{order_id}"
+        for path in (revoke, f"{order}/cancel", f"{order}/again"):
+            answer = intruder.request.post(path, form={"csrf_token": token})
+            assert answer.status == 404, path
     finally:
         other.close()
+    page.goto("/console/keys")
+    expect(page.get_by_role("button", name="Revoke owner's")).to_be_visible()  # still there
 
 
 def test_sign_out_everywhere_ends_an_open_session(
