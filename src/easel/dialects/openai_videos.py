@@ -27,6 +27,7 @@ from easel.api.deps import CurrentAccount, ReadSessionDep, SessionDep, State
 from easel.api.errors import explain_validation
 from easel.api.intake import api_router
 from easel.api.state import AppState
+from easel.catalog import video as video_length
 from easel.catalog.capabilities import IMAGE_TO_VIDEO, Need
 from easel.clock import utcnow
 from easel.db.status import FINAL, OrderStatus
@@ -74,8 +75,9 @@ class CreateVideoBody(BaseModel):
 
     prompt: str = Field(description="What the video shows")
     model: str = Field(default=DEFAULT_MODEL, description="sora-2 or seedance-2 (GET /v1/models)")
-    seconds: str = Field(
-        default=DEFAULT_SECONDS, description="Length in whole seconds, up to the model's and plan's"
+    seconds: str | None = Field(
+        default=None,
+        description="Length in whole seconds (default 4), up to the model's and the plan's",
     )
     size: str = Field(default=DEFAULT_SIZE, description="WIDTHxHEIGHT, e.g. 1280x720 or 720x1280")
     input_reference: ImageReference | None = Field(
@@ -179,13 +181,17 @@ def to_request(
     need = Need((IMAGE_TO_VIDEO,), 1, "input_reference") if first_frame else Need.text(video=True)
     model = resolve_model(catalog, NAME, body.model, "model", need)
     width, height = parse_size(state, body.size)
-    seconds = parse_seconds(body.seconds)
+    seconds: int | None = parse_seconds(body.seconds or DEFAULT_SECONDS)
+    if body.seconds is None and not video_length.by_length(model):
+        seconds = None  # a provider's fixed-length clip (Seedance with its key set)
+    product = catalog.products[catalog.video_product]
+    length = seconds or round(product.frames / model.fps)
     return build_request(
         state.settings,
         dialect=NAME,
         model=model,
         model_alias=body.model,
-        product=catalog.products[catalog.video_product],
+        product=product,
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
         width=width,
@@ -194,7 +200,7 @@ def to_request(
         seed=body.seed,
         output_format="mp4",
         body=body.model_dump() | extra,
-        dialect_data=VideoData(seconds=str(seconds)),
+        dialect_data=VideoData(seconds=str(length)),
         seconds=seconds,
     )
 

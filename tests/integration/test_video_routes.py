@@ -1,0 +1,56 @@
+"""Which model a video request runs on, and its length and price, per route (no worker needed:
+the orders wait in the queue)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from easel.config import Settings
+from easel.db.tables import Order
+from tests.support.app import app_client, auth, new_account
+
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
+
+
+async def test_seedance_routes_by_input_and_by_key(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with app_client(settings) as (client, state):
+        account, key = await new_account(state, "pro")
+        made = []
+        for body in (
+            {"model": "sora-2", "prompt": "waves", "size": "1280x720"},  # OpenAI's default 4 s
+            {"model": "seedance-2", "prompt": "waves", "seconds": "5", "size": "720x1280"},
+        ):
+            r = await client.post("/v1/videos", json=body, headers=auth(key))
+            assert r.status_code == 200, r.text
+            made.append(r.json())
+        assert [(v["status"], v["seconds"], v["size"]) for v in made] == [
+            ("queued", "4", "1280x720"),
+            ("queued", "5", "720x1280"),
+        ]
+        # With Replicate's key set, seedance-2 from text goes to the provider, which makes
+        # fixed-length clips: no seconds, or a 400 that says to remove them.
+        monkeypatch.setenv("REPLICATE_API_TOKEN", "r8-test")
+        r = await client.post("/v1/videos", json={"model": "seedance-2", "prompt": "waves"},
+                              headers=auth(key))  # fmt: skip
+        assert r.status_code == 200, r.text
+        made.append(r.json())
+        r = await client.post(
+            "/v1/videos",
+            json={"model": "seedance-2", "prompt": "waves", "seconds": "4"},
+            headers=auth(key),
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "seconds"
+        assert "fixed length" in r.json()["error"]["message"]
+        async with state.db.transaction(readonly=True) as s:
+            orders = {o.id: o for o in await s.scalars(select(Order))}
+        routed = [orders[v["id"]] for v in made]
+        assert [(o.model, o.frames, o.cost_credits) for o in routed] == [
+            ("wan-ti2v-5b", 97, 40),  # 4 s at 24 fps, 10 credits a second
+            ("wan-ti2v-5b", 121, 50),
+            ("seedance-2", 16, 16),  # the provider's clip: animation_16f
+        ]
+        assert made[2]["seconds"] == "2"  # 16 frames at 8 fps
+        assert all(o.account_id == account.id for o in routed)
