@@ -27,6 +27,11 @@ def _classifier(threads: int) -> Any:
         return found
 
 
+def load(threads: int = 2) -> None:
+    """Load the classifier now (a worker does on its first checked order)."""
+    _classifier(threads)
+
+
 def nsfw_scores(images: Sequence[Image.Image], threads: int = 2) -> list[float]:
     """One score in 0..1 per image (probability of NSFW), in one batched call (blocking)."""
     if not images:
@@ -56,8 +61,11 @@ def frames_of(data: bytes, content_type: str, every: int) -> list[Image.Image]:
 
 
 def _video_frames(data: bytes) -> list[Image.Image]:
-    import imageio.v3 as iio
-
+    """Every frame of an MP4; none where imageio (the diffusers extra) is not installed."""
+    try:
+        import imageio.v3 as iio
+    except ImportError:
+        return []
     return [Image.fromarray(frame) for frame in iio.imread(data, extension=".mp4")]
 
 

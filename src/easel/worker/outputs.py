@@ -3,6 +3,7 @@ order's id (blocked ones under `held/`, shown to no client, kept for the operato
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 from easel.media.encoding import GeneratedImage
@@ -18,6 +19,8 @@ EXTENSIONS = {
     "image/gif": "gif",
     "video/mp4": "mp4",
 }
+log = logging.getLogger(__name__)
+
 FLAGGED, BLURRED, BLOCKED = "flagged", "blurred", "blocked"
 ACTIONS = {"flag": FLAGGED, "blur": BLURRED, "block": BLOCKED}  # the plan's safety_action
 STILLS_ONLY = ("video/mp4", "image/gif")
@@ -50,7 +53,11 @@ def screen(images: list[GeneratedImage], policy: SafetyPolicy | None) -> list[Sc
     screened = []
     start = 0
     for image, taken in zip(images, frames, strict=True):
-        score = max(scores[start : start + len(taken)], default=0.0)
+        if not taken:  # nothing this worker can decode (an MP4 without imageio): unchecked
+            log.warning("output not checked", extra={"action": "safety_unchecked"})
+            screened.append(Screened(image))
+            continue
+        score = max(scores[start : start + len(taken)])
         start += len(taken)
         action = None
         if score >= policy.threshold:

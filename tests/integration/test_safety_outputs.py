@@ -1,0 +1,88 @@
+"""The shipped NSFW classifier on images the test builds, a clip's sampled frames, the plan's
+action on each output, and a per-image refund given once (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import io
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from PIL import Image
+
+from easel.accounts import ledger
+from easel.api.state import AppState
+from easel.clock import utcnow
+from easel.media.encoding import GeneratedImage
+from easel.safety.classifier import frames_of, nsfw_scores
+from easel.worker.outputs import SafetyPolicy, screen
+from tests.support.app import new_account
+
+RNG = np.random.default_rng(0)
+SYNTHETIC = {
+    "grey": Image.new("RGB", (128, 128), (128, 128, 128)),
+    "skin tone": Image.new("RGB", (128, 128), (230, 180, 150)),
+    "noise": Image.fromarray(RNG.integers(0, 255, (128, 128, 3), dtype=np.uint8)),
+    "gradient": Image.fromarray(
+        np.tile(np.linspace(0, 255, 128, dtype=np.uint8)[None, :, None], (128, 1, 3))
+    ),
+}
+
+
+def encoded(image: Image.Image, fmt: str = "PNG", **options: object) -> GeneratedImage:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **options)
+    kind = {"PNG": "image/png", "GIF": "image/gif"}[fmt]
+    return GeneratedImage(buf.getvalue(), kind, 1, image.width, image.height)
+
+
+def test_synthetic_images_score_safe_and_batching_changes_nothing() -> None:
+    scores = nsfw_scores(list(SYNTHETIC.values()))
+    print("open_nsfw scores:", dict(zip(SYNTHETIC, scores, strict=True)))
+    assert all(0 <= s < 0.5 for s in scores)
+    assert [nsfw_scores([image])[0] for image in SYNTHETIC.values()] == pytest.approx(
+        scores, abs=1e-4
+    )
+
+
+def test_clips_are_checked_by_sampled_frames() -> None:
+    frames = [Image.new("RGB", (64, 64), (i * 10, 0, 0)) for i in range(20)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=50)
+    sampled = frames_of(buf.getvalue(), "image/gif", every=8)
+    assert [f.getpixel((0, 0))[0] // 10 for f in sampled] == [0, 8, 9, 16, 19]
+    clip = iio.imwrite(
+        "<bytes>", np.stack([np.asarray(f) for f in frames]), extension=".mp4", fps=8
+    )
+    assert len(frames_of(clip, "video/mp4", every=8)) == 5
+
+
+def test_each_action_on_an_output() -> None:
+    still = encoded(SYNTHETIC["noise"])
+    gif = encoded(SYNTHETIC["grey"], "GIF", save_all=True, append_images=[SYNTHETIC["noise"]])
+    # Threshold 0: everything scores above it.
+    flagged = screen([still], SafetyPolicy(0.0, "flag"))
+    assert (flagged[0].safety, flagged[0].image) == ("flagged", still)
+    blurred = screen([still, gif], SafetyPolicy(0.0, "blur"))
+    assert [s.safety for s in blurred] == ["blurred", "blocked"]  # a clip is held, not blurred
+    with Image.open(io.BytesIO(blurred[0].image.data)) as image:
+        pixels = np.asarray(image.convert("L"), dtype=np.float32)
+    assert np.abs(np.diff(pixels, axis=1)).mean() < 5  # noise has ~85
+    assert [s.safety for s in screen([still], SafetyPolicy(0.0, "block"))] == ["blocked"]
+    passed = screen([still], SafetyPolicy(0.9, "block"))[0]
+    assert passed.safety is None and passed.score is not None and passed.score < 0.9
+    assert screen([still], None)[0].score is None  # not asked: not checked
+
+
+@pytest.mark.anyio
+async def test_a_blocked_image_is_refunded_once(app_state: AppState) -> None:
+    account, _ = await new_account(app_state, "standard", topup=2)
+    now = utcnow()
+    async with app_state.db.transaction() as session:
+        await ledger.ensure_grant(session, account.id, app_state.catalog.plans["standard"], now)
+        await ledger.debit(session, account.id, "ORD-1", 301, now)  # 300 plan + 1 top-up
+        assert await ledger.refund_part(session, "ORD-1", 2, now, "blocked") == 2
+    async with app_state.db.transaction() as session:
+        assert await ledger.refund_part(session, "ORD-1", 2, now, "blocked") == 0
+        left = await ledger.balance(session, account.id, now)
+    assert (left.plan, left.topup) == (1, 2)  # the top-up credit first, then one plan credit
