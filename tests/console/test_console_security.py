@@ -94,7 +94,17 @@ def test_sign_in_attempts_are_limited_and_a_reset_link_comes_by_email(
     email = new_email("forgetful")
     sign_up(page, email)
     page.context.clear_cookies()
-    for _ in range(3):
+    page.goto("/console/sign-in")  # the first attempt with the keyboard alone
+    page.keyboard.press("Tab")
+    expect(page.locator(":focus")).to_have_text("Skip to the content")
+    for _ in range(2):  # the brand link, then the email field
+        page.keyboard.press("Tab")
+    page.keyboard.type(email)
+    page.keyboard.press("Tab")
+    page.keyboard.type("not the password")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("alert")).to_contain_text("wrong email or password")
+    for _ in range(2):
         page.goto("/console/sign-in")
         page.get_by_label("Email").fill(email)
         page.get_by_label("Password").fill("not the password")
