@@ -270,6 +270,11 @@ async def refusals(edit: Any) -> None:
         await edit(model="gpt-image-2", image=[image] * 4, prompt="x")
     assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "image"
     assert "at most 3 image(s)" in caught.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as caught:  # and a mask: more files than taken
+        mask = ("m.png", mask_png(128, 96, (0, 0, 8, 8)), "image/png")
+        await edit(model="gpt-image-2", image=[image] * 4, mask=mask, prompt="x")
+    assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "image"
+    assert "at most 3 image(s) and one mask" in caught.value.body["message"]
     # An image to a name that makes images from text only.
     with pytest.raises(openai.BadRequestError) as caught:
         await edit(model="plain-draw", image=image, prompt="x")

@@ -433,7 +433,12 @@ async def read_form(request: Request, settings: Settings) -> FormData:
     try:
         return await request.form(max_files=files, max_part_size=FORM_FIELD_BYTES)
     except HTTPException as exc:
-        raise InvalidRequest(f"the multipart body was refused: {exc.detail}") from None
+        raise InvalidRequest(
+            f"the multipart body was refused: {exc.detail}; send at most "
+            f"{settings.max_reference_images} image(s) and one mask, and text fields of at most "
+            f"{FORM_FIELD_BYTES} bytes",
+            param="image",
+        ) from None
 
 
 async def read_image(settings: Settings, upload: UploadFile, param: str) -> Reference:
