@@ -196,7 +196,7 @@ async def test_seed_002_seedance_first_frame_decides_the_video(
         with file_server(routes) as files:
             async with httpx.AsyncClient(base_url=base, headers=auth(key)) as http:
 
-                async def task(image: str | None) -> dict[str, Any]:
+                async def create(image: str | None) -> str:
                     body: dict[str, Any] = {
                         "model_id": "seedance-2",
                         "prompt": "a fox running",
@@ -206,8 +206,9 @@ async def test_seed_002_seedance_first_frame_decides_the_video(
                         body["image_urls"] = [files.url(image)]
                     created = (await http.post("/api/v1/tasks/create", json=body)).json()
                     assert created["code"] == 200, created
-                    task_id = created["data"]["task_id"]
+                    return str(created["data"]["task_id"])
 
+                async def finished(task_id: str) -> dict[str, Any]:
                     async def fetch() -> dict[str, Any]:
                         return dict((await http.get(f"/api/v1/tasks/{task_id}")).json()["data"])
 
@@ -216,8 +217,11 @@ async def test_seed_002_seedance_first_frame_decides_the_video(
                     assert done["task_type"] == "video" and done["credits"] == 40
                     return done
 
-                async with running_worker(state):
-                    made = [await task(i) for i in ("/red.png", "/green.png", "/red.png", None)]
+                # All queued before the worker starts: it could batch them, but runs each alone.
+                ids = [await create(i) for i in ("/red.png", "/green.png", "/red.png", None)]
+                async with running_worker(state) as worker:
+                    made = [await finished(i) for i in ids]
+                assert sorted(map(len, worker.recent_batches)) == [1, 1, 1, 1]
                 clips = [(await http.get(d["video_url"])).content for d in made]
         frames = [mp4_facts(c, tmp_path)[3] for c in clips]
         assert all(len(f) == 5 for f in frames)
