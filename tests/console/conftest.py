@@ -59,7 +59,7 @@ class Inbox(MessageHandler):
         self.messages.append(message)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def inbox() -> Iterator[Inbox]:
     handler = Inbox()
     controller = Controller(handler, hostname="127.0.0.1", port=free_port())
@@ -71,7 +71,7 @@ def inbox() -> Iterator[Inbox]:
         controller.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # its worker stops with the package: no polling later
 def console(
     tmp_path_factory: pytest.TempPathFactory, tiny_sdxl: Path, inbox: Inbox
 ) -> Iterator[Live]:
@@ -96,15 +96,17 @@ def console(
         yield server
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API keeps an event loop running in the main thread while it is
+# open, which would break every later test that runs a loop of its own (asyncio.run, anyio).
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(console: Live, playwright: Playwright) -> Iterator[Browser]:
-    """After the server: Playwright's sync API keeps an event loop running in this thread."""
+    """After the server, whose set-up runs a loop in this thread."""
     browser = playwright.chromium.launch(executable_path=ensure_chromium(), args=CHROMIUM_ARGS)
     try:
         yield browser
