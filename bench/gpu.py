@@ -1,12 +1,15 @@
 """GPU benchmark: plain diffusers against Easel's worker path, on full-size random-weight models.
 
-    python bench/gpu.py [--workloads sdxl,turbo,animatediff] [--iters 3] [--batch N]
+    python bench/gpu.py [--workloads sdxl,turbo,animatediff,wan] [--iters 3] [--batch N]
                         [--compile-mode MODE | --no-compile] [--json FILE]
     python bench/gpu.py --cpu-smoke          # the same code path at tiny sizes, on the CPU
 
-Builds SDXL (UNet, VAE, both CLIP text encoders) and AnimateDiff (Stable Diffusion 1.5 with the
-v1-5-2 motion adapter) from their public configs, written below, with random weights: nothing is
-downloaded; the tokenizers are built from local files as in the tests. Each workload runs twice:
+Builds SDXL (UNet, VAE, both CLIP text encoders), AnimateDiff (Stable Diffusion 1.5 with the
+v1-5-2 motion adapter) and Wan 2.2 TI2V-5B (transformer, UMT5-XXL encoder, the 48-channel VAE)
+from their public configs, written below, with random weights: nothing is downloaded; the
+tokenizers are built from local files as in the tests. Wan runs 720p clips of 121 frames with 10
+steps (time per step scales to the 50 of the catalog); it is not in the default set (--workloads
+sdxl,turbo,animatediff,wan, best with --iters 1). Each workload runs twice:
 
 - plain diffusers: the pipeline class, half precision (bf16 where the GPU has it), its default
   SDPA attention, one image per call, `output_type="pil"`;
@@ -50,6 +53,7 @@ import torch
 from diffusers import (
     AnimateDiffPipeline,
     AutoencoderKL,
+    AutoencoderKLWan,
     DDIMScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
@@ -58,11 +62,21 @@ from diffusers import (
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
+    UniPCMultistepScheduler,
+    WanPipeline,
+    WanTransformer3DModel,
 )
 from PIL import Image
 from tests.support.tiny_models import BOS_TOKEN, EOS_TOKEN, _clip_vocab, _make_tokenizer
+from tests.support.tiny_wan import make_t5_tokenizer
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    UMT5Config,
+    UMT5EncoderModel,
+)
 
 from easel.backends.base import ImageSpec, Job
 from easel.backends.loading import pick_dtype
@@ -156,6 +170,53 @@ MOTION_ADAPTER: dict[str, Any] = {
     "motion_num_attention_heads": 8,
     "use_motion_mid_block": True,
 }
+# Wan-AI/Wan2.2-TI2V-5B-Diffusers: transformer, vae (latents_mean/std left at 0 / 1: random
+# weights), text_encoder (google/umt5-xxl's encoder), scheduler.
+WAN_TRANSFORMER: dict[str, Any] = {
+    "attention_head_dim": 128,
+    "cross_attn_norm": True,
+    "eps": 1e-6,
+    "ffn_dim": 14336,
+    "freq_dim": 256,
+    "in_channels": 48,
+    "num_attention_heads": 24,
+    "num_layers": 30,
+    "out_channels": 48,
+    "patch_size": [1, 2, 2],
+    "qk_norm": "rms_norm_across_heads",
+    "rope_max_seq_len": 1024,
+    "text_dim": 4096,
+}
+WAN_VAE: dict[str, Any] = {
+    "base_dim": 160,
+    "decoder_base_dim": 256,
+    "dim_mult": [1, 2, 4, 4],
+    "in_channels": 12,
+    "is_residual": True,
+    "latents_mean": [0.0] * 48,
+    "latents_std": [1.0] * 48,
+    "num_res_blocks": 2,
+    "out_channels": 12,
+    "patch_size": 2,
+    "scale_factor_spatial": 16,
+    "scale_factor_temporal": 4,
+    "temperal_downsample": [False, True, True],
+    "z_dim": 48,
+}
+UMT5_XXL: dict[str, Any] = {
+    "d_ff": 10240,
+    "d_kv": 64,
+    "d_model": 4096,
+    "dense_act_fn": "gelu_new",
+    "feed_forward_proj": "gated-gelu",
+    "is_gated_act": True,
+    "num_heads": 64,
+    "num_layers": 24,
+    "relative_attention_max_distance": 128,
+    "relative_attention_num_buckets": 32,
+    "vocab_size": 256384,
+}
+WAN_SCHEDULER = {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 5.0}
 BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000}
 SDXL_SCHEDULER = {**BETAS, "beta_schedule": "scaled_linear", "steps_offset": 1}
 TURBO_SCHEDULER = {**SDXL_SCHEDULER, "timestep_spacing": "trailing"}
@@ -202,6 +263,29 @@ TINY: dict[str, dict[str, Any]] = {
         "motion_norm_num_groups": 8,
         "motion_num_attention_heads": 4,
     },
+}
+
+TINY["wan_transformer"] = {
+    "attention_head_dim": 12,
+    "ffn_dim": 32,
+    "num_attention_heads": 2,
+    "num_layers": 2,
+    "rope_max_seq_len": 64,
+    "text_dim": 32,
+}
+TINY["wan_vae"] = {
+    "base_dim": 3,
+    "decoder_base_dim": None,
+    "dim_mult": [1, 1, 1, 1],
+    "num_res_blocks": 1,
+}
+TINY["umt5"] = {
+    "d_ff": 32,
+    "d_kv": 8,
+    "d_model": 32,
+    "num_heads": 4,
+    "num_layers": 2,
+    "vocab_size": 256,
 }
 
 # Dense bf16 tensor-core peak by device name (datasheets), first match wins.
@@ -252,6 +336,7 @@ def workloads(smoke: bool) -> dict[str, Workload]:
                 "default",
                 16,
             ),
+            "wan": Workload("wan", "Wan TI2V 64x96 9f", "wan", 96, 64, 2, 5.0, 1, "default", 9),
         }
     return {
         "sdxl": Workload(
@@ -280,6 +365,18 @@ def workloads(smoke: bool) -> dict[str, Workload]:
             1,
             "max-autotune-no-cudagraphs",
             16,
+        ),
+        "wan": Workload(
+            "wan",
+            "Wan 2.2 TI2V-5B 1280x704 121f 10 steps",
+            "wan",
+            1280,
+            704,
+            10,
+            5.0,
+            1,
+            "max-autotune-no-cudagraphs",
+            121,
         ),
     }
 
@@ -373,6 +470,28 @@ def build_animatediff(root: Path, device: str, dtype: torch.dtype, smoke: bool) 
     save(adapter, root / "animatediff" / "adapter", dtype)
 
 
+def build_wan(root: Path, device: str, dtype: torch.dtype, smoke: bool) -> None:
+    """`root/wan`: a Wan 2.2 TI2V-5B pipeline (text and first-frame video from one set)."""
+    tokenizer = make_t5_tokenizer()
+    torch.manual_seed(0)
+    with torch.device(device):
+        transformer = WanTransformer3DModel.from_config(
+            shrink(WAN_TRANSFORMER, "wan_transformer", smoke)
+        )
+        vae = AutoencoderKLWan.from_config(shrink(WAN_VAE, "wan_vae", smoke))
+        text_encoder = UMT5EncoderModel(UMT5Config(**shrink(UMT5_XXL, "umt5", smoke)))
+    pipe = WanPipeline(  # type: ignore[no-untyped-call]
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=UniPCMultistepScheduler(**WAN_SCHEDULER),  # type: ignore[no-untyped-call]
+        transformer=transformer,
+        transformer_2=None,
+        expand_timesteps=True,
+    )
+    save(pipe, root / "wan", dtype)
+
+
 # --- Running --------------------------------------------------------------------------------
 
 
@@ -396,7 +515,10 @@ def free(device: str) -> None:
 
 
 def plain_pipeline(work: Workload, root: Path, device: str, dtype: torch.dtype) -> Any:
-    if work.family == "animatediff":
+    if work.family == "wan":
+        pipe = WanPipeline.from_pretrained(root / "wan", dtype=dtype)
+        pipe.vae.to(torch.float32)  # as Wan's authors run it (and Easel does)
+    elif work.family == "animatediff":
         adapter = MotionAdapter.from_pretrained(root / "animatediff" / "adapter", dtype=dtype)
         pipe = AnimateDiffPipeline.from_pretrained(
             root / "animatediff" / "base", motion_adapter=adapter, dtype=dtype
@@ -432,7 +554,8 @@ def tflop_per_output(pipe: Any, work: Workload) -> tuple[float, float]:
     with FlopCounterMode(display=False) as counter:
         plain_call(pipe, work, SEED, num_inference_steps=1)
     counts = counter.get_flop_counts()
-    step = sum(counts[type(pipe.unet).__name__].values()) / 1e12
+    denoiser = pipe.transformer if work.family == "wan" else pipe.unet
+    step = sum(counts[type(denoiser).__name__].values()) / 1e12
     once = sum(counts["Global"].values()) / 1e12 - step
     return once + step * work.steps, step * work.steps
 
@@ -464,6 +587,21 @@ def run_plain(
 def easel_model(work: Workload, root: Path) -> Model:
     if work.family == "animatediff":
         source, base = root / "animatediff" / "adapter", str(root / "animatediff" / "base")
+    elif work.family == "wan":
+        wan = root / "wan"
+        return Model(
+            id="bench-wan",
+            family="wan",
+            source=str(wan),
+            steps=work.steps,
+            guidance=work.guidance,
+            width=work.width,
+            height=work.height,
+            fps=24,
+            frame_step=4,
+            max_frames=121,
+            seconds=5,
+        )
     else:
         source, base = root / ("sdxl" if work.family == "sdxl" else "sdxl-turbo"), None
     return Model(
@@ -638,6 +776,8 @@ def main() -> int:
             build_sdxl(root, device, dtype, smoke)
         if "animatediff" in names:
             build_animatediff(root, device, dtype, smoke)
+        if "wan" in names:
+            build_wan(root, device, dtype, smoke)
         free(device)
         print(f"models built and saved in {time.perf_counter() - started:.1f} s", flush=True)
         for name in names:
