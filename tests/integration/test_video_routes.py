@@ -30,6 +30,14 @@ async def test_seedance_routes_by_input_and_by_key(
             ("queued", "4", "1280x720"),
             ("queued", "5", "720x1280"),
         ]
+        # Seed 002: every aspect ratio fits the plan's pixels (21:9 is the widest).
+        r = await client.post(
+            "/api/v1/tasks/create",
+            json={"model_id": "seedance-2", "prompt": "waves", "aspect_ratio": "21:9"},
+            headers=auth(key),
+        )
+        assert r.json()["code"] == 200, r.text
+        wide = r.json()["data"]["task_id"]
         # With Replicate's key set, seedance-2 from text goes to the provider, which makes
         # fixed-length clips: no seconds, or a 400 that says to remove them.
         monkeypatch.setenv("REPLICATE_API_TOKEN", "r8-test")
@@ -53,4 +61,5 @@ async def test_seedance_routes_by_input_and_by_key(
             ("seedance-2", 16, 16),  # the provider's clip: animation_16f
         ]
         assert made[2]["seconds"] == "2"  # 16 frames at 8 fps
+        assert (orders[wide].width, orders[wide].height, orders[wide].frames) == (1472, 640, 121)
         assert all(o.account_id == account.id for o in routed)
