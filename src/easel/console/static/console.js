@@ -48,9 +48,11 @@
         say("completed", "completed");
         (d.outputs || []).forEach(function (o, i) {
           var fig = document.createElement("figure");
-          var img = document.createElement("img");
+          var video = (o.content_type || "").indexOf("video/") === 0;
+          var img = document.createElement(video ? "video" : "img");
           img.src = o.url; img.width = o.width; img.height = o.height;
-          img.alt = "Output " + (i + 1) + " of " + d.order_id;
+          if (video) { img.controls = true; img.loop = true; img.muted = true; }
+          img.setAttribute(video ? "aria-label" : "alt", "Output " + (i + 1) + " of " + d.order_id);
           var cap = document.createElement("figcaption");
           cap.textContent = "seed " + o.seed + " · " + o.width + "×" + o.height + " · ";
           var a = document.createElement("a");
