@@ -1,16 +1,27 @@
-"""Which model a video request runs on, and its length and price, per route (no worker needed:
-the orders wait in the queue)."""
+"""Which model a video request runs on, its length and price, per route and input (JSON first
+frames, provider keys), and the Videos API's answers before a video is made. No worker: the
+orders wait in the queue."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from PIL import Image
 from sqlalchemy import select
 
 from easel.config import Settings
 from easel.db.tables import Order
 from tests.support.app import app_client, auth, new_account
+from tests.support.file_server import Route, file_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
+
+
+def png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (320, 320), (200, 30, 30)).save(out, "PNG")
+    return out.getvalue()
 
 
 async def test_seedance_routes_by_input_and_by_key(
@@ -30,6 +41,28 @@ async def test_seedance_routes_by_input_and_by_key(
             ("queued", "4", "1280x720"),
             ("queued", "5", "720x1280"),
         ]
+        # JSON's input_reference: an image URL as the first frame (file ids are not kept here).
+        with file_server({"/red.png": Route(png())}) as files:
+            first = {"image_url": files.url("/red.png")}
+            r = await client.post(
+                "/v1/videos",
+                json={"prompt": "waves", "input_reference": first, "size": "1280x720"},
+                headers=auth(key),
+            )
+        assert r.status_code == 200, r.text
+        from_image = r.json()["id"]
+        r = await client.post(
+            "/v1/videos",
+            json={"prompt": "waves", "input_reference": {"file_id": "file-1"}},
+            headers=auth(key),
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "input_reference"
+        # Content before it is made; a variant not made here.
+        content = f"/v1/videos/{from_image}/content"
+        r = await client.get(content, headers=auth(key))
+        assert r.status_code == 409 and "is queued" in r.json()["error"]["message"]
+        r = await client.get(content, params={"variant": "spritesheet"}, headers=auth(key))
+        assert r.status_code == 400 and r.json()["error"]["param"] == "variant"
         # Seed 002: every aspect ratio fits the plan's pixels (21:9 is the widest).
         r = await client.post(
             "/api/v1/tasks/create",
@@ -62,4 +95,5 @@ async def test_seedance_routes_by_input_and_by_key(
         ]
         assert made[2]["seconds"] == "2"  # 16 frames at 8 fps
         assert (orders[wide].width, orders[wide].height, orders[wide].frames) == (1472, 640, 121)
+        assert orders[from_image].model == "wan-ti2v-5b" and orders[from_image].reference_key
         assert all(o.account_id == account.id for o in routed)
