@@ -4,18 +4,20 @@ action on each output, and a per-image refund given once (SQLite and PostgreSQL)
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
 from PIL import Image
 
 from easel.accounts import ledger
 from easel.api.state import AppState
+from easel.catalog import load_catalog
 from easel.clock import utcnow
 from easel.media.encoding import GeneratedImage
+from easel.media.video import encode_animation
 from easel.safety.classifier import frames_of, nsfw_scores
-from easel.worker.outputs import SafetyPolicy, screen
+from easel.worker.outputs import SafetyPolicy, policy_for, screen
 from tests.support.app import new_account
 
 RNG = np.random.default_rng(0)
@@ -49,12 +51,11 @@ def test_clips_are_checked_by_sampled_frames() -> None:
     frames = [Image.new("RGB", (64, 64), (i * 10, 0, 0)) for i in range(20)]
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=50)
-    sampled = frames_of(buf.getvalue(), "image/gif", every=8)
+    sampled = frames_of(buf.getvalue(), "image/gif", every=8, size=(64, 64))
     assert [f.getpixel((0, 0))[0] // 10 for f in sampled] == [0, 8, 9, 16, 19]
-    clip = iio.imwrite(
-        "<bytes>", np.stack([np.asarray(f) for f in frames]), extension=".mp4", fps=8
-    )
-    assert len(frames_of(clip, "video/mp4", every=8)) == 5
+    clip = encode_animation(frames, "mp4", 8, 1, {})
+    sampled = frames_of(clip.data, "video/mp4", every=8, size=(64, 64))
+    assert [round(f.getpixel((32, 32))[0] / 10) for f in sampled] == [0, 8, 9, 16, 19]
 
 
 def test_each_action_on_an_output() -> None:
@@ -86,3 +87,14 @@ async def test_a_blocked_image_is_refunded_once(app_state: AppState) -> None:
         assert await ledger.refund_part(session, "ORD-1", 2, now, "blocked") == 0
         left = await ledger.balance(session, account.id, now)
     assert (left.plan, left.topup) == (1, 2)  # the top-up credit first, then one plan credit
+
+
+def test_which_orders_are_checked() -> None:
+    plans = load_catalog().plans
+    optional, required = plans["pro"], replace(plans["pro"], safety_optional=False)
+    assert policy_for(optional, asked=False, force=False) is None  # seed 001's safety_check false
+    assert policy_for(optional, asked=True, force=False) == SafetyPolicy(0.8, "block")
+    assert policy_for(required, asked=False, force=False) is not None  # the plan requires it
+    assert policy_for(optional, asked=False, force=True) is not None  # EASEL_SAFETY_FORCE
+    strict = replace(optional, safety_threshold=0.3, safety_action="blur")
+    assert policy_for(strict, asked=True, force=False) == SafetyPolicy(0.3, "blur")

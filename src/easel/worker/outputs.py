@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
+from easel.catalog import Plan
 from easel.media.encoding import GeneratedImage
 from easel.media.video import poster_key
 from easel.orders.lifecycle import NewOutput
@@ -36,6 +37,22 @@ class SafetyPolicy:
     frame_every: int = 8
 
 
+def policy_for(
+    plan: Plan | None, asked: bool, force: bool, threads: int = 2, frame_every: int = 8
+) -> SafetyPolicy | None:
+    """An order's check: always when the operator forces it or the plan does not let a request
+    turn it off (an unknown plan: the defaults), else when the order asked (`safety_check`)."""
+    optional = plan is not None and plan.safety_optional
+    if not (force or not optional or asked):
+        return None
+    return SafetyPolicy(
+        threshold=plan.safety_threshold if plan else Plan.safety_threshold,
+        action=plan.safety_action if plan else Plan.safety_action,
+        threads=threads,
+        frame_every=frame_every,
+    )
+
+
 @dataclass(frozen=True)
 class Screened:
     image: GeneratedImage
@@ -48,7 +65,9 @@ def screen(images: list[GeneratedImage], policy: SafetyPolicy | None) -> list[Sc
     call and apply the policy (blocking). No policy: nothing checked."""
     if policy is None:
         return [Screened(image) for image in images]
-    frames = [frames_of(i.data, i.content_type, policy.frame_every) for i in images]
+    frames = [
+        frames_of(i.data, i.content_type, policy.frame_every, (i.width, i.height)) for i in images
+    ]
     scores = nsfw_scores([f for fs in frames for f in fs], policy.threads)
     screened = []
     start = 0

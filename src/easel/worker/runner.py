@@ -47,7 +47,7 @@ from easel.worker.attempt_log import DatabaseAttemptLog
 from easel.worker.batch import BatchRun, OrderFiles, build_job, run_splitting, with_inputs
 from easel.worker.loras import resolve_loras
 from easel.worker.models import ModelCache
-from easel.worker.outputs import BLOCKED, SafetyPolicy, screen, store_outputs
+from easel.worker.outputs import BLOCKED, SafetyPolicy, policy_for, screen, store_outputs
 
 log = logging.getLogger(__name__)
 
@@ -355,15 +355,15 @@ class Worker:
             plans = await plans_of(session, {o.account_id for o in orders})
         policies = {}
         for order in orders:
-            plan = self.catalog.plans.get(plans.get(order.account_id, ""))
-            optional = plan is not None and plan.safety_optional
-            if self.settings.safety_force or not optional or order.safety_check:
-                policies[order.id] = SafetyPolicy(
-                    threshold=plan.safety_threshold if plan else 0.8,
-                    action=plan.safety_action if plan else "block",
-                    threads=self.settings.safety_threads,
-                    frame_every=self.settings.safety_frame_every,
-                )
+            policy = policy_for(
+                self.catalog.plans.get(plans.get(order.account_id, "")),
+                order.safety_check,
+                self.settings.safety_force,
+                self.settings.safety_threads,
+                self.settings.safety_frame_every,
+            )
+            if policy is not None:
+                policies[order.id] = policy
         return policies
 
     async def _deliver(
