@@ -90,11 +90,13 @@ def pixels(data: bytes) -> bytes:
     return Image.open(io.BytesIO(data)).convert("RGB").tobytes()
 
 
-def generate_in_playground(page: Page, prompt: str, seed: str = "") -> str:
+def generate_in_playground(page: Page, prompt: str, seed: str = "", enhance: bool = False) -> str:
     page.goto("/console/playground")
     page.get_by_label("Prompt", exact=True).fill(prompt)
     if seed:
         page.get_by_label("Seed").fill(seed)
+    if enhance:
+        page.get_by_label("Enhance the prompt with an LLM (llm_enhance)").check()
     expect(page.locator("#cost")).to_contain_text("costs 1 credit")
     page.get_by_role("button", name="Generate").click()
     expect(page).to_have_url(re.compile(r"/console/orders/ORD-"))
@@ -164,9 +166,11 @@ def test_a_free_account_generates_turbo_on_the_web_and_is_refused_the_api(
     page.get_by_role("button", name="Generate").click()  # refused beside the field, not charged
     expect(page.locator("#e-width")).to_contain_text("width must be between 64 and 2048, got 4096")
     expect(page.get_by_text("20 credits left")).to_be_visible()
-    generate_in_playground(page, "a small green frog")
+    generate_in_playground(page, "a small green frog", enhance=True)
     expect(page.locator("#outputs img")).to_be_visible()
     expect(page.get_by_text("turbo (sdxl-turbo)")).to_be_visible()
+    page.reload()  # the enhanced prompt is the worker's: the page shows it once there
+    expect(page.locator("#enhanced-prompt")).to_contain_text("frog")
     seed = page.locator("#seed").inner_text()
     page.get_by_role("button", name="Run again with a new seed").click()
     expect(page.locator("#outputs img")).to_be_visible()

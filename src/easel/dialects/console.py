@@ -114,8 +114,9 @@ def to_request(state: AppState, form: Mapping[str, str]) -> GenerationRequest:
 
 def quote(state: AppState, account: Account, req: GenerationRequest) -> int:
     """What the order would cost this account's plan, or Forbidden saying why it may not."""
-    check_plan(state.catalog, state.catalog.plans[account.plan], req)
-    return price(req)
+    plan = state.catalog.plans[account.plan]
+    check_plan(state.catalog, plan, req)
+    return price(req) + (plan.enhance_credits if req.llm_enhance else 0)  # as orders/submit.py
 
 
 DIALECT = Dialect(name=NAME, router=APIRouter(), callback_body=native_webhook)
