@@ -30,8 +30,15 @@ def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(
         forged = http.post("/console/keys", data={"name": "sneaky", "csrf_token": "forged"})
         assert forged.status_code == 403
         assert "sneaky" not in http.get("/console/keys").text
+        token = re.search(r'"X-CSRF-Token": "([^"]+)"', http.get("/console/keys").text)
+        assert token is not None  # as htmx sends it: a header instead of a form field
+        sent = http.post(
+            "/console/keys", data={"name": "by htmx"}, headers={"X-CSRF-Token": token.group(1)}
+        )
+        assert sent.status_code == 303
     page.goto("/console/keys")
-    expect(page.get_by_role("cell", name="No keys yet.")).to_be_visible()
+    expect(page.get_by_role("cell", name="by htmx", exact=True)).to_be_visible()
+    expect(page.get_by_role("cell", name="sneaky")).to_have_count(0)
 
 
 def test_another_accounts_session_cannot_open_the_order_page(
