@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -39,5 +40,8 @@ async def verify_password(password_hash: str, password: str) -> bool:
     return await asyncio.to_thread(check)
 
 
-# Verified against when the email is unknown, so an unknown email takes as long as a wrong password.
-DUMMY_HASH = _HASHER.hash("not a password of anyone")
+@functools.cache
+def dummy_hash() -> str:
+    """Verified against when the email is unknown, so that an unknown email takes as long as a
+    wrong password (made at first use, not at import)."""
+    return _HASHER.hash("not a password of anyone")

@@ -68,7 +68,7 @@ async def sign_in(request: Request, form: FormDep, who: VisitorDep, state: State
         async with state.db.transaction(readonly=True) as session:
             user = await users.user_by_email(session, email)
             found = await users.user_and_account(session, user.id) if user else None
-        hashed = user.password_hash if user else passwords.DUMMY_HASH
+        hashed = user.password_hash if user else passwords.dummy_hash()
         ok = await passwords.verify_password(hashed, form.get("password", ""))
         if found is not None and ok:
             if found[1].disabled_at is not None:
