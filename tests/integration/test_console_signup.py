@@ -76,3 +76,8 @@ async def test_weak_passwords_and_bad_emails_are_refused_beside_their_field(
         assert bad.status_code == 400 and 'id="e-email"' in bad.text
         page = await http.get("/console/usage")
         assert page.status_code == 303 and "sign-in" in page.headers["location"]
+        unknown = await http.post(
+            "/console/sign-in",
+            data={"csrf_token": token, "email": "nobody@example.com", "password": PASSWORD},
+        )
+        assert unknown.status_code == 400 and "wrong email or password" in unknown.text
