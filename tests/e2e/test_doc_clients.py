@@ -158,6 +158,7 @@ async def test_seed_001_client(doc_settings: Settings) -> None:
                 )
     # safety_check defaults to true (seed 001): both outputs were scored, and passed.
     assert len(scores) == 2 and all(score is not None and score < 0.8 for score in scores)
+    assert record["nsfwDetected"] == zh["nsfwDetected"] == [False]
     assert record["successFlag"] == 1 and record["completeTime"] >= record["createTime"]
     with Image.open(io.BytesIO(english_png)) as image:
         assert (image.format, image.size) == ("PNG", (1024, 576))  # landscape_16_9

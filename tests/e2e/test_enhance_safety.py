@@ -135,6 +135,12 @@ async def test_enhance_and_safety_end_to_end(
             some = await wait_status(client, ids["some"], auth(pro))
             every = await wait_status(client, ids["all"], auth(mega))
             seed000 = await wait_status(client, ids["seed000"], auth(standard))
+            r = await client.post(
+                "/v1/images/generations",
+                json={"model": "sdxl-turbo", "prompt": PROMPT, "size": "256x256"},
+                headers=auth(standard),
+            )
+            openai_images = r.json()["data"]
         held = await stored_outputs(state, ids["some"])
         some_ledger = await ledger_rows(state, ids["some"])
         all_ledger = await ledger_rows(state, ids["all"])
@@ -193,6 +199,8 @@ async def test_enhance_and_safety_end_to_end(
         meta = json.loads(png.text["parameters"])
     assert meta["prompt"] == seed000["enhanced_prompt"]
     assert meta["original_prompt"] == SEED_000_BODY["prompt"]
+    # OpenAI Images: each image says whether the check flagged it (blurred here).
+    assert [i["nsfw_detected"] for i in openai_images] == [True]
     # Released: the failed order completes with its image, charged again; confirmed: gone.
     assert released["status"] == "completed" and "error" not in released
     assert released_png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -133,7 +133,12 @@ async def test_bodies_name_their_fields(settings: Settings) -> None:
 
     images = ok_schema(spec, "/v1/images/generations", "post")
     assert set(images["required"]) == {"created", "data"}
-    assert set(prop(spec, images, "data")["properties"]) == {"url", "b64_json", "revised_prompt"}
+    assert set(prop(spec, images, "data")["properties"]) == {
+        "url",
+        "b64_json",
+        "revised_prompt",
+        "nsfw_detected",
+    }
     assert ok_schema(spec, "/v1/images/edits", "post") == images
     assert "data" in ok_schema(spec, "/v1/models", "get")["properties"]
 

@@ -75,7 +75,11 @@ class QwenGenerateBody(BaseModel):
     seed: int | None = Field(default=None, description="Same seed + same prompt = same output")
     acceleration_level: Literal["none", "regular", "high"] = "none"
     output_format: Literal["png", "jpg", "jpeg"] = "png"
-    safety_check: bool = Field(default=True, description="Recorded; the checker comes later")
+    safety_check: bool = Field(
+        default=True,
+        description="Check the outputs with the NSFW classifier (a plan may require it; "
+        "docs/safety.md)",
+    )
     callBackUrl: str | None = Field(default=None, description="POSTed the record-info body")
     model: str = Field(default="qwen", description="Easel extra: a catalog model for this API")
 
@@ -101,6 +105,10 @@ class KieRecord(BaseModel):
     completeTime: str | None
     expireTime: str | None
     param: dict[str, Any] = Field(description="The request as it came, less callBackUrl")
+    nsfwDetected: list[bool] | None = Field(
+        default=None,
+        description="Easel extra, only when the safety check ran: per image, whether it flagged it",
+    )
     errorCode: str | None = Field(default=None, description="Only when failed or canceled")
     errorMessage: str | None = Field(
         default=None, description="Only when failed or canceled, or once the image expired"
@@ -158,6 +166,9 @@ def kie_record(order: Order, outputs: list[Output], storage: Storage) -> dict[st
         "expireTime": iso_seconds(order.outputs_expire_at),
         "param": dict(KieData.stored(order).get("request", {})),
     }
+    checked = sorted((o for o in outputs if o.nsfw_score is not None), key=lambda o: o.index)
+    if urls and checked:
+        body["nsfwDetected"] = [o.safety is not None for o in checked]
     if order.status in UNSUCCESSFUL:
         body["errorCode"] = order.error_code
         body["errorMessage"] = order.error_message

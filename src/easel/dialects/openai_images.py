@@ -183,6 +183,10 @@ class OpenAIImage(BaseModel):
     b64_json: str | None = None
     url: str | None = None
     revised_prompt: str | None = None
+    nsfw_detected: bool | None = Field(
+        default=None,
+        description="Easel extra, only when the safety check ran: whether it flagged the image",
+    )
 
 
 class OpenAIImagesResponse(BaseModel):
@@ -368,11 +372,13 @@ async def images_response(
     for output in outputs:
         if response_format == "b64_json":
             raw = await asyncio.to_thread(storage.get, output.storage_key)
-            item = {"b64_json": base64.b64encode(raw).decode("ascii")}
+            item: dict[str, Any] = {"b64_json": base64.b64encode(raw).decode("ascii")}
         else:
             item = {"url": storage.url(output.storage_key)}
         if order.enhanced_prompt:
             item["revised_prompt"] = order.enhanced_prompt
+        if output.nsfw_score is not None:
+            item["nsfw_detected"] = output.safety is not None
         data.append(item)
     finished = order.completed_at or order.created_at
     return {"created": int(finished.timestamp()), "data": data}
