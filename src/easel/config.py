@@ -203,6 +203,7 @@ class Settings(BaseSettings):
     signup: Literal["open", "invite", "closed"] = "open"
     signup_plan: str = "free"
     console_session_days: float = 30.0
+    console_max_sessions: int = 20  # signed-in browsers per person; the oldest is signed out
     signin_attempts_per_email: int = 5
     signin_attempts_per_ip: int = 30
     signin_window_seconds: float = 900.0

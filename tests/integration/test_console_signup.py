@@ -81,3 +81,21 @@ async def test_weak_passwords_and_bad_emails_are_refused_beside_their_field(
             data={"csrf_token": token, "email": "nobody@example.com", "password": PASSWORD},
         )
         assert unknown.status_code == 400 and "wrong email or password" in unknown.text
+
+
+async def test_one_person_keeps_at_most_the_newest_sessions(settings: Settings) -> None:
+    settings = settings.model_copy(update={"console_max_sessions": 2})
+    async with serving(settings) as (_, base):
+        browsers = [httpx.AsyncClient(base_url=base) for _ in range(3)]
+        try:
+            assert (await sign_up(browsers[0], "many@example.com")).status_code == 303
+            for http in browsers[1:]:
+                token = await form_token(http, "/console/sign-in")
+                data = {"csrf_token": token, "email": "many@example.com", "password": PASSWORD}
+                assert (await http.post("/console/sign-in", data=data)).status_code == 303
+            pages = [await http.get("/console/account") for http in browsers]
+            assert [p.status_code for p in pages] == [303, 200, 200]  # the oldest signed out
+            assert "signed in on 2 browser(s)" in pages[2].text
+        finally:
+            for http in browsers:
+                await http.aclose()

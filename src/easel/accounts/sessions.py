@@ -18,9 +18,30 @@ def token_hash(token: str) -> str:
 
 
 async def open_session(
-    session: AsyncSession, user_id: str, now: datetime, lifetime: timedelta, user_agent: str = ""
+    session: AsyncSession,
+    user_id: str,
+    now: datetime,
+    lifetime: timedelta,
+    keep: int,
+    user_agent: str = "",
 ) -> str:
-    """A new session; returns the token for the cookie (never stored)."""
+    """A new session; returns the token for the cookie (never stored). The user's expired
+    sessions go, and the oldest beyond `keep` live ones (one person cannot pile up rows)."""
+    await session.execute(
+        delete(ConsoleSession).where(
+            ConsoleSession.user_id == user_id, ConsoleSession.expires_at <= now
+        )
+    )
+    older = list(
+        await session.scalars(
+            select(ConsoleSession.token_hash)
+            .where(ConsoleSession.user_id == user_id)
+            .order_by(ConsoleSession.created_at.desc())
+            .offset(max(keep - 1, 0))
+        )
+    )
+    if older:
+        await session.execute(delete(ConsoleSession).where(ConsoleSession.token_hash.in_(older)))
     token = secrets.token_urlsafe(32)
     session.add(
         ConsoleSession(

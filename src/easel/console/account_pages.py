@@ -42,7 +42,12 @@ async def _signed_in(state: AppState, request: Request, user_id: str, target: st
     lifetime = timedelta(days=state.settings.console_session_days)
     async with state.db.transaction() as session:
         token = await sessions.open_session(
-            session, user_id, utcnow(), lifetime, request.headers.get("user-agent", "")
+            session,
+            user_id,
+            utcnow(),
+            lifetime,
+            state.settings.console_max_sessions,
+            request.headers.get("user-agent", ""),
         )
     response = see_other(_next(target))
     signed = tokens.sign(state.settings.secret_key, "session", token)
