@@ -12,7 +12,9 @@ from easel.catalog import load_catalog
 from easel.config import Settings
 from easel.enhance.local import TransformersEnhancer
 from easel.enhance.service import DONE, SKIPPED, Enhancing, make_enhancer
+from tests.support.app import app_client, auth, new_account
 from tests.support.chat_server import chat_server
+from tests.support.seeds import SEED_000_BODY
 from tests.support.tiny_llm import build_tiny_llm
 
 pytestmark = pytest.mark.anyio
@@ -99,3 +101,20 @@ async def test_template_and_off() -> None:
     assert outcome.enhancement.negative_prompt == CATALOG.models["sdxl-general"].negative_prompt
     off = await enhancing(enhancer="off").enhance("a lighthouse", "sdxl", seed=1)
     assert (off.status, off.note) == (SKIPPED, "prompt enhancement is off on this server")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_plan_prices_enhancement(settings: Settings, tmp_path: Path) -> None:
+    operator = tmp_path / "catalog.toml"
+    operator.write_text("[plans.pro]\nenhance_credits = 2\n")
+    settings = settings.model_copy(update={"catalog": operator})
+    async with app_client(settings) as (client, state):
+        _, key = await new_account(state, "pro")
+        body = SEED_000_BODY | {"webhook_url": None}
+        enhanced = await client.post("/api/v1/generate", json=body, headers=auth(key))
+        plain = await client.post(
+            "/api/v1/generate", json=body | {"llm_enhance": False}, headers=auth(key)
+        )
+        account = (await client.get("/api/v1/account", headers=auth(key))).json()
+    assert (enhanced.json()["cost"], plain.json()["cost"]) == (3, 1)
+    assert account["credits"]["total"] == 800 - 4
