@@ -33,16 +33,18 @@ async def to_review(
     return [(output, order) for output, order in rows.all()]
 
 
-async def reviewed(session: AsyncSession, output_id: int) -> tuple[Output, Order]:
-    """The output under review and its order, locked."""
-    output = await session.get(Output, output_id, with_for_update=True)
+async def reviewed(
+    session: AsyncSession, output_id: int, lock: bool = True
+) -> tuple[Output, Order]:
+    """The output under review and its order (locked, unless `lock` is false)."""
+    output = await session.get(Output, output_id, with_for_update=lock)
     if output is None:
         raise NotFound(f"no output {output_id}")
     if output.safety not in TO_REVIEW:
         raise Conflict(
             f"output {output_id} is not waiting for review (it is {output.safety or 'passed'})"
         )
-    order = await session.get(Order, output.order_id, with_for_update=True)
+    order = await session.get(Order, output.order_id, with_for_update=lock)
     assert order is not None
     return output, order
 

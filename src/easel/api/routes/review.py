@@ -88,7 +88,7 @@ async def review_list(
 )
 async def release(output_id: int, _admin: AdminAccount, state: State) -> dict[str, Any]:
     async with state.db.transaction(readonly=True) as session:
-        output, _order = await review.reviewed(session, output_id)
+        output, _order = await review.reviewed(session, output_id, lock=False)
         held, content_type = output.storage_key, output.content_type
         blocked = output.safety == "blocked"
         shown = review.shown_key(output)
