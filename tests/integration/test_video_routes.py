@@ -57,6 +57,11 @@ async def test_seedance_routes_by_input_and_by_key(
             headers=auth(key),
         )
         assert r.status_code == 400 and r.json()["error"]["param"] == "input_reference"
+        for content_type, raw in (("text/plain", b"waves"), ("application/json", b"[1]")):
+            r = await client.post(
+                "/v1/videos", content=raw, headers=auth(key) | {"content-type": content_type}
+            )
+            assert r.status_code == 400 and "JSON" in r.json()["error"]["message"], r.text
         # Content before it is made; a variant not made here.
         content = f"/v1/videos/{from_image}/content"
         r = await client.get(content, headers=auth(key))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -25,11 +24,13 @@ from starlette.exceptions import HTTPException
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, SessionDep, State
 from easel.api.errors import explain_validation
-from easel.api.intake import api_router
+from easel.api.intake import api_router, parse_json_body
+from easel.api.limits import is_json
 from easel.api.state import AppState
 from easel.catalog import video as video_length
 from easel.catalog.capabilities import IMAGE_TO_VIDEO, Need
 from easel.clock import utcnow
+from easel.config import Settings
 from easel.db.status import FINAL, OrderStatus
 from easel.db.tables import Account, Order, Output
 from easel.dialects.base import Dialect
@@ -225,7 +226,7 @@ async def read_form(request: Request, state: AppState) -> FormData | None:
 
 
 async def read_body(
-    request: Request, form: FormData | None
+    request: Request, form: FormData | None, settings: Settings
 ) -> tuple[CreateVideoBody, UploadFile | None]:
     """The fields, and the first frame when it was uploaded as a file."""
     if form is not None:
@@ -240,12 +241,9 @@ async def read_body(
             else:
                 fields[name] = check_text(value, name)
         return validated(fields), upload
-    try:
-        raw = json.loads(await request.body())
-    except ValueError:
-        raise InvalidRequest(
-            "send JSON, or multipart/form-data with input_reference as a file"
-        ) from None
+    if not is_json(request.headers.get("content-type", "")):
+        raise InvalidRequest("send JSON, or multipart/form-data with input_reference as a file")
+    raw = parse_json_body(await request.body(), settings)  # UTF-8, members, depth, text
     if not isinstance(raw, dict):
         raise InvalidRequest("the body must be a JSON object")
     return validated(raw), None
@@ -312,7 +310,7 @@ CREATE_OPENAPI: dict[str, Any] = {
 async def create(request: Request, account: CurrentAccount, state: State) -> dict[str, Any]:
     form = await read_form(request, state)
     try:
-        body, upload = await read_body(request, form)
+        body, upload = await read_body(request, form, state.settings)
         req = await create_request(state, body, upload)
     finally:
         if form is not None:
