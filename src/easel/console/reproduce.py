@@ -13,6 +13,7 @@ from easel.db.tables import Order
 from easel.dialects import kie, kirin, tasks
 
 KEY = "$EASEL_API_KEY"
+OPENAI_NOTE = "steps follow this API's quality, not the order's: the pixels may differ"
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ def snippets(catalog: Catalog, base: str, order: Order) -> list[Snippet]:
             "openai",
             "OpenAI Images API (curl)",
             _curl(base, "/v1/images/generations", openai_body) if openai_name else None,
+            OPENAI_NOTE,
         )
     )
     kirin_name = _name_in(catalog, "kirin", order)
@@ -156,6 +158,7 @@ def snippets(catalog: Catalog, base: str, order: Order) -> list[Snippet]:
             "openai-python",
             "Python, openai SDK",
             "import os\n" + openai_py if openai_name else None,
+            OPENAI_NOTE,
         )
     )
     args = ",\n".join(f"    {k}={v!r}" for k, v in native_body(order).items())
