@@ -68,8 +68,16 @@ def test_sign_up_create_key_copy_it_and_use_it_with_the_native_api(
     expect(card).to_contain_text("native")
     expect(card.locator("img")).to_be_visible()
     shot(page, "history")
-    page.goto("/console/history?dialect=console")
-    expect(page.locator(f'a[href="/console/orders/{created["order_id"]}"]')).to_have_count(0)
+    link = f'a[href="/console/orders/{created["order_id"]}"]'
+    for query, shown in (
+        ("dialect=console", 0),
+        ("dialect=native&model=general&status=completed", 1),
+        ("status=failed", 0),
+        ("model=anime", 0),
+        ("from=2099-01-01", 0),
+    ):
+        page.goto(f"/console/history?{query}")
+        expect(page.locator(link)).to_have_count(shown)
     page.goto("/console/usage")
     expect(page.get_by_role("cell", name=created["order_id"])).to_be_visible()
     expect(page.locator("svg.chart rect")).to_have_count(30)
