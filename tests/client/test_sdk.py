@@ -288,6 +288,7 @@ def test_the_models_follow_openapi(live: Live) -> None:
         "NativeCreated": models.Created,
         "NativeStatus": models.OrderStatus,
         "NativeOutput": models.Output,
+        "NativeEnhance": models.Enhance,
         "NativeLoading": models.LoadingModel,
         "NativeOrderError": models.OrderError,
         "NativeOrderPage": models.OrderPage,

@@ -40,6 +40,17 @@ class Output(Model):
     width: int
     height: int
     content_type: str
+    nsfw_detected: bool | None = None  # only when the safety check ran
+    nsfw_score: float | None = None
+    safety: str | None = None  # flagged, blurred or released, when the check acted on it
+
+
+class Enhance(Model):
+    """What the prompt enhancer did for an `llm_enhance` order."""
+
+    status: str  # done | skipped
+    reason: str | None = None  # why it was skipped
+    negative_prompt: str | None = None  # the enhancer's suggestion
 
 
 class OrderError(Model):
@@ -108,6 +119,8 @@ class OrderStatus(Model):
     steps: int = 0
     guidance: float = 0.0
     llm_enhance: bool = False
+    enhanced_prompt: str | None = None
+    enhance: Enhance | None = None
     cost: int = 0
     attempts: int = 0
     created_at: str | None = None
