@@ -4,18 +4,19 @@ One set of weights does both: `WanPipeline` from text and `WanImageToVideoPipeli
 the same components, from an image. TI2V-5B makes 24 fps clips of 4k+1 frames up to 121, trained
 at 1280x704 / 704x1280. Sides must be multiples of the VAE's scale times the patch (32): a size
 that is not (1280x720) is made at the next multiple up and cropped to what was asked, and the
-first frame is fitted (scaled and centre-cropped) to the size made. One clip per pipeline call.
+first frame is turned upright (EXIF) and fitted (scaled, centre-cropped) to the size made. One
+clip per pipeline call.
 """
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from easel.backends.base import ImageSpec, Job, LocalBackend, StepFn
+from easel.backends.common import fit_reference
 from easel.backends.loading import load_pipeline
 from easel.backends.numerics import check_outputs, to_uint8
 from easel.config import Settings
@@ -129,12 +130,8 @@ class WanBackend(LocalBackend):
             "output_type": "np",
         }
         pipe = self.pipe
-        if spec.reference is not None:
-            with Image.open(io.BytesIO(spec.reference)) as opened:
-                first = ImageOps.fit(
-                    opened.convert("RGB"), (width, height), Image.Resampling.LANCZOS
-                )
-            call["image"] = first
+        if spec.reference is not None:  # upright by its EXIF orientation, fitted
+            call["image"] = fit_reference(spec.reference, width, height)
             pipe = self.first_frame_pipe
         with torch.inference_mode():
             result = pipe(**call)
