@@ -124,7 +124,7 @@ async def test_openai_sdk_create_poll_download_list_delete(
 
         def make() -> tuple[Any, Any, bytes, bytes]:
             text = client.videos.create_and_poll(
-                model="sora-2", prompt="a fox running", seconds="4", size="64x64",
+                model="sora-2", prompt="a fox running", seconds="4", size="72x64",
                 poll_interval_ms=100,
             )  # fmt: skip
             first = client.videos.create_and_poll(
@@ -141,11 +141,12 @@ async def test_openai_sdk_create_poll_download_list_delete(
         async with running_worker(state):
             text, first, clip, thumbnail = await asyncio.to_thread(make)
         assert (text.status, text.progress, text.model, text.seconds, text.size) == (
-            "completed", 100, "sora-2", "4", "64x64",
+            "completed", 100, "sora-2", "4", "72x64",
         )  # fmt: skip
         assert (first.status, first.size, first.seconds) == ("completed", "64x96", "4")
         width, height, fps, frames = mp4_facts(clip, tmp_path)
-        assert (width, height, fps, len(frames)) == (64, 64, "1", 5)
+        # 72 is no multiple of 32: made at 96x64 and centre-cropped to what was asked.
+        assert (width, height, fps, len(frames)) == (72, 64, "1", 5)
         with Image.open(io.BytesIO(thumbnail)) as still:
             assert (still.format, still.size) == ("JPEG", (64, 96))
         async with state.db.transaction(readonly=True) as s:
