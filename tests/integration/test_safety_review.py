@@ -10,6 +10,7 @@ from easel.api.state import AppState
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.tables import Account
+from easel.media.video import poster_key
 from easel.orders import lifecycle
 from easel.orders.lifecycle import NewOutput
 from easel.storage import MissingObject
@@ -77,3 +78,27 @@ async def test_release_and_confirm(settings: Settings) -> None:
     assert other["status"] == "failed" and other["error"]["code"] == "content_policy"
     assert after["total"] == before["total"] - 1
     assert listing["items"] == []
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_released_clip_keeps_its_poster(settings: Settings) -> None:
+    async with app_client(settings) as (client, state):
+        account, _ = await new_account(state, "pro")
+        admin_account, admin = await new_account(state, "mega")
+        async with state.db.transaction() as session:
+            row = await session.get(Account, admin_account.id)
+            assert row is not None
+            row.is_admin = True
+        order_id = await submit_order(state, account)
+        clip = NewOutput(0, f"{order_id}/held/0.mp4", "video/mp4", 7, 64, 64, 10, 0.9, "blocked")
+        state.storage.put(poster_key(clip.storage_key), b"poster", "image/jpeg")
+        await end_with(state, order_id, [clip])
+        [item] = (await client.get("/api/v1/admin/review", headers=auth(admin))).json()["items"]
+        r = await client.post(
+            f"/api/v1/admin/review/{item['output_id']}/release", headers=auth(admin)
+        )
+        assert r.status_code == 200, r.text
+        assert state.storage.get(f"{order_id}/0.mp4") == PNG
+        assert state.storage.get(f"{order_id}/0.poster.jpg") == b"poster"
+        with pytest.raises(MissingObject):
+            state.storage.get(f"{order_id}/held/0.poster.jpg")

@@ -15,7 +15,9 @@ from easel.api.intake import CheckedRoute
 from easel.api.routes.admin import AdminAccount
 from easel.clock import utcnow
 from easel.db.tables import Order, Output
+from easel.media.video import poster_key
 from easel.orders import review
+from easel.storage import MissingObject
 
 router = APIRouter(
     route_class=CheckedRoute,
@@ -45,6 +47,14 @@ class Reviewed(BaseModel):
     output_id: int
     safety: str = Field(description="released or confirmed")
     charged: int = Field(description="Credits charged for a released blocked output")
+
+
+def files(held: str, shown: str, content_type: str) -> list[tuple[str, str, str]]:
+    """(from, to, content type) of a held output's files: the file, and an MP4's poster."""
+    moves = [(held, shown, content_type)]
+    if content_type == "video/mp4":
+        moves.append((poster_key(held), poster_key(shown), "image/jpeg"))
+    return moves
 
 
 def item(output: Output, order: Order, state: Any) -> dict[str, Any]:
@@ -93,13 +103,20 @@ async def release(output_id: int, _admin: AdminAccount, state: State) -> dict[st
         blocked = output.safety == "blocked"
         shown = review.shown_key(output)
     if blocked:  # copied before the row says so; a repeat copies again, harmlessly
-        data = await asyncio.to_thread(state.storage.get, held)
-        await asyncio.to_thread(state.storage.put, shown, data, content_type)
+        for number, (source, target, kind) in enumerate(files(held, shown, content_type)):
+            try:
+                data = await asyncio.to_thread(state.storage.get, source)
+            except MissingObject:
+                if number == 0:
+                    raise
+                continue  # a clip from a provider has no poster
+            await asyncio.to_thread(state.storage.put, target, data, kind)
     async with state.db.transaction() as session:
         output, order = await review.reviewed(session, output_id)
         charged = await review.release(session, output, order, utcnow())
     if blocked:
-        await asyncio.to_thread(state.storage.delete, held)
+        for source, _target, _kind in files(held, shown, content_type):
+            await asyncio.to_thread(state.storage.delete, source)
     return {"output_id": output_id, "safety": review.RELEASED, "charged": charged}
 
 
@@ -111,7 +128,9 @@ async def release(output_id: int, _admin: AdminAccount, state: State) -> dict[st
 async def confirm(output_id: int, _admin: AdminAccount, state: State) -> dict[str, Any]:
     async with state.db.transaction() as session:
         output, _order = await review.reviewed(session, output_id)
+        content_type = output.content_type
         held = await review.confirm(session, output)
     if held:
-        await asyncio.to_thread(state.storage.delete, held)
+        for source, _target, _kind in files(held, held, content_type):
+            await asyncio.to_thread(state.storage.delete, source)
     return {"output_id": output_id, "safety": review.CONFIRMED, "charged": 0}
