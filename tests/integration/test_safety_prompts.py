@@ -12,7 +12,7 @@ from tests.support.app import app_client, auth, new_account
 from tests.support.audit import nothing_happened
 from tests.support.seeds import SEED_000_BODY, SEED_001_BODY
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
 REFUSED = "a toddler, naked, on a beach"
 
 
