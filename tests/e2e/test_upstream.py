@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,14 +18,15 @@ from sqlalchemy import func, select
 from easel.api.state import AppState
 from easel.clock import utcnow
 from easel.config import Settings
-from easel.db.tables import Account, LedgerEntry, OrderAttempt
+from easel.db.tables import Account, LedgerEntry, Order, OrderAttempt
+from easel.media.references import Reference
 from easel.orders.request import build_request
-from easel.orders.submit import submit
+from easel.orders.submit import place_order, submit
 from tests.support import databases, providers
 from tests.support.app import free_port, new_account, serving
 from tests.support.catalogs import tiny_catalog
 from tests.support.generation import output_pixels, wait_orders
-from tests.support.worker import running_worker
+from tests.support.worker import poll_until, running_worker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -39,7 +41,9 @@ def upstream_state(
     return AppState.build(settings.model_copy(update={"catalog": catalog, "lease_seconds": 3.0}))
 
 
-async def place_model(state: AppState, account: Account, name: str, n: int = 1) -> str:
+async def place_model(
+    state: AppState, account: Account, name: str, n: int = 1, reference: Reference | None = None
+) -> str:
     model = state.catalog.resolve(name)
     assert model is not None, name
     req = build_request(
@@ -54,6 +58,9 @@ async def place_model(state: AppState, account: Account, name: str, n: int = 1) 
         n=n,
         seed=7,
     )
+    if reference is not None:  # stored with the order, as a dialect places it
+        order, _ = await place_order(state, account, replace(req, reference=reference))
+        return order.id
     async with state.db.transaction() as session:
         order, _ = await submit(session, state.catalog, account, req, utcnow())
     return order.id
@@ -200,6 +207,40 @@ async def test_failover_to_local_and_everything_down(
             assert await refunds(state, nowhere) == 1
         finally:
             await state.db.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # no SQL of its own
+async def test_a_failed_provider_hands_an_edit_to_the_edit_model(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, providers.KEY)
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    extra = providers.upstream_model(
+        "up-e",
+        providers.channel_table("up-e", "openai", closed, "m1"),
+        providers.local_channel("up-e", priority=2),
+        providers.local_channel("up-e", "qwen-image-edit", priority=3),
+    )
+    extra += '[models.qwen-image-edit]\nsource = "unused"\n'
+    state = upstream_state(settings, tmp_path, "unused", extra)
+    image = Reference(data=providers.png(64, 64), content_type="image/png", width=64, height=64)
+    try:
+        account, _ = await new_account(state, "mega")
+        edit = await place_model(state, account, "up-e", reference=image)
+        text = await place_model(state, account, "up-e")
+
+        async def handed() -> list[Order]:
+            async with state.db.transaction(readonly=True) as session:
+                found = [await session.get(Order, i, populate_existing=True) for i in (edit, text)]
+            return [o for o in found if o is not None]
+
+        async with running_worker(state, models=["up-e"]):  # runs neither local model
+            orders = await poll_until(handed, lambda os: all(o.model != "up-e" for o in os), 60)
+        # Redrawn by the first local channel (SDXL at strength 0.8) it would not be edited.
+        assert [o.model for o in orders] == ["qwen-image-edit", "sdxl-general"]
+        assert [a.state for a in await attempts_of(state, edit)] == ["refused", "handed_off"]
+    finally:
+        await state.db.dispose()
 
 
 @pytest.mark.parametrize("protocol", ["fal", "kie", "replicate", "easel-tasks"])

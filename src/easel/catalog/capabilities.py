@@ -108,7 +108,12 @@ def routes(catalog: Catalog, model: Model) -> list[Model]:
 def route_for(catalog: Catalog, model: Model, need: Need) -> Model | None:
     """The first route that has the most preferred capability any route has, with room for the
     request's reference images; None when no route can take it."""
-    candidates = routes(catalog, model)
+    return first_capable(routes(catalog, model), need)
+
+
+def first_capable(candidates: list[Model], need: Need) -> Model | None:
+    """The first candidate with the most preferred capability any of them has (also how a hosted
+    model picks the local channel to hand an order to)."""
     for capability in need.capabilities:
         for route in candidates:
             if capability in model_capabilities(route) and need.references <= max_references(route):

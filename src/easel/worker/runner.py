@@ -494,6 +494,7 @@ class Worker:
             backend.load()
             if isinstance(backend, UpstreamBackend):
                 backend.attempts = DatabaseAttemptLog(self.db, self.worker_id, model.id)
+                backend.catalog = self.catalog
             self._remote[model.id] = backend
         return backend
 

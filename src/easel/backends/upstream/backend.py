@@ -22,7 +22,15 @@ from typing import ClassVar
 import httpx
 
 from easel import metrics
-from easel.backends.base import Backend, BackendFailure, Canceled, Job, ProgressFn, Rerouted
+from easel.backends.base import (
+    Backend,
+    BackendFailure,
+    Canceled,
+    ImageSpec,
+    Job,
+    ProgressFn,
+    Rerouted,
+)
 from easel.backends.upstream.base import (
     AttemptLog,
     AttemptRecord,
@@ -36,7 +44,15 @@ from easel.backends.upstream.base import (
 from easel.backends.upstream.http import ChannelHTTP, TooLarge, sniff
 from easel.backends.upstream.registry import PROVIDERS
 from easel.backends.upstream.routing import Route, plan
-from easel.catalog import Channel, Model
+from easel.catalog import Catalog, Channel, Model
+from easel.catalog.capabilities import (
+    EDIT,
+    IMAGE_TO_IMAGE,
+    IMAGE_TO_VIDEO,
+    INPAINT,
+    Need,
+    first_capable,
+)
 from easel.catalog.loader import UPSTREAM
 from easel.media.encoding import GeneratedImage
 from easel.net.check import UnsafeURL
@@ -45,6 +61,18 @@ log = logging.getLogger(__name__)
 
 RESUMABLE = ("accepted", "succeeded")
 LEAVES_CHANNEL = ("unbilled", "lost")  # this order never goes to that channel again
+
+
+def order_need(spec: ImageSpec, frames: int) -> Need:
+    """What an order needs of the model it is handed to, from its inputs (as its dialect asked)."""
+    images = 0 if spec.reference is None else 1 + len(spec.more_references)
+    if frames:
+        return Need((IMAGE_TO_VIDEO,), 1) if images else Need.text(video=True)
+    if spec.mask is not None:
+        return Need((INPAINT,), images, "mask")
+    if images:
+        return Need((EDIT, IMAGE_TO_IMAGE), images)
+    return Need.text()
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -70,6 +98,7 @@ class UpstreamBackend(Backend):
         self.routes = {c.name: Route.of(c) for c in self.model.channels}
         self._providers: dict[str, Provider] = {}
         self.attempts: AttemptLog | None = None  # the worker's (worker/attempt_log.py)
+        self.catalog: Catalog | None = None  # the worker's: the local channels' models
 
     async def aclose(self) -> None:
         """Close the connections (the worker stops)."""
@@ -138,9 +167,12 @@ class UpstreamBackend(Backend):
             skip.add(open_[-1].channel)
         routes, notes = plan(self.routes.values(), skip, time.monotonic(), self.rng)
         tried += notes
+        hand_to = self._local_channel(routes, order_need(specs[0], job.frames))
         for route in routes:
             channel = route.channel
             if channel.is_local:
+                if channel is not hand_to:
+                    continue
                 number += 1
                 attempt_id = await attempts.begin(order_id, number, channel, req.n)
                 await attempts.finish(attempt_id, "handed_off")
@@ -176,6 +208,16 @@ class UpstreamBackend(Backend):
             + ("; ".join(tried) or "nothing (no channel is usable)"),
             number,
         )
+
+    def _local_channel(self, routes: list[Route], need: Need) -> Channel | None:
+        """The local channel whose model can take the order (an edit goes to the edit model, not
+        to the first local channel); None when none can."""
+        local = [r.channel for r in routes if r.channel.is_local]
+        if self.catalog is None:
+            return local[0] if local else None
+        models = {c.model: c for c in local if c.model in self.catalog.models}
+        found = first_capable([self.catalog.models[m] for m in models], need)
+        return None if found is None else models[found.id]
 
     def _failure(self, code: str, order_id: str, detail: str, tries: int) -> BackendFailure:
         """The order's final error. Its message is the client's: it names channels and providers
