@@ -6,14 +6,14 @@ its pipeline takes guidance differently, overrides `guidance_kwargs`.
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any, ClassVar
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from easel.backends.base import BackendFailure, ImageSpec, Job, LocalBackend, LoraWeights, StepFn
-from easel.backends.inpaint import composite, fit_mask
+from easel.backends.decoding import decode_image
+from easel.backends.inpaint import Inpainting, inpaintings, keep_unmasked, on_canvas
 from easel.backends.loading import load_pipeline
 from easel.backends.numerics import checked_images
 from easel.catalog import Model
@@ -40,12 +40,7 @@ def make_scheduler(default: Any, name: str | None) -> Any:
 
 def fit_reference(data: bytes, width: int, height: int) -> Image.Image:
     """Decode a reference image and scale and center-crop it to exactly width x height."""
-    try:
-        decoded = Image.open(io.BytesIO(data))
-        decoded.load()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"the reference image cannot be decoded: {exc}") from exc
-    image = ImageOps.exif_transpose(decoded).convert("RGB")
+    image = decode_image(data)
     if image.size == (width, height):  # kept pixel for pixel (inpainting keeps what is unmasked)
         return image
     return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
@@ -189,17 +184,19 @@ class DiffusersBackend(LocalBackend):
             )
         width = round_up(job.width, self.size_multiple)
         height = round_up(job.height, self.size_multiple)
-        refs = references(job, width, height)
         kwargs = self.guidance_kwargs(job)
         masked = [spec.mask for spec in job.images if spec.mask is not None]
+        refs = None if masked else references(job, width, height)
+        inpainting: dict[str, Inpainting] = {}
         if masked:
             if self.inpaint is None or len(masked) < len(job.images):
                 raise ValueError(f"{self.model.id} cannot inpaint this job; batch masks apart")
             pipe = self.inpaint
-            masks = [fit_mask(data, width, height) for data in masked]
+            inpainting = inpaintings(job)  # once per order, not per image
+            parts = [inpainting[spec.order_id] for spec in job.images]
             kwargs |= {
-                "image": refs,
-                "mask_image": masks,
+                "image": [on_canvas(p.original, width, height) for p in parts],
+                "mask_image": [on_canvas(p.mask, width, height, fill=0) for p in parts],
                 "width": width,
                 "height": height,
                 "strength": 1.0,  # the masked part is drawn anew
@@ -235,17 +232,12 @@ class DiffusersBackend(LocalBackend):
                 self._unload_loras(refuse)
         images = checked_images(result.images, job.images)
         if masked:
-            return self._encode(job, self._keep_unmasked(job, images))
+            kept = [
+                keep_unmasked(inpainting[spec.order_id], crop_center(image, job.width, job.height))
+                for image, spec in zip(images, job.images, strict=True)
+            ]
+            return self._encode(job, kept)
         return self._encode(job, images)
-
-    def _keep_unmasked(self, job: Job, images: list[Image.Image]) -> list[Image.Image]:
-        """Each inpainted image with its original outside the mask, at the job's size."""
-        out = []
-        for image, spec in zip(images, job.images, strict=True):
-            original = fit_reference(spec.reference or b"", job.width, job.height)
-            mask = fit_mask(spec.mask or b"", job.width, job.height)
-            out.append(composite(original, crop_center(image, job.width, job.height), mask))
-        return out
 
     def _denoiser(self) -> Any:
         return getattr(self.pipe, "unet", None) or getattr(self.pipe, "transformer", None)

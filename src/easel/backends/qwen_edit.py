@@ -13,14 +13,11 @@ and the tokenizer only (`ImageOnlyProcessor`), and torchvision is not needed.
 
 from __future__ import annotations
 
-import io
 from dataclasses import replace
 from functools import cache
 from itertools import groupby
 from pathlib import Path
 from typing import Any
-
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from easel.backends.base import Job, LocalBackend, StepFn
 from easel.backends.common import (
@@ -30,6 +27,7 @@ from easel.backends.common import (
     round_up,
     step_callback,
 )
+from easel.backends.decoding import decode_image
 from easel.backends.loading import load_pipeline
 from easel.backends.numerics import checked_images
 from easel.backends.qwen_image import CFG_THRESHOLD
@@ -62,15 +60,6 @@ def image_only_processor_class() -> Any:
 def image_only_processor(source: str) -> Any:
     """The weights' processor (its `processor` folder) without a video processor."""
     return image_only_processor_class().from_pretrained(source, subfolder=PROCESSOR_FOLDER)
-
-
-def decode(data: bytes) -> Image.Image:
-    try:
-        decoded = Image.open(io.BytesIO(data))
-        decoded.load()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"a reference image cannot be decoded: {exc}") from exc
-    return ImageOps.exif_transpose(decoded).convert("RGB")
 
 
 class QwenImageEditBackend(LocalBackend):
@@ -109,7 +98,7 @@ class QwenImageEditBackend(LocalBackend):
             first = specs[0]
             if first.reference is None:
                 raise ValueError(f"{self.model.id} edits images; the order has none")
-            images = [decode(data) for data in (first.reference, *first.more_references)]
+            images = [decode_image(data) for data in (first.reference, *first.more_references)]
             kwargs: dict[str, Any] = {"prompt": first.prompt}
             if job.guidance > CFG_THRESHOLD:
                 kwargs |= {
