@@ -148,7 +148,14 @@ async def test_openai_sdk_edits_two_images_and_inpaints_only_the_mask(
                 image=("a.png", first, "image/png"),
                 mask=("m.png", mask_png(128, 96, box), "image/png"),
             )
-        editing, inpainting = sorted(await orders_of(state, account.id), key=lambda o: o.created_at)
+            odd_box = (51, 31, 151, 93)  # an image whose sides are not multiples of 8
+            odd_mask = ("m.png", mask_png(201, 123, odd_box), "image/png")
+            odd = await asyncio.to_thread(
+                edit, image=("o.png", picture(201, 123, 3), "image/png"), mask=odd_mask
+            )
+        editing, inpainting, _ = sorted(
+            await orders_of(state, account.id), key=lambda o: o.created_at
+        )
         # Two images: the edit model, the output at the last image's aspect ratio (3:4).
         assert (editing.model, editing.model_alias) == ("qwen-image-edit", "gpt-image-2")
         assert Image.open(io.BytesIO(edited)).size == (192, 320)
@@ -167,6 +174,13 @@ async def test_openai_sdk_edits_two_images_and_inpaints_only_the_mask(
         assert mask_key is not None
         stored_mask = np.asarray(Image.open(io.BytesIO(state.storage.get(mask_key))))
         assert (stored_mask[~outside] == 255).all() and (stored_mask[outside] == 0).all()
+        # 201x123 comes back 201x123, every unmasked pixel as sent (made 208x128, cropped back).
+        out, before = pixels(odd), pixels(picture(201, 123, 3))
+        assert out.shape == before.shape
+        outside = np.ones(before.shape[:2], dtype=bool)
+        outside[odd_box[1] : odd_box[3], odd_box[0] : odd_box[2]] = False
+        assert (out[outside] == before[outside]).all()
+        assert np.abs(out[~outside].astype(int) - before[~outside]).mean() > 10
 
 
 @ONE_DATABASE
@@ -286,6 +300,11 @@ async def refusals(edit: Any) -> None:
         (jpeg(128, 96), "must be a PNG"),
         (mask_png(128, 96, (0, 0, 0, 0)), "no fully transparent pixel"),
     ]
+    with pytest.raises(openai.BadRequestError) as caught:  # a mask keeps the image's size
+        mask = ("m.png", mask_png(128, 96, (0, 0, 8, 8)), "image/png")
+        await edit(model="gpt-image-2", image=image, mask=mask, size="256x256", prompt="x")
+    assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "size"
+    assert "send size=auto or 128x96" in caught.value.body["message"]
     for mask, words in bad_masks:
         with pytest.raises(openai.BadRequestError) as caught:
             await edit(

@@ -11,7 +11,6 @@ from easel.api.state import AppState
 from easel.catalog import Catalog, Model
 from easel.catalog.capabilities import (
     EDIT,
-    INPAINT,
     TAKES_IMAGES,
     Need,
     makes_video,
@@ -141,22 +140,13 @@ def attach_reference(
 
 
 def sized_by_images(settings: Settings, req: GenerationRequest) -> GenerationRequest:
-    """An edit follows its last image's aspect ratio; an inpainting keeps its image's size (to
-    the nearest multiple of 8 within the size limits)."""
-    if req.reference is None:
+    """An edit follows its last image's aspect ratio (an inpainting, the OpenAI dialect's alone,
+    is sized by openai_images.inpaint_size)."""
+    if req.reference is None or EDIT not in model_capabilities(req.model):
         return req
-    capabilities = model_capabilities(req.model)
-    if req.mask is not None and INPAINT in capabilities:
-        width, height = (
-            min(max(side // 8 * 8, settings.min_side), settings.max_side)
-            for side in (req.reference.width, req.reference.height)
-        )
-    elif EDIT in capabilities:
-        last = (*[req.reference], *req.more_references)[-1]
-        width, height = size_for_aspect(req.model, f"{last.width}:{last.height}")
-        width = min(max(width, settings.min_side), settings.max_side)
-        height = min(max(height, settings.min_side), settings.max_side)
-    else:
-        return req
+    last = (*[req.reference], *req.more_references)[-1]
+    width, height = size_for_aspect(req.model, f"{last.width}:{last.height}")
+    width = min(max(width, settings.min_side), settings.max_side)
+    height = min(max(height, settings.min_side), settings.max_side)
     check_size(settings, width, height)
     return replace(req, width=width, height=height)

@@ -266,6 +266,7 @@ def to_request(
     body: GenerationsBody,
     *,
     auto_size: tuple[int, int] | None = None,
+    exact_size: tuple[int, int] | None = None,
     idempotency_key: str | None = None,
     body_hash: dict[str, Any] | None = None,
     mask: MaskInfo | None = None,
@@ -273,7 +274,10 @@ def to_request(
 ) -> GenerationRequest:
     catalog, settings = state.catalog, state.settings
     model = model or model_for(state, body.model)
-    width, height = parse_size(settings, body.size, auto_size or (model.width, model.height))
+    if exact_size is not None:  # an inpainting: its image's size, checked by inpaint_size
+        width, height = exact_size
+    else:
+        width, height = parse_size(settings, body.size, auto_size or (model.width, model.height))
     if body.user is not None and len(body.user) > settings.openai_max_user_chars:
         raise InvalidRequest(
             f"user is longer than {settings.openai_max_user_chars} characters", param="user"
@@ -288,6 +292,7 @@ def to_request(
         negative_prompt=body.negative_prompt,
         width=width,
         height=height,
+        size_multiple=1 if exact_size is not None else 8,
         n=1 if body.n is None else body.n,
         steps=steps_for(settings, model, body.quality),
         seed=body.seed,
@@ -515,10 +520,12 @@ async def edit_request(
         mask_info = MaskInfo(width=first.width, height=first.height, bytes=len(raw))
     elif mask is not None:
         raise InvalidRequest("mask must be a file upload (PNG)", param="mask")
+    exact = inpaint_size(settings, first, body.size) if converted is not None else None
     req = to_request(
         state,
         body,
-        auto_size=edit_size(settings, model, references, converted is not None),
+        auto_size=None if exact else edit_size(model, references),
+        exact_size=exact,
         idempotency_key=idempotency_key,
         body_hash={
             "image_sha256": [hashlib.sha256(r.data).hexdigest() for r in references],
@@ -532,19 +539,33 @@ async def edit_request(
     return replace(req, mask=converted), body.response_format
 
 
-def edit_size(
-    settings: Settings, model: Model, references: list[Reference], inpaint: bool
-) -> tuple[int, int]:
-    """`size=auto`: an inpainting keeps its image's size (multiples of 8), an edit follows the
-    last image's aspect ratio, an image-to-image the first's."""
+def edit_size(model: Model, references: list[Reference]) -> tuple[int, int]:
+    """`size=auto` without a mask: an edit follows the last image's aspect ratio, an
+    image-to-image the first's."""
     first, last = references[0], references[-1]
-    if inpaint:
-        return (
-            min(max(first.width // 8 * 8, settings.min_side), settings.max_side),
-            min(max(first.height // 8 * 8, settings.min_side), settings.max_side),
-        )
     shape = last if EDIT in model_capabilities(model) else first
     return size_for_aspect(model, f"{shape.width}:{shape.height}", "size")
+
+
+def inpaint_size(settings: Settings, image: Reference, size: str | None) -> tuple[int, int]:
+    """An inpainting is made at its image's own size, so every unmasked pixel comes back as it
+    was: an image outside the size limits, or a `size` other than the image's, is refused."""
+    width, height = image.width, image.height
+    lo, hi = settings.min_side, settings.max_side
+    if not (lo <= width <= hi and lo <= height <= hi) or width * height > settings.max_pixels:
+        raise InvalidRequest(
+            f"image is {width}x{height} px; with a mask the image is edited at its own size, so "
+            f"each side must be between {lo} and {hi} px and it at most {settings.max_pixels} "
+            "pixels: resize the image and the mask alike",
+            param="image",
+        )
+    if size not in (None, "auto", f"{width}x{height}"):
+        raise InvalidRequest(
+            f"size {size} differs from the image's, {width}x{height}; with a mask the output is "
+            f"the image's size: send size=auto or {width}x{height}",
+            param="size",
+        )
+    return width, height
 
 
 def openai_names(state: AppState) -> list[str]:

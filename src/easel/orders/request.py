@@ -106,10 +106,12 @@ def check_prompt(settings: Settings, prompt: str | None, param: str = "prompt") 
     return check_text(prompt, param).strip()
 
 
-def check_size(settings: Settings, width: int, height: int) -> None:
+def check_size(settings: Settings, width: int, height: int, multiple: int = 8) -> None:
+    """`multiple`: 1 for an inpainting, made at its image's own size (rounded up and cropped
+    back by the worker)."""
     lo, hi = settings.min_side, settings.max_side
     for name, value in (("width", width), ("height", height)):
-        if value % 8:
+        if value % multiple:
             raise InvalidRequest(
                 f"{name} must be a multiple of 8, got {value}; try {max(lo, value // 8 * 8)}",
                 param=name,
@@ -164,6 +166,7 @@ def build_request(
     known_loras: Mapping[str, Lora] | None = None,
     seconds: int | None = None,
     seconds_param: str = "seconds",
+    size_multiple: int = 8,
 ) -> GenerationRequest:
     """Apply the rules every dialect shares; raise InvalidRequest naming what to change."""
     prompt = check_prompt(settings, prompt)
@@ -181,7 +184,7 @@ def build_request(
             check_text(text, field)
     width = model.width if width is None else width  # 0 is a size to refuse, not a default
     height = model.height if height is None else height
-    check_size(settings, width, height)
+    check_size(settings, width, height, size_multiple)
     n = product.images if n is None else n
     if not 1 <= n <= settings.max_images_per_request:
         raise InvalidRequest(
