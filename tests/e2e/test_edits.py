@@ -301,8 +301,8 @@ async def refusals(edit: Any) -> None:
         (mask_png(128, 96, (0, 0, 0, 0)), "no fully transparent pixel"),
     ]
     with pytest.raises(openai.BadRequestError) as caught:  # a mask keeps the image's size
-        mask = ("m.png", mask_png(128, 96, (0, 0, 8, 8)), "image/png")
-        await edit(model="gpt-image-2", image=image, mask=mask, size="256x256", prompt="x")
+        small = ("m.png", mask_png(128, 96, (0, 0, 8, 8)), "image/png")
+        await edit(model="gpt-image-2", image=image, mask=small, size="256x256", prompt="x")
     assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "size"
     assert "send size=auto or 128x96" in caught.value.body["message"]
     for mask, words in bad_masks:
