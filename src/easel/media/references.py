@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 import httpx
-from PIL import Image
+from PIL import Image, ImageOps
 
 from easel.config import Settings
 from easel.errors import InvalidRequest
@@ -24,6 +24,7 @@ from easel.net.pinned import send_checked
 from easel.net.policy import url_policy
 
 USER_AGENT = "easel-references/1"
+ORIENTATION = 0x0112  # the EXIF tag
 CONTENT_TYPES = {
     "JPEG": "image/jpeg",
     "MPO": "image/jpeg",
@@ -180,6 +181,8 @@ def check_image(settings: Settings, data: bytes, param: str) -> Reference:
             width, height = image.size
             _check_geometry(settings, width, height, param)
             image.load()
+            if image.getexif().get(ORIENTATION, 1) != 1:
+                data, (width, height) = _upright(image, fmt)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb(param, str(exc)) from exc
     except InvalidRequest:
@@ -190,6 +193,16 @@ def check_image(settings: Settings, data: bytes, param: str) -> Reference:
             param=param,
         ) from exc
     return Reference(data=data, content_type=CONTENT_TYPES[fmt], width=width, height=height)
+
+
+def _upright(image: Image.Image, fmt: str) -> tuple[bytes, tuple[int, int]]:
+    """The image turned as its EXIF orientation says, re-encoded in its format without the
+    tag: stored upright, so its size, the mask's check and every worker see the same pixels."""
+    turned = ImageOps.exif_transpose(image)
+    out = io.BytesIO()
+    options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    turned.save(out, format=fmt, exif=turned.getexif(), **options)
+    return out.getvalue(), turned.size
 
 
 def _check_geometry(settings: Settings, width: int, height: int, param: str) -> None:
