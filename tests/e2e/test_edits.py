@@ -261,6 +261,24 @@ async def test_what_a_name_cannot_do_is_refused_in_each_dialects_shape(
             r = await http.post("/api/v1/generate", json={"prompt": "x"} | body, headers=auth(key))
             assert r.status_code == 422 and r.json()["error"]["param"] == "image_urls", r.text
             assert words in r.json()["error"]["message"]
+        # strength: checked and kept for a redraw; an edit or an inpainting refuses it.
+        for body, words in [
+            ({"style": "general", "image_urls": [url], "strength": 5}, "strength must be in"),
+            ({"style": "edit", "image_urls": [url], "strength": 0.5}, "edits by instruction"),
+        ]:
+            r = await http.post("/api/v1/generate", json={"prompt": "x"} | body, headers=auth(key))
+            assert r.status_code == 422 and r.json()["error"]["param"] == "strength", r.text
+            assert words in r.json()["error"]["message"]
+        image = ("a.png", picture(128, 96, 6), "image/png")
+        mask = ("m.png", mask_png(128, 96, (0, 0, 8, 8)), "image/png")
+        for files, words in [
+            ({"image": image}, "edits by instruction"),
+            ({"image": image, "mask": mask}, "inpaints the masked area"),
+        ]:
+            form = {"model": "gpt-image-2", "prompt": "x", "strength": "0.5"}
+            r = await http.post("/v1/images/edits", data=form, files=files, headers=auth(key))
+            assert r.status_code == 400 and r.json()["error"]["param"] == "strength", r.text
+            assert words in r.json()["error"]["message"]
         await nothing_happened(state, account.id, 2000)
         assert stored_files(state) == []
 

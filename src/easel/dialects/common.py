@@ -128,9 +128,19 @@ def attach_reference(
     param: str,
     strength: float | None = None,
     more: Sequence[Reference] = (),
+    masked: bool = False,
 ) -> GenerationRequest:
-    """The request as image-to-image (or an edit of several images) from checked references."""
+    """The request as image-to-image (or an edit of several images) from checked references.
+    `strength` is for a redraw only: an edit or an inpainting refuses it rather than ignore it."""
     check_image_to_image(req, param)
+    check_strength(strength)
+    if strength is not None and (masked or EDIT in model_capabilities(req.model)):
+        does = "inpaints the masked area anew" if masked else "edits by instruction"
+        raise InvalidRequest(
+            f"strength: {req.model_alias!r} {does} here, which takes no strength; remove it "
+            "(it applies to image-to-image redraws)",
+            param="strength",
+        )
     return replace(
         req,
         reference=reference,

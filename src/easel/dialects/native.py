@@ -504,7 +504,12 @@ async def generate(
     if body.image_urls:
         sized = "width" not in body.model_fields_set and "height" not in body.model_fields_set
         req = await with_references(
-            req, body.image_urls, "image_urls", state, size_from_images=sized
+            req,
+            body.image_urls,
+            "image_urls",
+            state,
+            strength=body.strength,
+            size_from_images=sized,
         )
     else:
         refs = [body.image] if body.image else []

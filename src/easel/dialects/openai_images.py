@@ -535,7 +535,9 @@ async def edit_request(
         model=model,
     )
     check_reference_count(settings, req, len(references), "image")
-    req = attach_reference(settings, req, first, "image", body.strength, references[1:])
+    req = attach_reference(
+        settings, req, first, "image", body.strength, references[1:], converted is not None
+    )
     return replace(req, mask=converted), body.response_format
 
 
