@@ -207,6 +207,10 @@ class Settings(BaseSettings):
     signin_attempts_per_email: int = 5
     signin_attempts_per_ip: int = 30
     signin_window_seconds: float = 900.0
+    # Sign-ups, reset requests, resets and password changes per email and per address (same window)
+    account_attempts_per_email: int = 5
+    account_attempts_per_ip: int = 20
+    password_hashes_at_once: int = 4  # argon2 hashes/verifications one API process runs at once
     reset_link_minutes: float = 60.0
     invite_link_days: float = 7.0
     smtp_url: str = ""

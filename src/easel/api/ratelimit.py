@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from limits import RateLimitItemPerMinute
+from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis.exceptions import RedisError
@@ -83,6 +83,30 @@ class RateLimits:
                     f"{plan.id}); send the next one after {wait} s",
                     retry_after=wait,
                 )
+
+    async def attempt(self, subject: str, most: int, seconds: float) -> int | None:
+        """Count one attempt at `subject` (a sign-in, a reset...) in a moving window of `seconds`;
+        None when it is one of the first `most`, else the seconds to wait. Counted before the
+        attempt's work, so parallel attempts cannot all pass."""
+        if most <= 0:
+            return None
+        item = RateLimitItemPerSecond(most, max(1, math.ceil(seconds)))
+        try:
+            if await self.window.hit(item, "attempt:" + subject):
+                return None
+            reset = (await self.window.get_window_stats(item, "attempt:" + subject))[0]
+        except (RedisError, OSError):
+            _unreachable()
+            return None
+        return max(1, math.ceil(reset - time.time()))
+
+    async def forget(self, subject: str, most: int, seconds: float) -> None:
+        """Clear `subject`'s attempts (a sign-in that succeeded)."""
+        item = RateLimitItemPerSecond(max(most, 1), max(1, math.ceil(seconds)))
+        try:
+            await self.window.clear(item, "attempt:" + subject)
+        except (RedisError, OSError):
+            _unreachable()
 
     @asynccontextmanager
     async def open_request(self, plan: Plan, account_id: str, key_id: str) -> AsyncIterator[None]:

@@ -12,14 +12,13 @@ from easel.accounts.accounts import create_account
 from easel.api.deps import State
 from easel.api.state import AppState
 from easel.clock import utcnow
-from easel.console import links, mail, tokens
+from easel.console import limiter, links, mail, tokens
 from easel.console.web import (
     SESSION_COOKIE,
     ConsoleRoute,
     FormDep,
     PersonDep,
     VisitorDep,
-    limiter,
     render,
     see_other,
     set_cookie,
@@ -65,9 +64,7 @@ async def sign_in_page(request: Request, who: VisitorDep, state: State, next: st
 @router.post("/console/sign-in")
 async def sign_in(request: Request, form: FormDep, who: VisitorDep, state: State) -> Response:
     email = form.get("email", "").strip().lower()
-    ip = client_ip(request)
-    limits = limiter(state)
-    refused = limits.refused(email, ip)
+    refused = await limiter.refused(state, "sign-in", client_ip(request), email)
     status = 429
     if refused is None:
         async with state.db.transaction(readonly=True) as session:
@@ -76,12 +73,12 @@ async def sign_in(request: Request, form: FormDep, who: VisitorDep, state: State
         hashed = user.password_hash if user else passwords.dummy_hash()
         ok = await passwords.verify_password(hashed, form.get("password", ""))
         if found is not None and ok:
+            await limiter.forget(state, "sign-in", email)
             if found[1].disabled_at is not None:
                 refused, status = "this account is disabled; ask the operator of this server", 403
             else:
                 return await _signed_in(state, request, found[0].id, form.get("next", ""))
         else:
-            limits.failed(email, ip)
             log.info("console sign-in refused", extra={"action": "signin_refused"})
     errors = {"password": refused or "wrong email or password; check both, or reset the password"}
     return render(

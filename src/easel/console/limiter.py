@@ -1,45 +1,43 @@
-"""Sign-in attempts counted per email and per client address in this process's memory: a
-sliding window, bounded in size so that a flood of addresses cannot grow it without end."""
+"""Attempts at the account forms (sign-in, sign-up, reset...) counted per email and per client
+address through the rate limiter's storage (api/ratelimit.py: memory, or Redis shared by every
+API process); each attempt is counted before its work is done."""
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict, deque
+from easel.api.state import AppState
 
-MAX_KEYS = 100_000
+WHAT = {
+    "sign-in": "sign-in attempts",
+    "sign-up": "sign-ups",
+    "forgot": "reset requests",
+    "reset": "password resets",
+    "password": "password changes",
+}
 
 
-class AttemptLimiter:
-    def __init__(self, per_email: int, per_ip: int, window: float) -> None:
-        self.limits = {"email": per_email, "ip": per_ip}
-        self.window = window
-        self._seen: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+def _limits(state: AppState, action: str) -> dict[str, int]:
+    s = state.settings
+    if action == "sign-in":
+        return {"email": s.signin_attempts_per_email, "ip": s.signin_attempts_per_ip}
+    return {"email": s.account_attempts_per_email, "ip": s.account_attempts_per_ip}
 
-    def _recent(self, kind: str, key: str, now: float) -> deque[float]:
-        times = self._seen.get((kind, key))
-        if times is None:
-            times = self._seen[(kind, key)] = deque()
-            while len(self._seen) > MAX_KEYS:
-                self._seen.popitem(last=False)
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        return times
 
-    def refused(self, email: str, ip: str) -> str | None:
-        """Why a sign-in attempt is refused now (and for how long), or None."""
-        now = time.monotonic()
-        for kind, key in (("email", email), ("ip", ip)):
-            times = self._recent(kind, key, now)
-            if len(times) >= self.limits[kind]:
-                wait = int(times[0] + self.window - now) + 1
-                who = "this email" if kind == "email" else "this address"
-                return (
-                    f"too many sign-in attempts for {who}; wait {wait} s and try again, "
-                    "or reset the password"
-                )
-        return None
+async def refused(state: AppState, action: str, ip: str, email: str = "") -> str | None:
+    """Count one `action` from `ip` (and for `email`); why it is refused, or None."""
+    window = state.settings.signin_window_seconds
+    for kind, key in (("email", email), ("ip", ip)):
+        if not key:
+            continue
+        most = _limits(state, action)[kind]
+        wait = await state.limits.attempt(f"{action}:{kind}:{key}", most, window)
+        if wait is not None:
+            who = "this email" if kind == "email" else "this address"
+            reset = ", or reset the password" if action == "sign-in" else ""
+            return f"too many {WHAT[action]} for {who}; wait {wait} s and try again{reset}"
+    return None
 
-    def failed(self, email: str, ip: str) -> None:
-        now = time.monotonic()
-        for kind, key in (("email", email), ("ip", ip)):
-            self._recent(kind, key, now).append(now)
+
+async def forget(state: AppState, action: str, email: str) -> None:
+    """A sign-in that succeeded clears its email's count (not its address's)."""
+    most = _limits(state, action)["email"]
+    await state.limits.forget(f"{action}:email:{email}", most, state.settings.signin_window_seconds)

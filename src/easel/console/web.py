@@ -18,7 +18,6 @@ from easel.api.deps import State
 from easel.api.state import AppState
 from easel.clock import utcnow
 from easel.console import tokens
-from easel.console.limiter import AttemptLimiter
 from easel.db.tables import Account, ConsoleUser
 from easel.errors import EaselError, Forbidden, NotFound
 
@@ -58,17 +57,6 @@ class Visitor:
 
     def csrf(self, state: AppState) -> str:
         return tokens.csrf_token(state.settings.secret_key, self.holder)
-
-
-def limiter(state: AppState) -> AttemptLimiter:
-    found: AttemptLimiter | None = getattr(state, "console_limiter", None)
-    if found is None:
-        s = state.settings
-        found = AttemptLimiter(
-            s.signin_attempts_per_email, s.signin_attempts_per_ip, s.signin_window_seconds
-        )
-        state.console_limiter = found  # type: ignore[attr-defined]
-    return found
 
 
 async def visitor(request: Request, state: State) -> Visitor:

@@ -1,0 +1,77 @@
+"""The console's account forms against parallel and repeated attempts, over HTTP in-process on
+SQLite (the limits do not depend on the database): each attempt is counted before its work."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+
+from easel.config import Settings
+from tests.support import databases
+from tests.support.app import app_client
+
+pytestmark = pytest.mark.anyio
+PASSWORD = "long enough password"
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return databases.sqlite_url(tmp_path)
+
+
+async def form_token(http: httpx.AsyncClient, path: str = "/console/forgot") -> str:
+    found = re.search(r'"X-CSRF-Token": "([^"]+)"', (await http.get(path)).text)
+    assert found
+    return found.group(1)
+
+
+async def sign_up(http: httpx.AsyncClient, email: str) -> httpx.Response:
+    data = {"csrf_token": await form_token(http), "email": email, "password": PASSWORD}
+    return await http.post("/console/sign-up", data=data)
+
+
+@pytest.fixture
+async def clients(
+    settings: Settings, rate_limit_storage: str
+) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """Two API processes' apps (one with memory storage: processes cannot share it)."""
+    settings = settings.model_copy(
+        update={
+            "rate_limit_storage": rate_limit_storage,
+            "rate_limit_prefix": f"test-{uuid.uuid4().hex}:",
+            "signin_attempts_per_email": 3,
+        }
+    )
+    async with AsyncExitStack() as stack:
+        out = []
+        for _ in range(2 if rate_limit_storage else 1):
+            client, _state = await stack.enter_async_context(app_client(settings))
+            out.append(client)
+        yield out
+
+
+async def test_parallel_wrong_sign_ins_reach_the_password_check_at_most_the_limit(
+    clients: list[httpx.AsyncClient],
+) -> None:
+    assert (await sign_up(clients[0], "target@example.com")).status_code == 303
+    tokens = [await form_token(http) for http in clients]
+
+    async def attempt(i: int) -> int:
+        http = clients[i % len(clients)]
+        data = {"csrf_token": tokens[i % len(clients)], "email": "target@example.com"}
+        response = await http.post("/console/sign-in", data=data | {"password": f"wrong {i}"})
+        return response.status_code
+
+    codes = Counter(await asyncio.gather(*(attempt(i) for i in range(10))))
+    assert codes == {400: 3, 429: 7}, codes
+    right = {"csrf_token": tokens[0], "email": "target@example.com", "password": PASSWORD}
+    refused = await clients[0].post("/console/sign-in", data=right)
+    assert refused.status_code == 429 and "too many sign-in attempts" in refused.text
