@@ -279,6 +279,11 @@ async def test_what_a_name_cannot_do_is_refused_in_each_dialects_shape(
             r = await http.post("/v1/images/edits", data=form, files=files, headers=auth(key))
             assert r.status_code == 400 and r.json()["error"]["param"] == "strength", r.text
             assert words in r.json()["error"]["message"]
+        two_masks = [("image", image), ("mask", mask), ("mask", mask)]  # not one dropped
+        form = {"model": "gpt-image-2", "prompt": "x"}
+        r = await http.post("/v1/images/edits", data=form, files=two_masks, headers=auth(key))
+        assert r.status_code == 400 and r.json()["error"]["param"] == "mask", r.text
+        assert "2 masks were sent; send one" in r.json()["error"]["message"]
         await nothing_happened(state, account.id, 2000)
         assert stored_files(state) == []
 

@@ -56,6 +56,7 @@ from easel.errors import (
     RateLimited,
     Unauthorized,
 )
+from easel.media.bodies import declared_over
 from easel.media.masks import convert_mask
 from easel.media.references import Reference, check_image
 from easel.orders.request import (
@@ -435,7 +436,7 @@ async def read_form(request: Request, settings: Settings) -> FormData:
         )
     files = settings.max_reference_images + 1  # the images and a mask
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > files * settings.reference_max_bytes + 1024**2:
+    if declared_over(declared, files * settings.reference_max_bytes + 1024**2):
         raise InvalidRequest(
             f"the upload is {declared} bytes; send at most {settings.max_reference_images} "
             f"image(s) and a mask of at most {settings.reference_max_bytes} bytes each",
@@ -498,7 +499,12 @@ async def edit_request(
     files = ("image", "image[]", "mask")
     body = parse_fields({k: v for k, v in form.multi_items() if k not in files})
     images = form.getlist("image") + form.getlist("image[]")
-    mask = form.get("mask")
+    masks = form.getlist("mask")
+    if len(masks) > 1:
+        raise InvalidRequest(
+            f"mask: {len(masks)} masks were sent; send one (for the first image)", param="mask"
+        )
+    mask = masks[0] if masks else None
     model = model_for(state, body.model, edit_need(len(images), mask))
     uploads = [i for i in images if isinstance(i, UploadFile)]
     if not images or len(uploads) < len(images):
