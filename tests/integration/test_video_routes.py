@@ -12,6 +12,9 @@ from sqlalchemy import select
 
 from easel.config import Settings
 from easel.db.tables import Order
+from easel.dialects import console
+from easel.errors import InvalidRequest
+from easel.media.bodies import declared_over
 from tests.support.app import app_client, auth, new_account
 from tests.support.file_server import Route, file_server
 
@@ -102,3 +105,24 @@ async def test_seedance_routes_by_input_and_by_key(
         assert (orders[wide].width, orders[wide].height, orders[wide].frames) == (1472, 640, 121)
         assert orders[from_image].model == "wan-ti2v-5b" and orders[from_image].reference_key
         assert all(o.account_id == account.id for o in routed)
+
+
+async def test_seconds_that_are_not_ascii_digits_are_a_400(settings: Settings) -> None:
+    async with app_client(settings) as (client, state):
+        _, key = await new_account(state, "pro")
+        for seconds in ("²", "٤", "9" * 5000, "0", "-4", " 4"):
+            r = await client.post(
+                "/v1/videos", json={"prompt": "waves", "seconds": seconds}, headers=auth(key)
+            )
+            assert r.status_code == 400, (seconds[:10], r.text)
+            assert r.json()["error"]["param"] == "seconds"
+        # The console's size preset: the same digits.
+        model = state.catalog.style(state.catalog.style_names[0])
+        assert model is not None
+        with pytest.raises(InvalidRequest, match="size must look like"):
+            console._size({"size": "²x²"}, model)
+        # A Content-Length header: only ASCII digits, never parsed past the limit's length.
+        assert declared_over("9" * 5000, 10) and declared_over("011", 10)
+        assert not declared_over("²", 10) and not declared_over("0010", 10)
+        async with state.db.transaction(readonly=True) as s:
+            assert list(await s.scalars(select(Order))) == []

@@ -4,6 +4,7 @@ alike). No routes of its own: the console's pages (easel.console) call `to_reque
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -62,7 +63,7 @@ def _size(form: Mapping[str, str], model: Model) -> tuple[int, int]:
     preset = form.get("size", "").strip()
     if preset:
         w, _, h = preset.partition("x")
-        if w.isdigit() and h.isdigit():
+        if re.fullmatch(r"[0-9]{1,5}", w) and re.fullmatch(r"[0-9]{1,5}", h):
             return int(w), int(h)
         raise InvalidRequest(f"size must look like 768x1152, got {preset!r}", param="size")
     return model.width, model.height

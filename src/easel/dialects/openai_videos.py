@@ -37,6 +37,7 @@ from easel.dialects.base import Dialect
 from easel.dialects.common import attach_reference, place, resolve_model, with_references
 from easel.dialects.openai_images import OpenAIError, error_response
 from easel.errors import Conflict, InvalidRequest, NotFound
+from easel.media.bodies import declared_over
 from easel.media.references import check_image
 from easel.media.video import poster_key
 from easel.orders import lifecycle, reads
@@ -154,7 +155,7 @@ def video(order: Order, outputs: list[Output], storage: Storage) -> dict[str, An
 
 
 def parse_seconds(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
+    if re.fullmatch(r"[0-9]{1,4}", value) is None or int(value) < 1:
         raise InvalidRequest(
             f"seconds must be a whole number of seconds such as 4, got {value!r}", param="seconds"
         )
@@ -212,7 +213,7 @@ async def read_form(request: Request, state: AppState) -> FormData | None:
     if content_type.startswith("multipart/form-data"):
         declared = request.headers.get("content-length", "")
         limit = state.settings.reference_max_bytes + 1024**2
-        if declared.isdigit() and int(declared) > limit:
+        if declared_over(declared, limit):
             raise InvalidRequest(
                 f"the upload is {declared} bytes; send an input_reference of at most "
                 f"{state.settings.reference_max_bytes} bytes",

@@ -4,11 +4,21 @@ they are counted)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import httpx
 
 from easel.errors import InvalidRequest
+
+
+def declared_over(content_length: str, limit: int) -> bool:
+    """Whether a Content-Length header declares more than `limit` bytes (one that is not ASCII
+    digits declares nothing; however many digits it has, it is not parsed past the limit's)."""
+    if re.fullmatch(r"[0-9]+", content_length) is None:
+        return False
+    digits = content_length.lstrip("0")
+    return len(digits) > len(str(limit)) or int(digits or "0") > limit
 
 
 async def limited_chunks(
@@ -37,7 +47,7 @@ async def limited_chunks(
             param=param,
         )
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared_over(declared, limit):
         raise too_large
     size = 0
     async for chunk in response.aiter_raw(chunk_size):

@@ -14,6 +14,7 @@ from PIL import Image
 
 from easel.backends.upstream.base import RemoteFailed, Response
 from easel.config import Settings
+from easel.media.bodies import declared_over
 from easel.media.encoding import GeneratedImage
 from easel.net.pinned import CREDENTIALS, send_checked
 from easel.net.policy import URLPolicy, url_policy
@@ -89,7 +90,7 @@ class ChannelHTTP:
 
 async def _read(response: httpx.Response, limit: int) -> bytes:
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared_over(declared, limit):
         raise TooLarge(f"the provider's answer declares {declared} bytes, over {limit}")
     body = bytearray()
     async for chunk in response.aiter_raw():
