@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from easel.backends.registry import FAMILIES, backend_class
 from easel.catalog import load_catalog
+from easel.catalog.capabilities import INPAINTING_FAMILIES
 from easel.catalog.loader import CatalogError
 
 
@@ -100,3 +102,21 @@ def test_images_go_to_the_provider_only_as_far_as_it_can_take_them(
     inpaint = c.route_for(name, Need((INPAINT,), 1, "mask"))
     assert inpaint is not None and inpaint.id == "sdxl-inpaint"
     assert describe(c, name, "gpt-image-2")["max_references"] == 3
+
+
+@pytest.mark.parametrize("family", ["z-image", "wan", "qwen-image-edit"])
+def test_inpaint_on_a_family_without_an_inpainting_pipeline_is_refused(
+    tmp_path: Path, family: str
+) -> None:
+    path = tmp_path / "catalog.toml"
+    path.write_text(
+        f'[models.painter]\nfamily = "{family}"\nsource = "x"\ncapabilities = ["inpaint"]\n'
+    )
+    with pytest.raises(CatalogError, match=r"models\.painter\.capabilities: .* no inpainting"):
+        load_catalog(path)
+
+
+def test_the_inpainting_families_are_those_whose_backend_inpaints() -> None:
+    for family in FAMILIES:
+        inpainting = getattr(backend_class(family), "inpainting", None)
+        assert (inpainting is not None) == (family in INPAINTING_FAMILIES), family

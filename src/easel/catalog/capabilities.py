@@ -38,6 +38,8 @@ FAMILY_CAPABILITIES: dict[str, tuple[str, ...]] = {
     "animatediff": (TEXT_TO_VIDEO,),
     "wan": (TEXT_TO_VIDEO, IMAGE_TO_VIDEO),
 }
+# Families whose backend has an inpainting pipeline (its `inpainting` class attribute).
+INPAINTING_FAMILIES = frozenset({"sdxl", "sdxl-turbo", "qwen-image"})
 # A hosted model's remote providers: text and one reference image (the hosted image models edit
 # by instruction; the provider modules send one image), or video.
 UPSTREAM_IMAGE = (TEXT_TO_IMAGE, IMAGE_TO_IMAGE, EDIT)
@@ -206,6 +208,11 @@ def check_model(model: Model) -> str | None:
     unknown = [c for c in model.capabilities if c not in CAPABILITIES]
     if unknown:
         return f"models.{model.id}.capabilities: unknown {unknown}; known: {list(CAPABILITIES)}"
+    if INPAINT in model.capabilities and model.family not in INPAINTING_FAMILIES:
+        return (
+            f"models.{model.id}.capabilities: family {model.family!r} has no inpainting pipeline "
+            f"here, so it cannot inpaint; families that can: {sorted(INPAINTING_FAMILIES)}"
+        )
     if model.max_references < 0:
         return f"models.{model.id}.max_references must be 0 (the default) or more"
     return None
