@@ -88,6 +88,7 @@ def console(
             "allowed_networks": ["127.0.0.0/8"],
             "rate_limits": False,
             "signin_attempts_per_email": 3,
+            "account_attempts_per_ip": 200,  # every test signs people up from 127.0.0.1
             "min_side": 64,
             "smtp_url": f"smtp://127.0.0.1:{inbox.port}",  # type: ignore[attr-defined]
         }

@@ -75,3 +75,34 @@ async def test_parallel_wrong_sign_ins_reach_the_password_check_at_most_the_limi
     right = {"csrf_token": tokens[0], "email": "target@example.com", "password": PASSWORD}
     refused = await clients[0].post("/console/sign-in", data=right)
     assert refused.status_code == 429 and "too many sign-in attempts" in refused.text
+
+
+async def test_reset_checks_its_link_first_and_every_password_form_is_limited(
+    settings: Settings,
+) -> None:
+    settings = settings.model_copy(
+        update={"account_attempts_per_ip": 2, "account_attempts_per_email": 2}
+    )
+    async with app_client(settings) as (http, _):
+        token = await form_token(http)
+        bad = {"csrf_token": token, "token": "forged", "password": "short"}
+        reset = await http.post("/console/reset", data=bad)  # the link, before the password
+        assert reset.status_code == 400 and "unknown, used or expired" in reset.text
+        codes = []
+        for i in range(3):
+            data = {"csrf_token": await form_token(http), "email": f"s{i}@example.com"}
+            data["password"] = PASSWORD
+            codes.append((await http.post("/console/sign-up", data=data)).status_code)
+        assert codes == [303, 303, 429]  # per address
+        async with app_client(settings) as (other, _):  # another address's count: same email
+            token = await form_token(other)
+            forgot = [
+                await other.post("/console/forgot", data={"csrf_token": token, "email": "x@y.z"})
+                for _ in range(3)
+            ]
+        assert [f.status_code for f in forgot] == [200, 200, 429]
+        assert "too many reset requests" in forgot[2].text
+        token = await form_token(http, "/console/account")
+        wrong = {"csrf_token": token, "current": "not it", "password": "another long one"}
+        changes = [await http.post("/console/account/password", data=wrong) for _ in range(3)]
+        assert [c.status_code for c in changes] == [400, 400, 429]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 
 from argon2 import PasswordHasher
@@ -25,19 +26,24 @@ def check_new_password(password: str, param: str = "password") -> str:
     return password
 
 
-async def hash_password(password: str) -> str:
-    """Hashed off the event loop (it takes tens of milliseconds on purpose)."""
-    return await asyncio.to_thread(_HASHER.hash, password)
+async def hash_password(password: str, gate: asyncio.Semaphore | None = None) -> str:
+    """Hashed off the event loop (it takes tens of milliseconds on purpose), at most `gate`'s
+    count at once."""
+    async with gate or contextlib.nullcontext():
+        return await asyncio.to_thread(_HASHER.hash, password)
 
 
-async def verify_password(password_hash: str, password: str) -> bool:
+async def verify_password(
+    password_hash: str, password: str, gate: asyncio.Semaphore | None = None
+) -> bool:
     def check() -> bool:
         try:
             return _HASHER.verify(password_hash, password)
         except (VerificationError, InvalidHashError):
             return False
 
-    return await asyncio.to_thread(check)
+    async with gate or contextlib.nullcontext():
+        return await asyncio.to_thread(check)
 
 
 @functools.cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,11 @@ class AppState:
     storage: Storage
     _limits: RateLimits | None = field(default=None, repr=False)
     _feed: ChangeFeed | None = field(default=None, repr=False)
+    # argon2 hashes and verifications running at once (each holds a thread and ~64 MiB)
+    password_gate: asyncio.Semaphore = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.password_gate = asyncio.Semaphore(max(1, self.settings.password_hashes_at_once))
 
     @property
     def feed(self) -> ChangeFeed:

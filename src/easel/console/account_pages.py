@@ -23,7 +23,7 @@ from easel.console.web import (
     see_other,
     set_cookie,
 )
-from easel.errors import EaselError
+from easel.errors import EaselError, RateLimited
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -31,6 +31,12 @@ router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
 def _next(target: str) -> str:
     return target if target.startswith("/console/") and "//" not in target else "/console/"
+
+
+def _limited(message: str, param: str) -> RateLimited:
+    exc = RateLimited(message)
+    exc.param = param
+    return exc
 
 
 def client_ip(request: Request) -> str:
@@ -71,7 +77,7 @@ async def sign_in(request: Request, form: FormDep, who: VisitorDep, state: State
             user = await users.user_by_email(session, email)
             found = await users.user_and_account(session, user.id) if user else None
         hashed = user.password_hash if user else passwords.dummy_hash()
-        ok = await passwords.verify_password(hashed, form.get("password", ""))
+        ok = await passwords.verify_password(hashed, form.get("password", ""), state.password_gate)
         if found is not None and ok:
             await limiter.forget(state, "sign-in", email)
             if found[1].disabled_at is not None:
@@ -127,11 +133,15 @@ async def sign_up(request: Request, form: FormDep, who: VisitorDep, state: State
     closed = _signup_closed(state, invited)
     email = invited or form.get("email", "")
     errors: dict[str, str] = {}
+    status = 403 if closed else 400
     if closed is None:
         try:
             email = users.normal_email(email)
             password = passwords.check_new_password(form.get("password", ""))
-            hashed = await passwords.hash_password(password)
+            refused = await limiter.refused(state, "sign-up", client_ip(request), email)
+            if refused:
+                raise _limited(refused, "email")
+            hashed = await passwords.hash_password(password, state.password_gate)
             async with state.db.transaction() as session:
                 account = await create_account(
                     session, state.catalog, email, state.settings.signup_plan
@@ -140,12 +150,13 @@ async def sign_up(request: Request, form: FormDep, who: VisitorDep, state: State
             return await _signed_in(state, request, user.id, "/console/")
         except EaselError as exc:
             errors[exc.param or "email"] = exc.message
+            status = 429 if isinstance(exc, RateLimited) else 400
     return render(
         request,
         state,
         who,
         "sign_up.html",
-        403 if closed else 400,
+        status,
         closed=closed,
         invite=invite,
         invite_email=invited,
@@ -185,12 +196,18 @@ async def change_password(
     request: Request, form: FormDep, who: PersonDep, state: State
 ) -> Response:
     errors: dict[str, str] = {}
-    if not await passwords.verify_password(who.user.password_hash, form.get("current", "")):
+    status = 400
+    refused = await limiter.refused(state, "password", client_ip(request), who.user.email)
+    if refused:
+        errors["current"], status = refused, 429
+    elif not await passwords.verify_password(
+        who.user.password_hash, form.get("current", ""), state.password_gate
+    ):
         errors["current"] = "this is not the current password"
     else:
         try:
             hashed = await passwords.hash_password(
-                passwords.check_new_password(form.get("password", ""))
+                passwords.check_new_password(form.get("password", "")), state.password_gate
             )
             async with state.db.transaction() as session:
                 user = await users.get_user(session, who.user.id)
@@ -198,7 +215,9 @@ async def change_password(
             return await _signed_in(state, request, who.user.id, "/console/account")
         except EaselError as exc:
             errors[exc.param or "password"] = exc.message
-    return render(request, state, who.visitor, "account.html", 400, session_count=0, errors=errors)
+    return render(
+        request, state, who.visitor, "account.html", status, session_count=0, errors=errors
+    )
 
 
 @router.get("/console/forgot")
@@ -209,6 +228,9 @@ async def forgot_page(request: Request, who: VisitorDep, state: State) -> Respon
 @router.post("/console/forgot")
 async def forgot(request: Request, form: FormDep, who: VisitorDep, state: State) -> Response:
     email = form.get("email", "").strip().lower()
+    refused = await limiter.refused(state, "forgot", client_ip(request), email)
+    if refused:
+        return render(request, state, who, "forgot.html", 429, sent=None, errors={"email": refused})
     async with state.db.transaction(readonly=True) as session:
         user = await users.user_by_email(session, email)
     if state.settings.smtp_url:
@@ -233,14 +255,21 @@ async def reset_page(request: Request, who: VisitorDep, state: State, token: str
 @router.post("/console/reset")
 async def reset(request: Request, form: FormDep, who: VisitorDep, state: State) -> Response:
     token = form.get("token", "")
+    status = 400
     try:
+        async with state.db.transaction(readonly=True) as session:
+            user = await links.user_of_reset(session, state.settings, token)
+        refused = await limiter.refused(state, "reset", client_ip(request), user.email)
+        if refused:
+            raise _limited(refused, "password")
         hashed = await passwords.hash_password(
-            passwords.check_new_password(form.get("password", ""))
+            passwords.check_new_password(form.get("password", "")), state.password_gate
         )
         async with state.db.transaction() as session:
-            user = await links.user_of_reset(session, state.settings, token)
+            user = await links.user_of_reset(session, state.settings, token)  # not used meanwhile
             await users.set_password_hash(session, user, hashed, utcnow())
         return await _signed_in(state, request, user.id, "/console/")
     except EaselError as exc:
         errors = {exc.param or "password": exc.message}
-    return render(request, state, who, "reset.html", 400, token=token, errors=errors)
+        status = 429 if isinstance(exc, RateLimited) else 400
+    return render(request, state, who, "reset.html", status, token=token, errors=errors)
