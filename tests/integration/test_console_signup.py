@@ -55,7 +55,8 @@ async def test_sign_up_modes(settings: Settings, mode: str) -> None:
             assert account.plan == "free"
             async with httpx.AsyncClient(base_url=base) as other:
                 again = await sign_up(other, "x@example.com", invite=token)
-            assert again.status_code == 400 and "already exists" in again.text
+            assert again.status_code == 400 and "no new account can be made" in again.text
+            assert account.id not in again.text and "already exists" not in again.text
 
 
 async def test_weak_passwords_and_bad_emails_are_refused_beside_their_field(

@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy.exc import IntegrityError
 
 from easel.accounts import passwords, sessions, users
 from easel.accounts.accounts import create_account
@@ -23,10 +24,14 @@ from easel.console.web import (
     see_other,
     set_cookie,
 )
-from easel.errors import EaselError, RateLimited
+from easel.errors import Conflict, EaselError, InvalidRequest, RateLimited
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
+# The same words whatever the reason, and no account id.
+NOT_MADE = (
+    "no new account can be made with this email; if it is yours, sign in or reset the password"
+)
 
 
 def _next(target: str) -> str:
@@ -142,11 +147,14 @@ async def sign_up(request: Request, form: FormDep, who: VisitorDep, state: State
             if refused:
                 raise _limited(refused, "email")
             hashed = await passwords.hash_password(password, state.password_gate)
-            async with state.db.transaction() as session:
-                account = await create_account(
-                    session, state.catalog, email, state.settings.signup_plan
-                )
-                user = await users.create_user(session, account.id, email, hashed, utcnow())
+            try:
+                async with state.db.transaction() as session:
+                    account = await create_account(
+                        session, state.catalog, email, state.settings.signup_plan
+                    )
+                    user = await users.create_user(session, account.id, email, hashed, utcnow())
+            except (Conflict, IntegrityError):  # IntegrityError: the same email at once
+                raise InvalidRequest(NOT_MADE, param="email") from None
             return await _signed_in(state, request, user.id, "/console/")
         except EaselError as exc:
             errors[exc.param or "email"] = exc.message
