@@ -20,6 +20,7 @@ from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.tables import Account, LedgerEntry, Order, OrderAttempt
 from easel.media.references import Reference
+from easel.orders.inputs import load_inputs
 from easel.orders.request import build_request
 from easel.orders.submit import place_order, submit
 from tests.support import databases, providers
@@ -42,7 +43,12 @@ def upstream_state(
 
 
 async def place_model(
-    state: AppState, account: Account, name: str, n: int = 1, reference: Reference | None = None
+    state: AppState,
+    account: Account,
+    name: str,
+    n: int = 1,
+    reference: Reference | None = None,
+    mask: Reference | None = None,
 ) -> str:
     model = state.catalog.resolve(name)
     assert model is not None, name
@@ -59,7 +65,7 @@ async def place_model(
         seed=7,
     )
     if reference is not None:  # stored with the order, as a dialect places it
-        order, _ = await place_order(state, account, replace(req, reference=reference))
+        order, _ = await place_order(state, account, replace(req, reference=reference, mask=mask))
         return order.id
     async with state.db.transaction() as session:
         order, _ = await submit(session, state.catalog, account, req, utcnow())
@@ -239,6 +245,38 @@ async def test_a_failed_provider_hands_an_edit_to_the_edit_model(
         # Redrawn by the first local channel (SDXL at strength 0.8) it would not be edited.
         assert [o.model for o in orders] == ["qwen-image-edit", "sdxl-general"]
         assert [a.state for a in await attempts_of(state, edit)] == ["refused", "handed_off"]
+    finally:
+        await state.db.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # no SQL of its own
+async def test_an_unreadable_mask_fails_its_order_cleanly(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any storage error on a further input (not only a missing file) fails that order, refunded,
+    as one on the reference does."""
+    monkeypatch.setenv(KEY_ENV, providers.KEY)
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    extra = providers.upstream_model("up-m", providers.channel_table("up-m", "openai", closed, "m"))
+    state = upstream_state(settings, tmp_path, "unused", extra)
+    image = Reference(data=providers.png(64, 64), content_type="image/png", width=64, height=64)
+    try:
+        account, _ = await new_account(state, "mega")
+        order_id = await place_model(state, account, "up-m", reference=image, mask=image)
+        async with state.db.transaction(readonly=True) as session:
+            order = await session.get(Order, order_id)
+        assert order is not None
+        mask_key = load_inputs(order.inputs).mask
+        assert mask_key is not None
+        stored = state.storage.path(mask_key)
+        stored.unlink()
+        stored.mkdir()  # reading it raises IsADirectoryError, not MissingObject
+        async with running_worker(state, models=["up-m"]):
+            [failed] = await wait_orders(state, [order_id], timeout=60)
+        assert (failed.status, failed.error_code) == ("failed", "reference_unavailable")
+        assert "could not be read (IsADirectoryError)" in (failed.error_message or "")
+        assert await refunds(state, order_id) == 1
+        assert await attempts_of(state, order_id) == []  # no provider was called
     finally:
         await state.db.dispose()
 

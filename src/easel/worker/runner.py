@@ -498,54 +498,41 @@ class Worker:
             self._remote[model.id] = backend
         return backend
 
-    async def _further_inputs(self, batch: BatchRun) -> dict[str, OrderFiles]:
-        """Each order's further images and mask from storage; an order missing one fails."""
-        found: dict[str, OrderFiles] = {}
+    async def _inputs(self, batch: BatchRun) -> tuple[dict[str, bytes], dict[str, OrderFiles]]:
+        """Each order's reference image, further images and mask from storage; an order whose
+        file is gone or cannot be read fails (refunded), the others go on."""
+        references: dict[str, bytes] = {}
+        further: dict[str, OrderFiles] = {}
         for order in batch.orders:
+            if not batch.is_live(order.id):
+                continue
             inputs = load_inputs(order.inputs)
-            if not inputs.keys or not batch.is_live(order.id):
-                continue
             try:
-                images = [await asyncio.to_thread(self.storage.get, k) for k in inputs.images]
-                mask = None
-                if inputs.mask is not None:
-                    mask = await asyncio.to_thread(self.storage.get, inputs.mask)
+                if order.reference_key is not None:
+                    references[order.id] = await self._read(order.reference_key)
+                if inputs.keys:
+                    images = [await self._read(k) for k in inputs.images]
+                    mask = None if inputs.mask is None else await self._read(inputs.mask)
+                    further[order.id] = OrderFiles(images=tuple(images), mask=mask)
             except MissingObject:
                 batch.fail(
                     order.id,
                     "reference_missing",
-                    "an image or the mask of the order is no longer stored; submit it again",
-                )
-                continue
-            found[order.id] = OrderFiles(images=tuple(images), mask=mask)
-        return found
-
-    async def _references(self, batch: BatchRun) -> dict[str, bytes]:
-        """Each order's reference image from storage; an order whose image is gone fails."""
-        found: dict[str, bytes] = {}
-        for order in batch.orders:
-            key = order.reference_key
-            if key is None:
-                continue
-            try:
-                found[order.id] = await asyncio.to_thread(self.storage.get, key)
-            except MissingObject:
-                batch.fail(
-                    order.id,
-                    "reference_missing",
-                    "the order's reference image is no longer stored; submit the order again",
+                    "an input image or the mask of the order is no longer stored; submit the "
+                    "order again",
                 )
             except Exception as exc:
-                log.exception(
-                    "reference unreadable", extra={"action": "fail", "order_id": order.id}
-                )
+                log.exception("input unreadable", extra={"action": "fail", "order_id": order.id})
                 batch.fail(
                     order.id,
                     "reference_unavailable",
-                    f"the order's reference image could not be read ({type(exc).__name__}); "
-                    "the order was refunded",
+                    f"an input image or the mask of the order could not be read "
+                    f"({type(exc).__name__}); the order was refunded",
                 )
-        return found
+        return references, further
+
+    async def _read(self, key: str) -> bytes:
+        return await asyncio.to_thread(self.storage.get, key)
 
     async def _generate(self, batch: BatchRun) -> dict[tuple[str, int], GeneratedImage]:
         leader = batch.orders[0]
@@ -557,8 +544,7 @@ class Worker:
         backend = await self._backend(model)
         if batch.live and any(o.stage == LOADING_MODEL for o in batch.orders):
             await self._stage(batch, stage=GENERATING)
-        references = await self._references(batch)
-        further = await self._further_inputs(batch)
+        references, further = await self._inputs(batch)
         orders = [o for o in batch.orders if batch.is_live(o.id)]
         if not orders:
             return {}
