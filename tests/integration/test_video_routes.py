@@ -10,15 +10,18 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
+from easel.accounts import ledger
+from easel.clock import utcnow
 from easel.config import Settings
-from easel.db.tables import Order
+from easel.db.tables import LedgerEntry, Order
 from easel.dialects import console
 from easel.errors import InvalidRequest
 from easel.media.bodies import declared_over
 from tests.support.app import app_client, auth, new_account
 from tests.support.file_server import Route, file_server
 
-pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
+pytestmark = pytest.mark.anyio
+SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 def png() -> bytes:
@@ -27,6 +30,7 @@ def png() -> bytes:
     return out.getvalue()
 
 
+@SQLITE
 async def test_seedance_routes_by_input_and_by_key(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -107,6 +111,7 @@ async def test_seedance_routes_by_input_and_by_key(
         assert all(o.account_id == account.id for o in routed)
 
 
+@SQLITE
 async def test_seconds_that_are_not_ascii_digits_are_a_400(settings: Settings) -> None:
     async with app_client(settings) as (client, state):
         _, key = await new_account(state, "pro")
@@ -126,3 +131,44 @@ async def test_seconds_that_are_not_ascii_digits_are_a_400(settings: Settings) -
         assert not declared_over("²", 10) and not declared_over("0010", 10)
         async with state.db.transaction(readonly=True) as s:
             assert list(await s.scalars(select(Order))) == []
+
+
+async def test_delete_queued_videos_and_list_across_pages(settings: Settings) -> None:
+    """Deleting a queued video cancels and refunds it; listing skips deleted videos in the
+    database, so every page but the last is full (the SDK stops at an empty page)."""
+    async with app_client(settings) as (client, state):
+        account, key = await new_account(state, "pro")
+        _, other_key = await new_account(state, "pro")
+        ids = []
+        for n in range(4):
+            r = await client.post(
+                "/v1/videos", json={"prompt": f"waves {n}", "seconds": "1"}, headers=auth(key)
+            )
+            assert r.status_code == 200, r.text
+            ids.append(r.json()["id"])
+        async with state.db.transaction(readonly=True) as s:
+            start = (await ledger.balance(s, account.id, utcnow())).total
+        r = await client.delete(f"/v1/videos/{ids[3]}", headers=auth(other_key))
+        assert r.status_code == 404 and "error" in r.json(), r.text
+        for gone in (ids[3], ids[2]):  # the two newest
+            r = await client.delete(f"/v1/videos/{gone}", headers=auth(key))
+            assert r.json() == {"id": gone, "object": "video.deleted", "deleted": True}, r.text
+        r = await client.get(f"/v1/videos/{ids[3]}", headers=auth(key))
+        assert r.status_code == 404 and "deleted" in r.json()["error"]["message"]
+        async with state.db.transaction(readonly=True) as s:
+            orders = {o.id: o for o in await s.scalars(select(Order))}
+            refunds = list(await s.scalars(select(LedgerEntry).where(LedgerEntry.kind == "refund")))
+            end = (await ledger.balance(s, account.id, utcnow())).total
+        assert [orders[i].status for i in ids] == ["pending", "pending", "canceled", "canceled"]
+        assert sorted(e.order_id for e in refunds) == sorted(ids[2:])
+        assert end == start + orders[ids[2]].cost_credits + orders[ids[3]].cost_credits
+        pages, after = [], None
+        while True:
+            params = {"limit": 1} | ({"after": after} if after else {})
+            r = await client.get("/v1/videos", params=params, headers=auth(key))
+            page = r.json()
+            pages.append([v["id"] for v in page["data"]])
+            if not page["has_more"]:
+                break
+            after = page["last_id"]
+        assert pages == [[ids[1]], [ids[0]]]

@@ -337,17 +337,21 @@ async def list_videos(
     order: Annotated[Literal["desc"], Query(description="newest first")] = "desc",
 ) -> dict[str, Any]:
     limit = min(limit, state.settings.orders_page_max)
-    page = await reads.list_orders(session, account.id, limit=limit, before=after, dialect=NAME)
-    data = [
-        video(o, outputs, state.storage)
-        for o, outputs in page.orders
-        if not VideoData.stored(o).get("deleted")
-    ]
+    page = await reads.list_orders(
+        session,
+        account.id,
+        limit=limit,
+        before=after,
+        dialect=NAME,
+        unless_flagged="deleted",
+        outputs=False,
+    )
+    data = [video(o, [], state.storage) for o, _ in page.orders]
     return {
         "object": "list",
         "data": data,
         "first_id": data[0]["id"] if data else None,
-        "last_id": page.orders[-1][0].id if page.orders else None,
+        "last_id": data[-1]["id"] if data else None,
         "has_more": page.next_before is not None,
     }
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import false, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.db.status import OrderStatus
@@ -35,10 +35,14 @@ async def list_orders(
     model: str | None = None,
     dialect: str | None = None,
     since: datetime | None = None,
+    unless_flagged: str | None = None,
+    outputs: bool = True,
 ) -> OrderPage:
     """The account's orders older than order `before` (keyset: created_at, then id), optionally
-    of one status, style/model name, dialect, or made since a moment. NotFound when `before` is
-    not one of the account's orders."""
+    of one status, style/model name, dialect, or made since a moment, and without the ones whose
+    dialect data sets `unless_flagged` true (filtered in the query, so a page is never short).
+    `outputs=False`: no outputs read. NotFound when `before` is not one of the account's
+    orders."""
     query = select(Order).where(Order.account_id == account_id)
     if status:
         query = query.where(Order.status == status)
@@ -48,6 +52,9 @@ async def list_orders(
         query = query.where(Order.dialect == dialect)
     if since:
         query = query.where(Order.created_at >= since)
+    if unless_flagged:
+        flag = Order.dialect_data[unless_flagged].as_boolean()
+        query = query.where(func.coalesce(flag, false()).is_(false()))
     if before:
         anchor = await own_order(session, account_id, before)
         query = query.where(
@@ -62,7 +69,7 @@ async def list_orders(
     page = rows[:limit]
     orders = []
     for order in page:
-        done = order.status == OrderStatus.COMPLETED
+        done = outputs and order.status == OrderStatus.COMPLETED
         orders.append((order, await lifecycle.get_outputs(session, order.id) if done else []))
     return OrderPage(orders=orders, next_before=page[-1].id if len(rows) > limit else None)
 
