@@ -16,7 +16,7 @@ import pytest
 
 from easel.config import Settings
 from tests.support import databases
-from tests.support.app import app_client
+from tests.support.app import app_client, free_port
 
 pytestmark = pytest.mark.anyio
 PASSWORD = "long enough password"
@@ -106,3 +106,20 @@ async def test_reset_checks_its_link_first_and_every_password_form_is_limited(
         wrong = {"csrf_token": token, "current": "not it", "password": "another long one"}
         changes = [await http.post("/console/account/password", data=wrong) for _ in range(3)]
         assert [c.status_code for c in changes] == [400, 400, 429]
+
+
+async def test_a_reset_email_that_cannot_be_sent_is_logged_not_a_500(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = f"smtp://127.0.0.1:{free_port()}"  # nothing listens there
+    async with app_client(settings.model_copy(update={"smtp_url": dead})) as (http, _):
+        assert (await sign_up(http, "known@example.com")).status_code == 303
+        async with app_client(settings.model_copy(update={"smtp_url": dead})) as (other, _):
+            token = await form_token(other)
+            for email in ("known@example.com", "unknown@example.com"):
+                sent = await other.post(
+                    "/console/forgot", data={"csrf_token": token, "email": email}
+                )
+                assert sent.status_code == 200 and "a reset link is on its way" in sent.text
+    failed = [r for r in caplog.records if getattr(r, "action", "") == "reset_mail_failed"]
+    assert len(failed) == 1  # the known email's only

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.exc import IntegrityError
+from starlette.background import BackgroundTask
 
 from easel.accounts import passwords, sessions, users
 from easel.accounts.accounts import create_account
@@ -241,18 +242,20 @@ async def forgot(request: Request, form: FormDep, who: VisitorDep, state: State)
         return render(request, state, who, "forgot.html", 429, sent=None, errors={"email": refused})
     async with state.db.transaction(readonly=True) as session:
         user = await users.user_by_email(session, email)
+    later = None
     if state.settings.smtp_url:
-        if user is not None:
-            await mail.send_reset_link(
-                state.settings, user.email, links.reset_link(state.settings, user)
-            )
+        if user is not None:  # sent after the answer: a known email answers as fast as any
+            link = links.reset_link(state.settings, user)
+            later = BackgroundTask(mail.deliver_reset_link, state.settings, user.email, link)
         sent = f"If {email} has a sign-in here, a reset link is on its way to it."
     else:
         sent = (
             "This server sends no email. Ask the operator for a reset link "
             f"(`easel accounts reset-link --email {email}`)."
         )
-    return render(request, state, who, "forgot.html", sent=sent, errors={})
+    response = render(request, state, who, "forgot.html", sent=sent, errors={})
+    response.background = later
+    return response
 
 
 @router.get("/console/reset")

@@ -4,11 +4,14 @@ user:password@), off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import smtplib
 from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
 from easel.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 def _send(settings: Settings, message: EmailMessage) -> None:
@@ -37,3 +40,11 @@ async def send_reset_link(settings: Settings, to: str, link: str) -> None:
         "If it was not you, ignore this message; the password stays as it is.\n"
     )
     await asyncio.to_thread(_send, settings, message)
+
+
+async def deliver_reset_link(settings: Settings, to: str, link: str) -> None:
+    """Send, and log (not raise) a failure: nobody waits on the answer."""
+    try:
+        await send_reset_link(settings, to, link)
+    except (smtplib.SMTPException, OSError) as exc:
+        log.warning("password-reset email not sent: %s", exc, extra={"action": "reset_mail_failed"})
