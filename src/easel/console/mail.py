@@ -1,11 +1,13 @@
 """Sending a password-reset link over SMTP (EASEL_SMTP_URL: smtp:// or smtps://, optional
-user:password@), off the event loop."""
+user:password@), off the event loop. smtp:// upgrades with STARTTLS whenever the server offers
+it, and never sends a password without TLS."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import smtplib
+import ssl
 from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
@@ -23,6 +25,16 @@ def _send(settings: Settings, message: EmailMessage) -> None:
         smtplib.SMTP_SSL(host, port, timeout=10) if secure else smtplib.SMTP(host, port, timeout=10)
     )
     with smtp:
+        if not secure:
+            smtp.ehlo()
+            if smtp.has_extn("starttls"):
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            elif url.username:
+                raise smtplib.SMTPNotSupportedError(
+                    f"{host}:{port} offers no STARTTLS, so the password is not sent; "
+                    "give EASEL_SMTP_URL a server that does, or smtps://"
+                )
         if url.username:
             smtp.login(unquote(url.username), unquote(url.password or ""))
         smtp.send_message(message)
