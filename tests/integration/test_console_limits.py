@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from easel.accounts.accounts import find_account, set_disabled
 from easel.config import Settings
 from tests.support import databases
 from tests.support.app import app_client, free_port
@@ -123,3 +124,14 @@ async def test_a_reset_email_that_cannot_be_sent_is_logged_not_a_500(
                 assert sent.status_code == 200 and "a reset link is on its way" in sent.text
     failed = [r for r in caplog.records if getattr(r, "action", "") == "reset_mail_failed"]
     assert len(failed) == 1  # the known email's only
+
+
+async def test_disabling_an_account_signs_its_people_out_for_good(settings: Settings) -> None:
+    async with app_client(settings) as (http, state):
+        assert (await sign_up(http, "gone@example.com")).status_code == 303
+        for disabled in (True, False):
+            async with state.db.transaction() as session:
+                account = await find_account(session, "gone@example.com")
+                await set_disabled(session, account, disabled)
+        page = await http.get("/console/account")  # enabled again: the old sign-in stays ended
+        assert page.status_code == 303 and "sign-in" in page.headers["location"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from easel.accounts import sessions
 from easel.catalog import Catalog
 from easel.clock import utcnow
 from easel.db.tables import Account
@@ -61,8 +62,11 @@ async def set_plan(session: AsyncSession, catalog: Catalog, account: Account, pl
 
 
 async def set_disabled(session: AsyncSession, account: Account, disabled: bool) -> None:
-    """A disabled account's keys are refused from the next request on."""
+    """A disabled account's keys are refused from the next request on, and its people are
+    signed out of the console (in the caller's transaction)."""
     account.disabled_at = utcnow() if disabled else None
+    if disabled:
+        await sessions.close_account(session, account.id)
     await session.flush()
 
 

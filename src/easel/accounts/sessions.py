@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from easel.db.tables import ConsoleSession
+from easel.db.tables import ConsoleSession, ConsoleUser
 
 
 def token_hash(token: str) -> str:
@@ -75,6 +75,12 @@ async def close_session(session: AsyncSession, token: str) -> None:
 async def close_all(session: AsyncSession, user_id: str) -> int:
     result = await session.execute(delete(ConsoleSession).where(ConsoleSession.user_id == user_id))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def close_account(session: AsyncSession, account_id: str) -> None:
+    """Sign out every person of the account."""
+    people = select(ConsoleUser.id).where(ConsoleUser.account_id == account_id)
+    await session.execute(delete(ConsoleSession).where(ConsoleSession.user_id.in_(people)))
 
 
 async def count_sessions(session: AsyncSession, user_id: str, now: datetime) -> int:
