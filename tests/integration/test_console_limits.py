@@ -135,3 +135,14 @@ async def test_disabling_an_account_signs_its_people_out_for_good(settings: Sett
                 await set_disabled(session, account, disabled)
         page = await http.get("/console/account")  # enabled again: the old sign-in stays ended
         assert page.status_code == 303 and "sign-in" in page.headers["location"]
+
+
+async def test_a_new_api_key_is_shown_in_the_answer_only(settings: Settings) -> None:
+    async with app_client(settings) as (http, _):
+        assert (await sign_up(http, "keys@example.com")).status_code == 303
+        data = {"csrf_token": await form_token(http), "name": "laptop"}
+        made = await http.post("/console/keys", data=data)
+        assert made.status_code == 200 and made.headers["cache-control"] == "no-store"
+        found = re.search(r'id="new-key" readonly value="([^"]+)"', made.text)
+        assert found and "set-cookie" not in made.headers
+        assert found.group(1) not in (await http.get("/console/keys")).text

@@ -8,7 +8,7 @@ from markupsafe import Markup
 from easel.accounts import keys, ledger
 from easel.api.deps import API_ACCESS_MESSAGE, State
 from easel.clock import utcnow
-from easel.console import chart, tokens
+from easel.console import chart
 from easel.console.web import ConsoleRoute, FormDep, PersonDep, render, see_other
 from easel.errors import EaselError
 from easel.webhooks import deliveries
@@ -72,20 +72,9 @@ async def _keys_page(
     )
 
 
-NEW_KEY_COOKIE = "easel_new_key"
-
-
 @router.get("/console/keys")
 async def keys_page(request: Request, who: PersonDep, state: State) -> Response:
-    """A key just created is shown here once: it rides in a signed, short-lived cookie from the
-    create form's redirect and the cookie is deleted with this answer (a reload shows no key)."""
-    signed = request.cookies.get(NEW_KEY_COOKIE, "")
-    shown = tokens.unsign(state.settings.secret_key, "new-key", signed) if signed else None
-    name, _, plain = (shown or "").partition(":")
-    response = await _keys_page(request, who, state, new_key=plain, new_key_name=name)
-    if signed:
-        response.delete_cookie(NEW_KEY_COOKIE, path="/console/keys")
-    return response
+    return await _keys_page(request, who, state)
 
 
 MAX_KEY_NAME = 128
@@ -102,18 +91,8 @@ async def create_key(request: Request, form: FormDep, who: PersonDep, state: Sta
         return await _keys_page(request, who, state, 400, errors={"name": error})
     async with state.db.transaction() as session:
         _, plain = await keys.create_key(session, who.account.id, name)
-    response = see_other("/console/keys")
-    signed = tokens.sign(state.settings.secret_key, "new-key", f"{name}:{plain}")
-    response.set_cookie(
-        NEW_KEY_COOKIE,
-        signed,
-        max_age=60,
-        path="/console/keys",
-        httponly=True,
-        samesite="strict",
-        secure=state.settings.environment != "development",
-    )
-    return response
+    # Shown once, in this answer only (render sends Cache-Control: no-store): never in a cookie.
+    return await _keys_page(request, who, state, new_key=plain, new_key_name=name)
 
 
 @router.post("/console/keys/{key_id}/revoke")
