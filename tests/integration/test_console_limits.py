@@ -146,3 +146,13 @@ async def test_a_new_api_key_is_shown_in_the_answer_only(settings: Settings) -> 
         found = re.search(r'id="new-key" readonly value="([^"]+)"', made.text)
         assert found and "set-cookie" not in made.headers
         assert found.group(1) not in (await http.get("/console/keys")).text
+
+
+async def test_console_pages_refuse_frames_referrers_and_sniffing(settings: Settings) -> None:
+    async with app_client(settings) as (http, _):
+        for path in ("/console/reset?token=abc", "/console/usage", "/console/orders/x"):
+            headers = (await http.get(path)).headers
+            assert headers["x-frame-options"] == "DENY", path
+            assert headers["content-security-policy"] == "frame-ancestors 'none'"
+            assert headers["referrer-policy"] == "no-referrer"
+            assert headers["x-content-type-options"] == "nosniff"

@@ -156,13 +156,28 @@ def see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
+# Never in a frame (clickjacking); no Referer (reset links carry their token); no type sniffing.
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
 class ConsoleRoute(APIRoute):
-    """Errors as HTML pages in the console's layout (or a sign-in redirect), not JSON."""
+    """Errors as HTML pages in the console's layout (or a sign-in redirect), not JSON; every
+    answer with SECURITY_HEADERS."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def run(request: Request) -> Response:
+            response = await answer(request)
+            response.headers.update(SECURITY_HEADERS)
+            return response
+
+        async def answer(request: Request) -> Response:
             try:
                 return await handler(request)
             except SignInRequired:
