@@ -5,11 +5,14 @@ is hidden once confirmed, and nobody else reaches the review."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select, update
 
+from easel.accounts import ledger
 from easel.api.state import AppState
+from easel.catalog.pricing import image_price
 from easel.clock import utcnow
 from easel.config import Settings
-from easel.db.tables import Account
+from easel.db.tables import Account, LedgerEntry, Order
 from easel.media.video import poster_key
 from easel.orders import lifecycle
 from easel.orders.lifecycle import NewOutput
@@ -102,3 +105,82 @@ async def test_a_released_clip_keeps_its_poster(settings: Settings) -> None:
         assert state.storage.get(f"{order_id}/0.poster.jpg") == b"poster"
         with pytest.raises(MissingObject):
             state.storage.get(f"{order_id}/held/0.poster.jpg")
+
+
+async def admin_of(state: AppState) -> str:
+    admin_account, admin = await new_account(state, "mega")
+    async with state.db.transaction() as session:
+        row = await session.get(Account, admin_account.id)
+        assert row is not None
+        row.is_admin = True
+    return admin
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_release_refused_before_anything_when_the_account_cannot_pay(
+    settings: Settings,
+) -> None:
+    async with app_client(settings) as (client, state):
+        account, key = await new_account(state, "pro")
+        admin = await admin_of(state)
+        order_id = await submit_order(state, account)
+        await end_with(state, order_id, [held(f"{order_id}/held/0.png", "blocked")])
+        left = (await client.get("/api/v1/account", headers=auth(key))).json()["credits"]
+        async with state.db.transaction() as session:  # spend every credit left
+            await ledger.debit(session, account.id, None, left["total"], utcnow(), "spent")
+        [item] = (await client.get("/api/v1/admin/review", headers=auth(admin))).json()["items"]
+        url = f"/api/v1/admin/review/{item['output_id']}/release"
+        refused = await client.post(url, headers=auth(admin))
+        assert refused.status_code == 402, refused.text
+        assert "easel accounts grant" in refused.json()["error"]["message"]
+        with pytest.raises(MissingObject):
+            state.storage.get(f"{order_id}/0.png")
+        assert state.storage.get(f"{order_id}/held/0.png") == PNG
+        async with state.db.transaction() as session:
+            await ledger.top_up(session, account.id, 5, utcnow())
+        assert (await client.post(url, headers=auth(admin))).json()["charged"] == 1
+        async with state.db.transaction() as session:
+            kinds = await session.scalars(
+                select(LedgerEntry.kind).where(LedgerEntry.order_id == order_id)
+            )
+            assert sorted(kinds) == ["debit", "refund", "release_0"]
+        after = (await client.get("/api/v1/account", headers=auth(key))).json()["credits"]
+    assert after["total"] == 4
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_release_of_a_missing_or_swept_file_is_a_409_and_charges_nothing(
+    settings: Settings,
+) -> None:
+    async with app_client(settings) as (client, state):
+        account, key = await new_account(state, "pro")
+        admin = await admin_of(state)
+        gone_id, swept_id = await submit_order(state, account), await submit_order(state, account)
+        await end_with(state, gone_id, [held(f"{gone_id}/held/0.png", "blocked")])
+        await end_with(state, swept_id, [held(f"{swept_id}/held/0.png", "blocked")])
+        state.storage.delete(f"{gone_id}/held/0.png")
+        items = (await client.get("/api/v1/admin/review", headers=auth(admin))).json()["items"]
+        swept_output = items[1]["output_id"]
+        async with state.db.transaction() as session:
+            await session.execute(
+                update(Order).where(Order.id == swept_id).values(outputs_swept=True)
+            )
+        before = (await client.get("/api/v1/account", headers=auth(key))).json()["credits"]
+        gone = await client.post(
+            f"/api/v1/admin/review/{items[0]['output_id']}/release", headers=auth(admin)
+        )
+        swept = await client.post(
+            f"/api/v1/admin/review/{swept_output}/release", headers=auth(admin)
+        )
+        listing = (await client.get("/api/v1/admin/review", headers=auth(admin))).json()["items"]
+        after = (await client.get("/api/v1/account", headers=auth(key))).json()["credits"]
+    assert gone.status_code == 409 and "confirm it instead" in gone.json()["error"]["message"]
+    assert swept.status_code == 409 and "past retention" in swept.json()["error"]["message"]
+    assert [i["order_id"] for i in listing] == [gone_id]
+    assert after == before
+
+
+def test_image_shares_add_up_to_the_price() -> None:
+    assert [image_price(10, 3, i) for i in range(3)] == [3, 3, 4]
+    assert sum(image_price(7, 4, i) for i in range(4)) == 7
+    assert image_price(5, 1, 0) == 5

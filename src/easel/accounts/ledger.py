@@ -84,9 +84,11 @@ async def debit(
     amount: int,
     now: datetime,
     note: str = "order",
+    kind: str = "debit",
 ) -> None:
     """Charge an order (or, `order_id` None, something else: `note` says what), plan credits
-    first. The caller holds the account lock."""
+    first. The caller holds the account lock. `kind`: another charge tied to the order (unique
+    with the order and bucket, like a released output's)."""
     have = await balance(session, account_id, now)
     if amount > have.total:
         raise QuotaExceeded(
@@ -101,7 +103,7 @@ async def debit(
             session.add(
                 LedgerEntry(
                     account_id=account_id,
-                    kind="debit",
+                    kind=kind,
                     bucket=bucket,
                     amount=-part,
                     period=period_of(now),

@@ -110,3 +110,11 @@ def price(req: Priced) -> int:
     if req.product.is_animation and req.product.credits is not None:
         return req.product.credits
     return req.model.credits[req.acceleration] * req.n
+
+
+def image_price(cost: int, n: int, index: int) -> int:
+    """Output `index`'s share of an order of `n` outputs costing `cost`: the shares add up to
+    `cost` exactly (the remainder goes to the last ones). A blocked output's refund and a
+    released one's charge are both this."""
+    n = max(n, 1)
+    return cost * (index + 1) // n - cost * index // n

@@ -10,9 +10,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts import ledger
+from easel.accounts.accounts import lock_account
+from easel.catalog import Catalog
+from easel.catalog.pricing import image_price
 from easel.db.status import OrderStatus
 from easel.db.tables import Order, Output
-from easel.errors import Conflict, NotFound
+from easel.errors import Conflict, NotFound, QuotaExceeded
 from easel.webhooks import outbox
 
 TO_REVIEW = ("flagged", "blocked")
@@ -26,7 +29,7 @@ async def to_review(
     rows = await session.execute(
         select(Output, Order)
         .join(Order, Order.id == Output.order_id)
-        .where(Output.safety.in_(TO_REVIEW), Output.id > after)
+        .where(Output.safety.in_(TO_REVIEW), Output.id > after, Order.outputs_swept.is_(False))
         .order_by(Output.id)
         .limit(limit)
     )
@@ -46,6 +49,11 @@ async def reviewed(
         )
     order = await session.get(Order, output.order_id, with_for_update=lock)
     assert order is not None
+    if order.outputs_swept:
+        raise Conflict(
+            f"output {output_id}'s order {order.id} is past retention and its files are "
+            "deleted; nothing is left to review"
+        )
     return output, order
 
 
@@ -54,22 +62,47 @@ def shown_key(output: Output) -> str:
     return output.storage_key.replace("/held/", "/", 1)
 
 
-async def release(session: AsyncSession, output: Output, order: Order, now: datetime) -> int:
-    """Mark it released; a blocked one (its file already copied to `shown_key`) is charged one
-    image's price, and an order that failed because every output was blocked completes.
-    Returns the credits charged."""
-    charged = 0
+def release_kind(output: Output) -> str:
+    """The ledger kind of a released output's charge: one per output (unique with the order)."""
+    return f"release_{output.index}"
+
+
+async def charge_release(
+    session: AsyncSession, catalog: Catalog, output: Output, order: Order, now: datetime
+) -> int:
+    """Charge a blocked output's release (the account locked first): its share of the order's
+    price, as its refund was. Refused (402) before anything is charged or copied when the
+    account cannot pay. Returns the credits charged."""
+    charged = image_price(order.cost_credits, order.n, output.index)
+    if output.safety != "blocked" or not charged:
+        return 0
+    account = await lock_account(session, order.account_id)
+    plan = catalog.plans.get(account.plan)
+    if plan is not None:
+        await ledger.ensure_grant(session, account.id, plan, now)
+    have = await ledger.balance(session, account.id, now)
+    if charged > have.total:
+        raise QuotaExceeded(
+            f"releasing output {output.id} charges account {account.id} {charged} credits but "
+            f"it has {have.total} left; grant it credits first (`easel accounts grant --account "
+            f"{account.id} --credits {charged - have.total}`) or confirm the output instead"
+        )
+    await ledger.debit(
+        session,
+        account.id,
+        order.id,
+        charged,
+        now,
+        note=f"output {order.id}/{output.index} released after review",
+        kind=release_kind(output),
+    )
+    return charged
+
+
+async def release(session: AsyncSession, output: Output, order: Order, now: datetime) -> None:
+    """Mark it released (a blocked one charged by `charge_release` and its file now at
+    `shown_key`); an order that failed because every output was blocked completes."""
     if output.safety == "blocked":
-        charged = order.cost_credits // max(order.n, 1)
-        if charged:
-            await ledger.debit(
-                session,
-                order.account_id,
-                None,
-                charged,
-                now,
-                note=f"output {order.id}/{output.index} released after review",
-            )
         output.storage_key = shown_key(output)
         if order.status == OrderStatus.FAILED and order.error_code == "content_policy":
             order.status = OrderStatus.COMPLETED
@@ -77,7 +110,6 @@ async def release(session: AsyncSession, output: Output, order: Order, now: date
             outbox.enqueue(session, order, outbox.event_for(order.status), now)
     output.safety = RELEASED
     await session.flush()
-    return charged
 
 
 async def confirm(session: AsyncSession, output: Output) -> str | None:

@@ -29,6 +29,7 @@ from easel.backends.upstream.backend import UpstreamBackend
 from easel.backends.upstream.routing import describe_routes
 from easel.catalog import Catalog, Model
 from easel.catalog.capabilities import runs_alone
+from easel.catalog.pricing import image_price
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
@@ -387,9 +388,9 @@ class Worker:
         try:
             screened = await asyncio.to_thread(screen, [i for i in images if i], policy)
             keys = await asyncio.to_thread(store_outputs, self.storage, order.id, screened)
-            blocked = sum(1 for k in keys if k.safety == BLOCKED)
+            blocked = [k.index for k in keys if k.safety == BLOCKED]
             batch.drop(order.id)  # settled: the heartbeat stops renewing it
-            if blocked == len(keys):
+            if len(blocked) == len(keys):
                 log.info("outputs blocked", extra={"action": "blocked", "order_id": order.id})
                 await self._end(
                     order.id,
@@ -406,7 +407,7 @@ class Worker:
                     self.worker_id,
                     keys,
                     utcnow(),
-                    refund=order.cost_credits * blocked // order.n,
+                    refund=sum(image_price(order.cost_credits, order.n, i) for i in blocked),
                 )
         except Exception as exc:
             log.exception("saving failed", extra={"action": "fail", "order_id": order.id})

@@ -16,6 +16,7 @@ from easel.api.routes.admin import AdminAccount
 from easel.clock import utcnow
 from easel.db.tables import Order, Output
 from easel.media.video import poster_key
+from easel.errors import Conflict
 from easel.orders import review
 from easel.storage import MissingObject
 
@@ -97,27 +98,50 @@ async def review_list(
     response_model=Reviewed,
 )
 async def release(output_id: int, _admin: AdminAccount, state: State) -> dict[str, Any]:
-    async with state.db.transaction(readonly=True) as session:
-        output, _order = await review.reviewed(session, output_id, lock=False)
-        held, content_type = output.storage_key, output.content_type
-        blocked = output.safety == "blocked"
-        shown = review.shown_key(output)
-    if blocked:  # copied before the row says so; a repeat copies again, harmlessly
-        for number, (source, target, kind) in enumerate(files(held, shown, content_type)):
+    """Checked and charged under the account's lock, then a blocked output's files are copied
+    (in the same transaction: a failed copy or commit charges nothing and leaves no copy); the
+    held files are deleted after the commit."""
+    copied: list[str] = []
+    moves: list[tuple[str, str, str]] = []
+    try:
+        async with state.db.transaction() as session:
+            output, order = await review.reviewed(session, output_id)
+            charged = await review.charge_release(session, state.catalog, output, order, utcnow())
+            if output.safety == "blocked":
+                moves = files(output.storage_key, review.shown_key(output), output.content_type)
+                copied = await copy_files(state, output_id, moves)
+            await review.release(session, output, order, utcnow())
+    except BaseException:
+        for key in copied:
+            await asyncio.to_thread(state.storage.delete, key)
+        raise
+    for source, _target, _kind in moves:
+        await asyncio.to_thread(state.storage.delete, source)
+    return {"output_id": output_id, "safety": review.RELEASED, "charged": charged}
+
+
+async def copy_files(state: Any, output_id: int, moves: list[tuple[str, str, str]]) -> list[str]:
+    """Copy a held output's files where the client sees them; the keys written. A held file
+    that is gone is a 409 (a clip from a provider may have no poster)."""
+    copied: list[str] = []
+    try:
+        for number, (source, target, kind) in enumerate(moves):
             try:
                 data = await asyncio.to_thread(state.storage.get, source)
             except MissingObject:
                 if number == 0:
-                    raise
-                continue  # a clip from a provider has no poster
+                    raise Conflict(
+                        f"output {output_id}'s held file is gone from storage; it cannot be "
+                        "released, confirm it instead"
+                    ) from None
+                continue
+            copied.append(target)
             await asyncio.to_thread(state.storage.put, target, data, kind)
-    async with state.db.transaction() as session:
-        output, order = await review.reviewed(session, output_id)
-        charged = await review.release(session, output, order, utcnow())
-    if blocked:
-        for source, _target, _kind in files(held, shown, content_type):
-            await asyncio.to_thread(state.storage.delete, source)
-    return {"output_id": output_id, "safety": review.RELEASED, "charged": charged}
+    except BaseException:
+        for key in copied:
+            await asyncio.to_thread(state.storage.delete, key)
+        raise
+    return copied
 
 
 @router.post(
