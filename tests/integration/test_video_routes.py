@@ -13,10 +13,13 @@ from sqlalchemy import select
 from easel.accounts import ledger
 from easel.clock import utcnow
 from easel.config import Settings
-from easel.db.tables import LedgerEntry, Order
+from easel.db.tables import LedgerEntry, Order, Output
 from easel.dialects import console
 from easel.errors import InvalidRequest
 from easel.media.bodies import declared_over
+from easel.media.video import poster_key
+from easel.orders.inputs import OrderInputs
+from easel.storage import MissingObject
 from tests.support.app import app_client, auth, new_account
 from tests.support.file_server import Route, file_server
 
@@ -172,3 +175,39 @@ async def test_delete_queued_videos_and_list_across_pages(settings: Settings) ->
                 break
             after = page["last_id"]
         assert pages == [[ids[1]], [ids[0]]]
+
+
+@SQLITE
+async def test_delete_finished_video_removes_every_file_after_commit(settings: Settings) -> None:
+    """The files DELETE removes are the sweeper's list (retention.stored_keys): outputs, the
+    poster, the first frame and further inputs. The order is made finished in the database
+    (no worker in this file); its files are put in storage as a worker would."""
+    async with app_client(settings) as (client, state):
+        _, key = await new_account(state, "pro")
+        r = await client.post(
+            "/v1/videos",
+            data={"prompt": "waves", "seconds": "1", "size": "320x320"},
+            files={"input_reference": ("red.png", png(), "image/png")},
+            headers=auth(key),
+        )
+        assert r.status_code == 200, r.text
+        video_id = r.json()["id"]
+        files = [f"{video_id}/0.mp4", f"{video_id}/0.poster.jpg", f"{video_id}/reference-2.png"]
+        async with state.db.transaction() as s:
+            order = await s.get(Order, video_id)
+            assert order is not None and order.reference_key
+            files.append(order.reference_key)
+            order.status, order.inputs = "completed", OrderInputs(images=(files[2],)).dump()
+            s.add(Output(order_id=video_id, index=0, storage_key=files[0], content_type="video/mp4",
+                         seed=1, width=320, height=320, bytes=3, created_at=utcnow()))  # fmt: skip
+        assert poster_key(files[0]) == files[1]
+        for name in files[:3]:
+            state.storage.put(name, b"mp4", "application/octet-stream")
+        r = await client.delete(f"/v1/videos/{video_id}", headers=auth(key))
+        assert r.status_code == 200, r.text
+        for name in files:
+            with pytest.raises(MissingObject):
+                state.storage.get(name)
+        async with state.db.transaction(readonly=True) as s:
+            order = await s.get(Order, video_id)
+            assert order is not None and order.outputs_swept

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
-from easel.api.deps import CurrentAccount, ReadSessionDep, SessionDep, State
+from easel.api.deps import CurrentAccount, ReadSessionDep, State
 from easel.api.errors import explain_validation
 from easel.api.intake import api_router, parse_json_body
 from easel.api.limits import is_json
@@ -40,7 +40,7 @@ from easel.errors import Conflict, InvalidRequest, NotFound
 from easel.media.bodies import declared_over
 from easel.media.references import check_image
 from easel.media.video import poster_key
-from easel.orders import lifecycle, reads
+from easel.orders import lifecycle, reads, retention
 from easel.orders.request import DialectData, GenerationRequest, build_request, check_size
 from easel.orders.text import check_text
 from easel.storage import MissingObject, Storage
@@ -409,25 +409,21 @@ async def content(
 
 
 @router.delete("/v1/videos/{video_id}", summary="Delete a video", response_model=VideoDeleted)
-async def delete(
-    video_id: str, account: CurrentAccount, session: SessionDep, state: State
-) -> dict[str, Any]:
+async def delete(video_id: str, account: CurrentAccount, state: State) -> dict[str, Any]:
     """A queued video is canceled and refunded, a running one stops at its next step; the files
-    of a finished one are deleted now (a stopped one's at its expiry, as any order's)."""
-    order = await own_video(session, account, video_id)
-    if order.status not in FINAL:
-        order = await lifecycle.cancel(session, account.id, order.id, utcnow())
-    if order.status in FINAL:
-        outputs = await lifecycle.get_outputs(session, order.id)
-        keys = [o.storage_key for o in outputs]
-        keys += [poster_key(k) for k in keys if k.endswith(".mp4")]
-        keys += [order.reference_key] if order.reference_key else []
-        for key in keys:
-            await asyncio.to_thread(state.storage.delete, key)
-        order.outputs_swept = True
-    order.dialect_data = {**VideoData.stored(order), "deleted": True}
-    await session.flush()
-    return {"id": order.id, "object": "video.deleted", "deleted": True}
+    of a finished one are deleted once that is committed (a stopped one's at its expiry, as any
+    order's)."""
+    keys: list[str] = []
+    async with state.db.transaction() as session:
+        order = await own_video(session, account, video_id)
+        if order.status not in FINAL:
+            order = await lifecycle.cancel(session, account.id, order.id, utcnow())
+        if order.status in FINAL and not order.outputs_swept:
+            keys = retention.stored_keys(order, await lifecycle.get_outputs(session, order.id))
+            order.outputs_swept = True
+        order.dialect_data = {**VideoData.stored(order), "deleted": True}
+    await retention.delete_keys(state.storage, keys)
+    return {"id": video_id, "object": "video.deleted", "deleted": True}
 
 
 DIALECT = Dialect(

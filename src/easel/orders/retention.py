@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -18,13 +19,26 @@ from easel.storage import Storage
 log = logging.getLogger(__name__)
 
 
+def stored_keys(order: Order, outputs: Sequence[Output]) -> list[str]:
+    """Every file an order has in storage: its outputs (a clip's poster too), its first
+    reference image and its further inputs (orders.inputs)."""
+    keys = [o.storage_key for o in outputs]
+    keys += [poster_key(key) for key in keys if key.endswith(".mp4")]  # a clip's still
+    keys += [order.reference_key] if order.reference_key else []
+    return keys + load_inputs(order.inputs).keys
+
+
+async def delete_keys(storage: Storage, keys: Sequence[str]) -> None:
+    for key in keys:
+        await asyncio.to_thread(storage.delete, key)
+
+
 async def sweep_expired(db: Database, storage: Storage, now: datetime, limit: int = 100) -> int:
-    """Delete the outputs of up to `limit` expired orders; return how many orders were swept."""
+    """Delete the files of up to `limit` expired orders; return how many orders were swept."""
     async with db.transaction(readonly=True) as session:
-        rows = (
-            await session.execute(
-                select(Order.id, Output.storage_key)
-                .outerjoin(Output, Output.order_id == Order.id)
+        orders = list(
+            await session.scalars(
+                select(Order)
                 .where(
                     Order.outputs_swept.is_(False),
                     Order.outputs_expire_at < now,
@@ -33,18 +47,13 @@ async def sweep_expired(db: Database, storage: Storage, now: datetime, limit: in
                 .order_by(Order.outputs_expire_at)
                 .limit(limit)
             )
-        ).all()
-        order_ids = sorted({order_id for order_id, _ in rows})
-        stored = (
-            await session.execute(
-                select(Order.reference_key, Order.inputs).where(Order.id.in_(order_ids))
-            )
-        ).all()
-        references = [k for key, inputs in stored for k in [key, *load_inputs(inputs).keys]]
-    keys = [key for _, key in rows if key is not None] + [k for k in references if k]
-    keys += [poster_key(key) for key in keys if key.endswith(".mp4")]  # a clip's still
-    for key in keys:
-        await asyncio.to_thread(storage.delete, key)
+        )
+        order_ids = [o.id for o in orders]
+        outputs: dict[str, list[Output]] = {}
+        for output in await session.scalars(select(Output).where(Output.order_id.in_(order_ids))):
+            outputs.setdefault(output.order_id, []).append(output)
+        keys = [k for o in orders for k in stored_keys(o, outputs.get(o.id, []))]
+    await delete_keys(storage, keys)
     if order_ids:
         async with db.transaction() as session:
             await session.execute(
