@@ -129,8 +129,12 @@ async def generate(request: Request, form: FormDep, who: PersonDep, state: State
     return see_other(f"/console/orders/{order.id}")
 
 
-def _again_form(order: Order, seed: int) -> dict[str, str]:
-    form = {k: str(v) for k, v in reproduce.native_body(order).items()}
+def _again_form(state: AppState, order: Order, seed: int) -> dict[str, str]:
+    refusal = reproduce.again_refusal(state.catalog, order)
+    body = reproduce.native_body(state.catalog, order)
+    if refusal or body is None:
+        raise InvalidRequest(refusal or "this order cannot be run again")
+    form = {k: str(v) for k, v in body.items()}
     form["seed"] = str(seed)
     form["acceleration"] = order.acceleration
     form["llm_enhance"] = "on" if order.llm_enhance else ""
@@ -142,7 +146,7 @@ async def run_again(order_id: str, form: FormDep, who: PersonDep, state: State) 
     async with state.db.transaction(readonly=True) as session:
         order = await reads.own_order(session, who.account.id, order_id)
     seed = secrets.randbelow(MAX_SEED + 1) if form.get("new_seed") else order.seed
-    again = await _place(state, who, _again_form(order, seed))
+    again = await _place(state, who, _again_form(state, order, seed))
     return see_other(f"/console/orders/{again.id}")
 
 
@@ -235,6 +239,7 @@ async def order_page(request: Request, order_id: str, who: PersonDep, state: Sta
         final=order.status in FINAL,
         timings=timings,
         snippets=reproduce.snippets(state.catalog, state.settings.base_url, order),
+        again_refusal=reproduce.again_refusal(state.catalog, order),
     )
 
 

@@ -56,9 +56,36 @@ def _curl(base: str, path: str, body: dict[str, Any]) -> str:
     )
 
 
-def native_body(order: Order) -> dict[str, Any]:
+def native_style(catalog: Catalog, order: Order) -> str | None:
+    """The native API's style for the order's model, as the native dialect resolves styles (an
+    order made through another dialect names an alias or a model id); None when it has none."""
+    if catalog.style(order.model_alias) is not None:
+        return order.model_alias
+    for name in (order.model_alias, order.model):
+        found = catalog.named(name)
+        if found is not None and found.styles:
+            return found.styles[0]
+    return None
+
+
+def again_refusal(catalog: Catalog, order: Order) -> str | None:
+    """Why Run again cannot repeat the order, or None."""
+    if order.reference_key or order.inputs:
+        return "Run again repeats orders without input images; send this one again through the API"
+    if native_style(catalog, order) is None:
+        return (
+            f"{order.model_alias} is no style of this server's playground; "
+            "Run again cannot repeat it"
+        )
+    return None
+
+
+def native_body(catalog: Catalog, order: Order) -> dict[str, Any] | None:
+    style = native_style(catalog, order)
+    if style is None:
+        return None
     body: dict[str, Any] = {
-        "style": order.model_alias,
+        "style": style,
         "product_type": order.product_type,
         "prompt": order.prompt,
         "width": order.width,
@@ -74,8 +101,20 @@ def native_body(order: Order) -> dict[str, Any]:
 
 
 def snippets(catalog: Catalog, base: str, order: Order) -> list[Snippet]:
+    native = native_body(catalog, order)
+    native_note = (
+        f"the native API takes no acceleration: this runs without {order.acceleration} "
+        "(the output differs)"
+        if order.acceleration != "none"
+        else ""
+    )
     out = [
-        Snippet("native", "Native API (curl)", _curl(base, "/api/v1/generate", native_body(order)))
+        Snippet(
+            "native",
+            "Native API (curl)",
+            _curl(base, "/api/v1/generate", native) if native else None,
+            native_note,
+        )
     ]
     kie_name = _name_in(catalog, "kie", order)
     size = min(
@@ -161,12 +200,14 @@ def snippets(catalog: Catalog, base: str, order: Order) -> list[Snippet]:
             OPENAI_NOTE,
         )
     )
-    args = ",\n".join(f"    {k}={v!r}" for k, v in native_body(order).items())
-    easel_py = (
-        "from easel.client import Easel\n\n"
-        f'with Easel("{base}") as easel:  # the key from EASEL_API_KEY\n'
-        f"    order = easel.generate(\n    {args.replace(chr(10), chr(10) + '    ')},\n    )\n"
-        '    order.wait()\n    order.download("outputs/")'
-    )
-    out.append(Snippet("easel-python", "Python, Easel SDK", easel_py))
+    easel_py = None
+    if native:
+        args = ",\n".join(f"    {k}={v!r}" for k, v in native.items())
+        easel_py = (
+            "from easel.client import Easel\n\n"
+            f'with Easel("{base}") as easel:  # the key from EASEL_API_KEY\n'
+            f"    order = easel.generate(\n    {args.replace(chr(10), chr(10) + '    ')},\n    )\n"
+            '    order.wait()\n    order.download("outputs/")'
+        )
+    out.append(Snippet("easel-python", "Python, Easel SDK", easel_py, native_note))
     return out
