@@ -1,5 +1,5 @@
-"""The console's account forms against parallel and repeated attempts, over HTTP in-process on
-SQLite (the limits do not depend on the database): each attempt is counted before its work."""
+"""The console over HTTP in-process on SQLite (none of this depends on the database): the account
+forms against parallel and repeated attempts, sessions, keys, headers, quotes and charges."""
 
 from __future__ import annotations
 
