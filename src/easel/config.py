@@ -135,6 +135,7 @@ class Settings(BaseSettings):
     enhancer_max_tokens: int = 256
     enhance_timeout_seconds: float = 20.0
     enhance_cache_entries: int = 1024  # enhanced prompts a worker keeps in memory
+    enhancer_max_response_bytes: int = 65536  # the longest chat endpoint answer read
 
     # Safety check (docs/safety.md): true checks every order's outputs whatever its plan and
     # request say; the classifier's threads; frames of a clip checked (first, middle, last and

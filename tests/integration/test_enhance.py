@@ -81,6 +81,28 @@ async def test_openai_enhancer_on_a_chat_server(monkeypatch: pytest.MonkeyPatch)
         await service.aclose()
 
 
+async def test_the_cache_keeps_seeds_apart_and_answers_are_bounded() -> None:
+    with chat_server() as server:
+        service = enhancing(enhancer="openai", enhancer_base_url=server.url)
+        one = await service.enhance("a lighthouse", "sdxl", seed=1)
+        two = await service.enhance("a lighthouse", "sdxl", seed=2)
+        again = await service.enhance("a lighthouse", "sdxl", seed=2)
+        assert one.enhancement is not None and two.enhancement is not None
+        assert one.enhancement.prompt.endswith("seed 1")
+        assert two.enhancement.prompt.endswith("seed 2") and again == two
+        assert len(server.requests) == 2
+        server.pad = 5000  # longer than EASEL_MAX_PROMPT_CHARS (2500)
+        cut = await service.enhance("a lighthouse", "sdxl", seed=3)
+        assert cut.enhancement is not None and len(cut.enhancement.prompt) == 2500
+        small = enhancing(
+            enhancer="openai", enhancer_base_url=server.url, enhancer_max_response_bytes=4000
+        )
+        big = await small.enhance("a lighthouse", "sdxl", seed=4)
+        assert (big.status, big.note) == (SKIPPED, "the enhancer failed (ValueError)")
+        await service.aclose()
+        await small.aclose()
+
+
 async def test_a_slow_chat_server_is_skipped() -> None:
     with chat_server(delay=2.0) as server:
         service = enhancing(

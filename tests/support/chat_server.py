@@ -17,6 +17,7 @@ from typing import Any
 class ChatServer:
     url: str = ""
     delay: float = 0.0
+    pad: int = 0  # characters added to the answer's prompt
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -34,7 +35,8 @@ def _handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
                 return
             user = body["messages"][-1]["content"].split("Prompt: ", 1)[1]
             answer = {
-                "prompt": f"{user}, golden hour light, 35mm photo, seed {body['seed']}",
+                "prompt": f"{user}, golden hour light, 35mm photo, seed {body['seed']}"
+                + "x" * server.pad,
                 "negative_prompt": "blurry, lowres",
             }
             reply = {

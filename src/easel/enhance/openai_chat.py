@@ -3,6 +3,7 @@ POST {EASEL_ENHANCER_BASE_URL}/chat/completions, seeded, temperature 0."""
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -19,6 +20,7 @@ class OpenAIChatEnhancer(Enhancer):
         self.model = settings.enhancer_model
         self.url = settings.enhancer_base_url.rstrip("/") + "/chat/completions"
         self.max_tokens = settings.enhancer_max_tokens
+        self.max_bytes = settings.enhancer_max_response_bytes
         key = os.environ.get(settings.enhancer_api_key_env, "")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         # The operator's own endpoint (often on loopback): not a client-given URL, so the
@@ -36,9 +38,17 @@ class OpenAIChatEnhancer(Enhancer):
             "seed": ask.seed,
             "max_tokens": self.max_tokens,
         }
-        response = await self.client.post(self.url, json=body)
-        response.raise_for_status()
-        answer = response.json()["choices"][0]["message"]["content"]
+        data = bytearray()
+        async with self.client.stream("POST", self.url, json=body) as response:
+            response.raise_for_status()
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > self.max_bytes:
+                    raise ValueError(
+                        f"the chat endpoint answered more than {self.max_bytes} bytes "
+                        "(EASEL_ENHANCER_MAX_RESPONSE_BYTES)"
+                    )
+        answer = json.loads(data)["choices"][0]["message"]["content"]
         if not isinstance(answer, str):
             raise ValueError("the chat endpoint answered without text")
         return parse_answer(answer, ask)

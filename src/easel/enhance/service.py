@@ -1,5 +1,5 @@
 """The worker's enhancer: chosen by EASEL_ENHANCER, cached by a hash of (enhancer, model,
-prompt, family), limited to EASEL_ENHANCE_TIMEOUT_SECONDS; any failure keeps the prompt."""
+prompt, family, seed), limited to EASEL_ENHANCE_TIMEOUT_SECONDS; any failure keeps the prompt."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from easel.catalog import Catalog
 from easel.config import Settings
@@ -49,18 +49,19 @@ class Enhancing:
         self.enhancer = enhancer
         self.catalog = catalog
         self.timeout = settings.enhance_timeout_seconds
+        self.max_chars = settings.max_prompt_chars
         self.entries = max(0, settings.enhance_cache_entries)
         self.cache: OrderedDict[str, Enhancement] = OrderedDict()
 
-    def key(self, prompt: str, family: str) -> str:
+    def key(self, prompt: str, family: str, seed: int) -> str:
         assert self.enhancer is not None
-        parts = (self.enhancer.name, self.enhancer.model, prompt, family)
+        parts = (self.enhancer.name, self.enhancer.model, prompt, family, str(seed))
         return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
     async def enhance(self, prompt: str, family: str, seed: int) -> Outcome:
         if self.enhancer is None:
             return Outcome(SKIPPED, None, "prompt enhancement is off on this server")
-        key = self.key(prompt, family)
+        key = self.key(prompt, family, seed)
         cached = self.cache.get(key)
         if cached is not None:
             self.cache.move_to_end(key)
@@ -83,6 +84,11 @@ class Enhancing:
                 "prompt enhancement failed", extra={"action": "enhance_error"}, exc_info=True
             )
             return Outcome(SKIPPED, None, f"the enhancer failed ({type(exc).__name__})")
+        result = replace(
+            result,
+            prompt=result.prompt[: self.max_chars],
+            negative_prompt=result.negative_prompt[: self.max_chars],
+        )
         if self.entries:
             self.cache[key] = result
             while len(self.cache) > self.entries:

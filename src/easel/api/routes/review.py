@@ -15,8 +15,8 @@ from easel.api.intake import CheckedRoute
 from easel.api.routes.admin import AdminAccount
 from easel.clock import utcnow
 from easel.db.tables import Order, Output
-from easel.media.video import poster_key
 from easel.errors import Conflict
+from easel.media.video import poster_key
 from easel.orders import review
 from easel.storage import MissingObject
 
