@@ -4,6 +4,7 @@ forms against parallel and repeated attempts, sessions, keys, headers, quotes an
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import uuid
 from collections import Counter
@@ -14,10 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from easel.accounts import ledger
 from easel.accounts.accounts import find_account, set_disabled
+from easel.catalog.pricing import price
 from easel.config import Settings
+from easel.dialects import console as console_dialect
+from easel.dialects.common import place
 from tests.support import databases
-from tests.support.app import app_client, free_port
+from tests.support.app import app_client, free_port, new_account
 
 pytestmark = pytest.mark.anyio
 PASSWORD = "long enough password"
@@ -156,3 +161,20 @@ async def test_console_pages_refuse_frames_referrers_and_sniffing(settings: Sett
             assert headers["content-security-policy"] == "frame-ancestors 'none'"
             assert headers["referrer-policy"] == "no-referrer"
             assert headers["x-content-type-options"] == "nosniff"
+
+
+async def test_the_playground_quote_is_the_debit_with_the_plans_enhance_credits(
+    settings: Settings,
+) -> None:
+    async with app_client(settings) as (_, state):
+        plan = state.catalog.plans["standard"]
+        state.catalog.plans["standard"] = dataclasses.replace(plan, enhance_credits=3)
+        account, _key = await new_account(state, "standard", topup=10_000)
+        form = {"style": "general", "prompt": "a lighthouse", "llm_enhance": "on"}
+        req = console_dialect.to_request(state, form)
+        quoted = console_dialect.quote(state, account, req)
+        assert quoted == price(req) + 3
+        order, _ = await place(state, account, req)
+        async with state.db.transaction(readonly=True) as session:
+            rows = await ledger.entries(session, account.id, limit=10, offset=0)
+        assert [r.amount for r in rows if r.kind == "debit"] == [-quoted] == [-order.cost_credits]

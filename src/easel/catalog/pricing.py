@@ -112,6 +112,11 @@ def price(req: Priced) -> int:
     return req.model.credits[req.acceleration] * req.n
 
 
+def order_price(plan: Plan, req: Priced, llm_enhance: bool) -> int:
+    """What an order costs on `plan`: the quote shown before and the debit made at submit."""
+    return price(req) + (plan.enhance_credits if llm_enhance else 0)
+
+
 def image_price(cost: int, n: int, index: int) -> int:
     """Output `index`'s share of an order of `n` outputs costing `cost`: the shares add up to
     `cost` exactly (the remainder goes to the last ones). A blocked output's refund and a

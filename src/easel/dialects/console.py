@@ -14,7 +14,7 @@ from easel.api.state import AppState
 from easel.catalog import Catalog, Model
 from easel.catalog.capabilities import Need
 from easel.catalog.loader import ACCELERATIONS
-from easel.catalog.pricing import check_plan, price
+from easel.catalog.pricing import check_plan, order_price
 from easel.db.tables import Account
 from easel.dialects.base import Dialect
 from easel.dialects.native import model_for_need, native_webhook
@@ -117,7 +117,7 @@ def quote(state: AppState, account: Account, req: GenerationRequest) -> int:
     """What the order would cost this account's plan, or Forbidden saying why it may not."""
     plan = state.catalog.plans[account.plan]
     check_plan(state.catalog, plan, req)
-    return price(req) + (plan.enhance_credits if req.llm_enhance else 0)  # as orders/submit.py
+    return order_price(plan, req, req.llm_enhance)
 
 
 DIALECT = Dialect(name=NAME, router=APIRouter(), callback_body=native_webhook)

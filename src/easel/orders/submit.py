@@ -13,7 +13,7 @@ from easel import metrics, wakeup
 from easel.accounts import ledger
 from easel.accounts.accounts import lock_account
 from easel.catalog import Catalog
-from easel.catalog.pricing import check_plan, check_served, price
+from easel.catalog.pricing import check_plan, check_served, order_price
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
@@ -141,7 +141,7 @@ async def submit(
         raise InvalidRequest(f"account plan {account.plan!r} is not in the catalog")
     check_plan(catalog, plan, req)
     check_prompt(catalog.safety, req.prompt)
-    cost = price(req) + (plan.enhance_credits if req.llm_enhance else 0)
+    cost = order_price(plan, req, req.llm_enhance)
     locked = await lock_account(session, account.id)
     if req.idempotency_key:
         earlier = await find_by_idempotency_key(session, account.id, req.idempotency_key)
