@@ -8,16 +8,17 @@ import io
 
 import pytest
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from easel.accounts import ledger
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.tables import LedgerEntry, Order, Output
 from easel.dialects import console
-from easel.errors import InvalidRequest
+from easel.errors import Conflict, InvalidRequest
 from easel.media.bodies import declared_over
 from easel.media.video import poster_key
+from easel.orders import lifecycle
 from easel.orders.inputs import OrderInputs
 from easel.storage import MissingObject
 from tests.support.app import app_client, auth, new_account
@@ -211,3 +212,37 @@ async def test_delete_finished_video_removes_every_file_after_commit(settings: S
         async with state.db.transaction(readonly=True) as s:
             order = await s.get(Order, video_id)
             assert order is not None and order.outputs_swept
+
+
+@pytest.mark.parametrize(
+    "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_cancel_sees_a_video_claimed_or_finished_since_it_was_read(
+    settings: Settings,
+) -> None:
+    """DELETE reads the video, then cancels it: a worker may have claimed or finished it in
+    between (PostgreSQL runs both at once). cancel() acts on the row as it is now."""
+    async with app_client(settings) as (client, state):
+        account, key = await new_account(state, "pro")
+        for now_status, expected in (("running", "running"), ("completed", "Conflict")):
+            r = await client.post(
+                "/v1/videos", json={"prompt": "waves", "seconds": "1"}, headers=auth(key)
+            )
+            video_id = r.json()["id"]
+            async with state.db.transaction() as s:
+                seen = await s.get(Order, video_id)
+                assert seen is not None and seen.status == "pending"
+                async with state.db.transaction() as worker:
+                    await worker.execute(
+                        update(Order).where(Order.id == video_id)
+                        .values(status=now_status, worker_id="w-1")
+                    )  # fmt: skip
+                try:
+                    after = (await lifecycle.cancel(s, account.id, video_id, utcnow())).status
+                except Conflict:
+                    after = "Conflict"
+            assert after == expected
+            async with state.db.transaction(readonly=True) as s:
+                order = await s.get(Order, video_id)
+                assert order is not None and order.status == now_status
+                assert order.cancel_requested == (now_status == "running")

@@ -10,6 +10,7 @@ official SDK's `videos.create_and_poll`). Errors are OpenAI's shape, as in the I
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass
@@ -417,7 +418,9 @@ async def delete(video_id: str, account: CurrentAccount, state: State) -> dict[s
     async with state.db.transaction() as session:
         order = await own_video(session, account, video_id)
         if order.status not in FINAL:
-            order = await lifecycle.cancel(session, account.id, order.id, utcnow())
+            # Conflict: finished since it was read; cancel's locked read refreshed `order`.
+            with contextlib.suppress(Conflict):
+                order = await lifecycle.cancel(session, account.id, order.id, utcnow())
         if order.status in FINAL and not order.outputs_swept:
             keys = retention.stored_keys(order, await lifecycle.get_outputs(session, order.id))
             order.outputs_swept = True

@@ -173,9 +173,13 @@ async def fail(
 
 
 async def cancel(session: AsyncSession, account_id: str, order_id: str, now: datetime) -> Order:
-    """Pending: canceled and refunded now. Running: flagged; the worker stops at its next step."""
+    """Pending: canceled and refunded now. Running: flagged; the worker stops at its next step.
+    The row is read locked and as it is now, even when this session read it before."""
     order = await session.scalar(
-        select(Order).where(Order.id == order_id, Order.account_id == account_id).with_for_update()
+        select(Order)
+        .where(Order.id == order_id, Order.account_id == account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
     if order is None:
         raise NotFound(f"no order {order_id}")
