@@ -1,8 +1,12 @@
-"""Prompts against the catalog's `[safety]` list, before anything is charged or queued."""
+"""Prompts against the catalog's `[safety]` list, before anything is charged or queued. Both
+sides are normalised first (NFKC, format characters such as soft hyphens and zero-width spaces
+dropped, casefolded, whitespace collapsed), and a term's words match with any whitespace between
+them or none ("child porn", "childporn", "child\nporn")."""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 from easel.catalog.loader import SafetyList
@@ -12,16 +16,31 @@ from easel.errors import ContentPolicy
 @lru_cache(maxsize=8)
 def _compiled(safety: SafetyList) -> tuple[re.Pattern[str], ...]:
     terms = [
-        re.compile(rf"(?<!\w){re.escape(t)}(?!\w)", re.IGNORECASE)
+        re.compile(rf"(?<!\w){term_pattern(t)}(?!\w)", re.IGNORECASE)
         for t in (*safety.terms, *safety.extra_terms)
         if t.strip()
     ]
-    patterns = [re.compile(p, re.IGNORECASE) for p in (*safety.patterns, *safety.extra_patterns)]
+    patterns = [
+        re.compile(p, re.IGNORECASE | re.DOTALL) for p in (*safety.patterns, *safety.extra_patterns)
+    ]
     return (*terms, *patterns)
+
+
+def normalized(text: str) -> str:
+    """NFKC, format characters (category Cf) dropped, casefolded, whitespace runs as one space."""
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return " ".join(text.casefold().split())
+
+
+def term_pattern(term: str) -> str:
+    """A listed term's words in order, with any whitespace (or none) between them."""
+    return r"\s*".join(re.escape(word) for word in normalized(term).split())
 
 
 def check_prompt(safety: SafetyList, text: str, param: str = "prompt") -> None:
     """Raise ContentPolicy (400, code content_policy) when `text` matches the list."""
+    text = normalized(text)
     for pattern in _compiled(safety):
         if pattern.search(text):
             raise ContentPolicy(
