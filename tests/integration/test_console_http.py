@@ -178,3 +178,22 @@ async def test_the_playground_quote_is_the_debit_with_the_plans_enhance_credits(
         async with state.db.transaction(readonly=True) as session:
             rows = await ledger.entries(session, account.id, limit=10, offset=0)
         assert [r.amount for r in rows if r.kind == "debit"] == [-quoted] == [-order.cost_credits]
+
+
+async def test_a_playground_form_sent_twice_places_and_charges_one_order(
+    settings: Settings,
+) -> None:
+    async with app_client(settings) as (http, state):
+        assert (await sign_up(http, "twice@example.com")).status_code == 303
+        page = (await http.get("/console/playground")).text
+        nonce = re.search(r'name="nonce" value="([^"]+)"', page)
+        assert nonce
+        form = {"csrf_token": await form_token(http), "nonce": nonce.group(1)}
+        form |= {"style": "turbo", "product_type": "static_image", "prompt": "a boat"}
+        sent = await asyncio.gather(*(http.post("/console/playground", data=form) for _ in "ab"))
+        assert [s.status_code for s in sent] == [303, 303]
+        assert sent[0].headers["location"] == sent[1].headers["location"]
+        async with state.db.transaction(readonly=True) as session:
+            account = await find_account(session, "twice@example.com")
+            rows = await ledger.entries(session, account.id, limit=10, offset=0)
+        assert len([r for r in rows if r.kind == "debit"]) == 1

@@ -58,6 +58,7 @@ def _form_context(state: AppState, who: Person, form: Mapping[str, str]) -> dict
         "presets": dialect.size_presets(model),
         "model": model,
         "plan": plan,
+        "nonce": secrets.token_urlsafe(16),
     }
 
 

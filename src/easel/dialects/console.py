@@ -109,6 +109,8 @@ def to_request(state: AppState, form: Mapping[str, str]) -> GenerationRequest:
         seed=seed,
         acceleration=acceleration,
         llm_enhance=form.get("llm_enhance", "") in ("on", "true", "1"),
+        # The playground form's one-time nonce: the same form sent twice places one order.
+        idempotency_key=f"console:{nonce}" if (nonce := form.get("nonce", "").strip()) else None,
         body={k: v for k, v in form.items() if k != "csrf_token"},
     )
 
