@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from easel.accounts import ledger
-from easel.accounts.accounts import find_account, set_disabled
+from easel.accounts import ledger, passwords, users
+from easel.accounts.accounts import create_account, find_account, set_disabled
 from easel.catalog.pricing import price
+from easel.clock import utcnow
 from easel.config import Settings
 from easel.dialects import console as console_dialect
 from easel.dialects.common import place
@@ -197,3 +198,19 @@ async def test_a_playground_form_sent_twice_places_and_charges_one_order(
             account = await find_account(session, "twice@example.com")
             rows = await ledger.entries(session, account.id, limit=10, offset=0)
         assert len([r for r in rows if r.kind == "debit"]) == 1
+
+
+async def test_a_grant_of_unicode_digits_is_a_400(settings: Settings) -> None:
+    async with app_client(settings) as (http, state):
+        hashed = await passwords.hash_password(PASSWORD)
+        async with state.db.transaction() as session:
+            admin = await create_account(
+                session, state.catalog, "boss@example.com", "mega", is_admin=True
+            )
+            await users.create_user(session, admin.id, "boss@example.com", hashed, utcnow())
+        data = {"csrf_token": await form_token(http), "email": "boss@example.com"}
+        signed = await http.post("/console/sign-in", data=data | {"password": PASSWORD})
+        assert signed.status_code == 303
+        grant = {"csrf_token": await form_token(http), "credits": "²", "reason": "test"}
+        sent = await http.post(f"/console/admin/accounts/{admin.id}/grant", data=grant)
+        assert sent.status_code == 400 and "whole number from 1" in sent.text

@@ -3,6 +3,7 @@ webhooks, the catalog as loaded."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from fastapi import APIRouter, Request, Response
@@ -117,7 +118,7 @@ async def grant(
     errors: dict[str, str] = {}
     text = form.get("credits", "").strip()
     reason = form.get("reason", "").strip()
-    amount = int(text) if text.isdigit() else 0
+    amount = int(text) if re.fullmatch(r"[0-9]{1,9}", text) else 0  # not isdigit(): '²'
     if not 0 < amount <= MAX_GRANT:
         errors["credits"] = f"credits must be a whole number from 1 to {MAX_GRANT}"
     if not reason or len(reason) > MAX_REASON:
