@@ -246,3 +246,27 @@ async def test_cancel_sees_a_video_claimed_or_finished_since_it_was_read(
                 order = await s.get(Order, video_id)
                 assert order is not None and order.status == now_status
                 assert order.cancel_requested == (now_status == "running")
+
+
+@SQLITE
+async def test_seedance_first_frame_sets_the_aspect_ratio(settings: Settings) -> None:
+    """Seed 002 without aspect_ratio: the clip follows its first frame (a 16:9 image makes a
+    16:9 clip at the model's size, not a square that crops it); a given one is kept."""
+    wide = io.BytesIO()
+    Image.new("RGB", (640, 360), (20, 90, 200)).save(wide, "PNG")
+    async with app_client(settings) as (client, state):
+        _, key = await new_account(state, "pro")
+        ids = []
+        with file_server({"/wide.png": Route(wide.getvalue())}) as files:
+            for extra in ({}, {"aspect_ratio": "1:1"}):
+                r = await client.post(
+                    "/api/v1/tasks/create",
+                    json={"model_id": "seedance-2", "prompt": "waves",
+                          "image_urls": [files.url("/wide.png")]} | extra,
+                    headers=auth(key),
+                )  # fmt: skip
+                assert r.json()["code"] == 200, r.text
+                ids.append(r.json()["data"]["task_id"])
+        async with state.db.transaction(readonly=True) as s:
+            orders = [await s.get(Order, i) for i in ids]
+        assert [(o.width, o.height) for o in orders if o] == [(1280, 704), (960, 960)]

@@ -11,6 +11,7 @@ from easel.api.state import AppState
 from easel.catalog import Catalog, Model
 from easel.catalog.capabilities import (
     EDIT,
+    IMAGE_TO_VIDEO,
     TAKES_IMAGES,
     Need,
     makes_video,
@@ -150,12 +151,18 @@ def attach_reference(
 
 
 def sized_by_images(settings: Settings, req: GenerationRequest) -> GenerationRequest:
-    """An edit follows its last image's aspect ratio (an inpainting, the OpenAI dialect's alone,
-    is sized by openai_images.inpaint_size)."""
-    if req.reference is None or EDIT not in model_capabilities(req.model):
+    """An edit follows its last image's aspect ratio, a video its first frame's (an inpainting,
+    the OpenAI dialect's alone, is sized by openai_images.inpaint_size)."""
+    if req.reference is None:
         return req
-    last = (*[req.reference], *req.more_references)[-1]
-    width, height = size_for_aspect(req.model, f"{last.width}:{last.height}")
+    capabilities = model_capabilities(req.model)
+    if EDIT in capabilities:
+        shown = (*[req.reference], *req.more_references)[-1]
+    elif IMAGE_TO_VIDEO in capabilities:
+        shown = req.reference
+    else:
+        return req
+    width, height = size_for_aspect(req.model, f"{shown.width}:{shown.height}")
     width = min(max(width, settings.min_side), settings.max_side)
     height = min(max(height, settings.min_side), settings.max_side)
     check_size(settings, width, height)
