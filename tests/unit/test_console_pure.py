@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from easel.catalog import Catalog
-from easel.console import reproduce
+from easel.console import chart, reproduce
 from easel.db.tables import Order
 
 
@@ -51,3 +52,9 @@ def test_reproduce_names_the_native_style_of_an_order_made_through_another_diale
     assert "input images" in (reproduce.again_refusal(catalog_default, edit) or "")
     fast = order("sdxl-anime", "anime", acceleration="high")
     assert "takes no acceleration" in native(catalog_default, fast).note
+
+
+def test_a_day_of_refunds_draws_no_negative_bar() -> None:
+    svg = chart.bars([("2026-01-01", -40), ("2026-01-02", 10)])
+    heights = [float(h) for h in re.findall(r'height="(-?[0-9.]+)"><title>', svg)]
+    assert heights[0] == 0 and heights[1] > 0

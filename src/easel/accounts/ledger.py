@@ -20,6 +20,8 @@ from easel.db.engine import is_postgresql
 from easel.db.tables import LedgerEntry
 from easel.errors import InvalidRequest, QuotaExceeded
 
+REFUND_ENHANCE = "refund_enhance"  # an llm_enhance order's enhancement, skipped
+
 
 @dataclass(frozen=True)
 class Balance:
@@ -115,30 +117,51 @@ async def debit(
     await session.flush()
 
 
-async def refund(session: AsyncSession, order_id: str, now: datetime, note: str) -> int:
-    """Give back what the order was charged; a second call adds nothing (unique constraint)."""
-    debits = (
+async def _refundable(session: AsyncSession, order_id: str) -> list[tuple[str, str, int, str]]:
+    """(account, bucket, credits not yet given back, period) of each bucket the order's debit
+    took from: what it was charged less every refund already written for it."""
+    rows = (
         await session.execute(
             select(
-                LedgerEntry.account_id, LedgerEntry.bucket, LedgerEntry.amount, LedgerEntry.period
-            ).where(LedgerEntry.order_id == order_id, LedgerEntry.kind == "debit")
+                LedgerEntry.account_id,
+                LedgerEntry.kind,
+                LedgerEntry.bucket,
+                LedgerEntry.amount,
+                LedgerEntry.period,
+            ).where(LedgerEntry.order_id == order_id)
         )
     ).all()
-    if not debits:
-        return 0
+    refunded: dict[str, int] = {}
+    for _, kind, bucket, amount, _ in rows:
+        if kind.startswith("refund"):
+            refunded[bucket] = refunded.get(bucket, 0) + amount
+    left = []
+    for account_id, kind, bucket, amount, period in rows:
+        if kind == "debit":
+            left.append((account_id, bucket, -amount - refunded.get(bucket, 0), period))
+    return left
+
+
+async def refund(session: AsyncSession, order_id: str, now: datetime, note: str) -> int:
+    """Give back what the order was charged and not yet given back (a part refund, such as an
+    enhancement that was skipped, is not given twice); a second call adds nothing (unique
+    constraint)."""
     rows = [
         {
             "account_id": account_id,
             "kind": "refund",
             "bucket": bucket,
-            "amount": -amount,
+            "amount": left,
             "period": period,  # plan credits go back to the month they came from
             "order_id": order_id,
             "note": note[:256],
             "created_at": now,
         }
-        for account_id, bucket, amount, period in debits
+        for account_id, bucket, left, period in await _refundable(session, order_id)
+        if left > 0
     ]
+    if not rows:
+        return 0
     result = await session.execute(
         _insert_ignoring_conflicts(session, rows).returning(LedgerEntry.amount)
     )
@@ -146,29 +169,28 @@ async def refund(session: AsyncSession, order_id: str, now: datetime, note: str)
 
 
 async def refund_part(
-    session: AsyncSession, order_id: str, amount: int, now: datetime, note: str
+    session: AsyncSession,
+    order_id: str,
+    amount: int,
+    now: datetime,
+    note: str,
+    kind: str = "refund_part",
 ) -> int:
-    """Give back `amount` of what the order was charged (top-up credits first), once per order:
-    a second call adds nothing (unique constraint); an order refunded this way is not refunded
-    in full later (it completed)."""
-    debits = (
-        await session.execute(
-            select(
-                LedgerEntry.account_id, LedgerEntry.bucket, LedgerEntry.amount, LedgerEntry.period
-            ).where(LedgerEntry.order_id == order_id, LedgerEntry.kind == "debit")
-        )
-    ).all()
+    """Give back `amount` of what the order was charged and not yet given back (top-up credits
+    first), once per order and `kind` (refund_part: blocked outputs; refund_enhance: a skipped
+    enhancement): a second call adds nothing (unique constraint)."""
     rows = []
     left = amount
-    for account_id, bucket, charged, period in sorted(debits, key=lambda d: d[1] != "topup"):
-        part = min(left, -charged)
+    refundable = await _refundable(session, order_id)
+    for account_id, bucket, charged, period in sorted(refundable, key=lambda d: d[1] != "topup"):
+        part = min(left, charged)
         if part <= 0:
             continue
         left -= part
         rows.append(
             {
                 "account_id": account_id,
-                "kind": "refund_part",
+                "kind": kind,
                 "bucket": bucket,
                 "amount": part,
                 "period": period,
@@ -222,12 +244,13 @@ async def entries(
 async def spent_per_day(
     session: AsyncSession, account_id: str, now: datetime, days: int
 ) -> list[tuple[str, int]]:
-    """Credits spent (debits less refunds) on each of the last `days` UTC days, oldest first."""
+    """Credits spent (debits less refunds) on each of the last `days` UTC days, oldest first; a
+    day whose refunds (of earlier days' debits) outweigh its debits counts 0."""
     first = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
     rows = await session.execute(
         select(LedgerEntry.created_at, LedgerEntry.amount).where(
             LedgerEntry.account_id == account_id,
-            LedgerEntry.kind.in_(("debit", "refund")),
+            LedgerEntry.kind.not_in(("grant", "topup")),
             LedgerEntry.created_at >= first,
         )
     )
@@ -236,4 +259,4 @@ async def spent_per_day(
         day = created_at.strftime("%Y-%m-%d")
         if day in spent:
             spent[day] -= amount
-    return list(spent.items())
+    return [(day, max(value, 0)) for day, value in spent.items()]

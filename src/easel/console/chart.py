@@ -17,7 +17,7 @@ def bars(days: list[tuple[str, int]], unit: str = "credits") -> str:
         f'<line x1="{PAD}" y1="{HEIGHT}" x2="{WIDTH}" y2="{HEIGHT}" class="axis"/>',
     ]
     for i, (day, value) in enumerate(days):
-        h = (HEIGHT - 16) * value / top
+        h = (HEIGHT - 16) * max(value, 0) / top  # a day of refunds only: no bar, not a negative
         x = PAD + i * step
         parts.append(
             f'<rect x="{x + 1:.1f}" y="{HEIGHT - h:.1f}" width="{max(step - 2, 1):.1f}" '
