@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import html
 import re
 import uuid
 from collections import Counter
@@ -214,3 +215,21 @@ async def test_a_grant_of_unicode_digits_is_a_400(settings: Settings) -> None:
         grant = {"csrf_token": await form_token(http), "credits": "²", "reason": "test"}
         sent = await http.post(f"/console/admin/accounts/{admin.id}/grant", data=grant)
         assert sent.status_code == 400 and "whole number from 1" in sent.text
+
+
+async def test_the_older_link_of_history_keeps_filters_with_any_characters(
+    settings: Settings,
+) -> None:
+    async with app_client(settings.model_copy(update={"console_page_size": 1})) as (http, state):
+        assert (await sign_up(http, "pages@example.com")).status_code == 303
+        async with state.db.transaction(readonly=True) as session:
+            account = await find_account(session, "pages@example.com")
+        for prompt in ("first-lighthouse", "second-lighthouse"):
+            form = {"style": "turbo", "prompt": prompt}
+            await place(state, account, console_dialect.to_request(state, form))
+        first = await http.get("/console/history", params={"from": "2000-01-01T00:00+00:00"})
+        older = re.search(r'rel="next" href="([^"]+)"', first.text)
+        assert first.status_code == 200 and older
+        second = await http.get("/console/history" + html.unescape(older.group(1)))
+        assert second.status_code == 200 and "first-lighthouse" in second.text
+        assert "second-lighthouse" not in second.text and "second-lighthouse" in first.text

@@ -6,6 +6,7 @@ import secrets
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse
@@ -197,7 +198,8 @@ async def history(
             since=_since(since),
         )
     cards = [(o, output_urls(o, outs, state.storage)) for o, outs in page.orders]
-    query = "&".join(f"{k}={v}" for k, v in filters.items() if v)
+    query = {k: v for k, v in filters.items() if v}
+    older = urlencode(query | {"before": page.next_before}) if page.next_before else ""
     return render(
         request,
         state,
@@ -205,7 +207,7 @@ async def history(
         "history.html",
         cards=cards,
         filters=filters,
-        next_before=page.next_before,
+        older=older,
         query=query,
         statuses=[s.value for s in OrderStatus],
         dialects=list(DIALECTS),
