@@ -54,6 +54,15 @@ async def ensure_grant(session: AsyncSession, account_id: str, plan: Plan, now: 
     await session.execute(_insert_ignoring_conflicts(session, [row]))
 
 
+async def balance_with_grant(
+    session: AsyncSession, account_id: str, plan: Plan | None, now: datetime
+) -> Balance:
+    """The balance once this month's credits of `plan` (when it is in the catalog) are written."""
+    if plan is not None:
+        await ensure_grant(session, account_id, plan, now)
+    return await balance(session, account_id, now)
+
+
 async def balance(session: AsyncSession, account_id: str, now: datetime) -> Balance:
     period = period_of(now)
     plan_sum = func.coalesce(

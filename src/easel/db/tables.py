@@ -189,6 +189,8 @@ class Order(Base):
     # batches only orders whose text is equal.
     loras: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
     llm_enhance: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What it paid for llm_enhance (migration 0014), refunded when nothing was enhanced.
+    enhance_credits: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     safety_check: Mapped[bool] = mapped_column(Boolean, default=False)
     webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     # The dialect's own fields (dialects/*: a DialectData subclass as JSON).

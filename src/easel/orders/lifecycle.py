@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from easel import metrics
 from easel.accounts import ledger
 from easel.accounts.accounts import release_running_slot
+from easel.catalog.pricing import image_price
 from easel.db.status import OrderStatus
 from easel.db.tables import Order, Output
 from easel.errors import Conflict, NotFound
@@ -41,6 +42,12 @@ SHOWN_SAFETY = ("flagged", "blurred", "released")
 
 def shown() -> ColumnElement[bool]:
     return or_(Output.safety.is_(None), Output.safety.in_(SHOWN_SAFETY))
+
+
+def output_price(order: Order, index: int) -> int:
+    """Output `index`'s share of what the order's images cost (its enhancement left out): what
+    a blocked output gives back and a released one is charged."""
+    return image_price(order.cost_credits - order.enhance_credits, order.n, index)
 
 
 async def get_outputs(session: AsyncSession, order_id: str) -> list[Output]:

@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from easel.accounts import ledger
 from easel.accounts.accounts import lock_account
 from easel.catalog import Catalog
-from easel.catalog.pricing import image_price
 from easel.db.status import OrderStatus
 from easel.db.tables import Order, Output
 from easel.errors import Conflict, NotFound, QuotaExceeded
+from easel.orders import lifecycle
 from easel.webhooks import outbox
 
 TO_REVIEW = ("flagged", "blocked")
@@ -73,7 +73,7 @@ async def charge_release(
     """Charge a blocked output's release (the account locked first): its share of the order's
     price, as its refund was. Refused (402) before anything is charged or copied when the
     account cannot pay. Returns the credits charged."""
-    charged = image_price(order.cost_credits, order.n, output.index)
+    charged = lifecycle.output_price(order, output.index)
     if output.safety != "blocked" or not charged:
         return 0
     account = await lock_account(session, order.account_id)

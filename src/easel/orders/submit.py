@@ -205,6 +205,7 @@ async def submit(
         priority=plan.priority,
         fair_seq=seq,
         cost_credits=cost,
+        enhance_credits=plan.enhance_credits if req.llm_enhance else 0,
         attempts=0,
         cancel_requested=False,
         created_at=now,

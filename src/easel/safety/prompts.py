@@ -38,13 +38,17 @@ def term_pattern(term: str) -> str:
     return r"\s*".join(re.escape(word) for word in normalized(term).split())
 
 
+def listed(safety: SafetyList, text: str) -> bool:
+    """Whether `text` matches the list."""
+    text = normalized(text)
+    return any(pattern.search(text) for pattern in _compiled(safety))
+
+
 def check_prompt(safety: SafetyList, text: str, param: str = "prompt") -> None:
     """Raise ContentPolicy (400, code content_policy) when `text` matches the list."""
-    text = normalized(text)
-    for pattern in _compiled(safety):
-        if pattern.search(text):
-            raise ContentPolicy(
-                f"the {param} is refused by this server's content policy (it matches the "
-                "operator's list of refused words); change the wording. Nothing was charged",
-                param=param,
-            )
+    if listed(safety, text):
+        raise ContentPolicy(
+            f"the {param} is refused by this server's content policy (it matches the "
+            "operator's list of refused words); change the wording. Nothing was charged",
+            param=param,
+        )

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from easel import metrics, wakeup
+from easel.accounts import ledger
 from easel.accounts.accounts import plans_of
 from easel.backends import weights
 from easel.backends.base import Backend, BackendFailure, Canceled, ProgressFn, Rerouted
@@ -29,18 +30,18 @@ from easel.backends.upstream.backend import UpstreamBackend
 from easel.backends.upstream.routing import describe_routes
 from easel.catalog import Catalog, Model
 from easel.catalog.capabilities import runs_alone
-from easel.catalog.pricing import image_price
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
 from easel.db.status import OrderStatus
 from easel.db.tables import Order
-from easel.enhance.service import Enhancing, make_enhancer
+from easel.enhance.service import SKIPPED, Enhancing, Outcome, make_enhancer
 from easel.errors import ModelUnavailable
 from easel.media.encoding import GeneratedImage
 from easel.orders import attempts, lifecycle, queue
 from easel.orders.inputs import load_inputs
 from easel.orders.serving import GENERATING, LOADING_MODEL
+from easel.safety.prompts import listed
 from easel.services.base import Periodic, Service, wait_any
 from easel.storage import MissingObject, Storage
 from easel.worker import presence
@@ -407,7 +408,7 @@ class Worker:
                     self.worker_id,
                     keys,
                     utcnow(),
-                    refund=sum(image_price(order.cost_credits, order.n, i) for i in blocked),
+                    refund=sum(lifecycle.output_price(order, i) for i in blocked),
                 )
         except Exception as exc:
             log.exception("saving failed", extra={"action": "fail", "order_id": order.id})
@@ -560,14 +561,19 @@ class Worker:
 
     async def _enhance(self, model: Model, orders: list[Order]) -> dict[str, tuple[str, str]]:
         """The enhanced (prompt, negative prompt) of each order that asked for llm_enhance,
-        recorded on the order; an order the enhancer skipped keeps its own prompt."""
+        recorded on the order; an order the enhancer skipped (or whose enhanced text matches
+        the content policy list) keeps its own prompt and gets its enhance credits back."""
         asked = [o for o in orders if o.llm_enhance]
         if not asked:
             return {}
-        outcomes = await asyncio.gather(
-            *(self.enhancing.enhance(o.prompt, model.family, o.seed) for o in asked)
-        )
+        outcomes = [
+            self._vetted(outcome)
+            for outcome in await asyncio.gather(
+                *(self.enhancing.enhance(o.prompt, model.family, o.seed) for o in asked)
+            )
+        ]
         enhanced = {}
+        now = utcnow()
         async with self.db.transaction() as session:
             for order, outcome in zip(asked, outcomes, strict=True):
                 prompt = negative = None
@@ -575,6 +581,15 @@ class Worker:
                     prompt = model.render_prompt(outcome.enhancement.prompt)
                     negative = outcome.enhancement.negative_prompt
                     enhanced[order.id] = (prompt, order.negative_prompt or negative)
+                elif order.enhance_credits:
+                    await ledger.refund_part(
+                        session,
+                        order.id,
+                        order.enhance_credits,
+                        now,
+                        f"prompt enhancement skipped: {outcome.note}",
+                        kind=ledger.REFUND_ENHANCE,
+                    )
                 await lifecycle.record_enhancement(
                     session,
                     order.id,
@@ -591,6 +606,18 @@ class Worker:
                 extra={"action": "enhance", "order_id": order.id, "note": outcome.note},
             )
         return enhanced
+
+    def _vetted(self, outcome: Outcome) -> Outcome:
+        """An enhancement whose prompt or negative prompt matches the content policy list is
+        not used (skipped: content policy)."""
+        found = outcome.enhancement
+        if found is None:
+            return outcome
+        if listed(self.catalog.safety, found.prompt) or listed(
+            self.catalog.safety, found.negative_prompt
+        ):
+            return Outcome(SKIPPED, None, "content policy: the enhanced prompt matches the list")
+        return outcome
 
     async def _stage(self, batch: BatchRun, **fields: Any) -> None:
         """Record what the batch is doing (`orders.stage`, load bytes) on its live orders."""
