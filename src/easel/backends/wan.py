@@ -3,9 +3,10 @@
 One set of weights does both: `WanPipeline` from text and `WanImageToVideoPipeline`, made from
 the same components, from an image. TI2V-5B makes 24 fps clips of 4k+1 frames up to 121, trained
 at 1280x704 / 704x1280. Sides must be multiples of the VAE's scale times the patch (32): a size
-that is not (1280x720) is made at the next multiple up and cropped to what was asked, and the
-first frame is turned upright (EXIF) and fitted (scaled, centre-cropped) to the size made. One
-clip per pipeline call.
+that is not (1280x720) is made at the next multiple up and cropped to what was asked; the first
+frame is turned upright (EXIF), fitted (scaled, centre-cropped) to the size asked and padded with
+its edge pixels to the size made, so the clip's first frame is the client's image. One clip per
+pipeline call.
 """
 
 from __future__ import annotations
@@ -35,6 +36,16 @@ def centre_crop(clip: np.ndarray, width: int, height: int) -> np.ndarray:
     top = (clip.shape[1] - height) // 2
     left = (clip.shape[2] - width) // 2
     return clip[:, top : top + height, left : left + width]
+
+
+def first_frame(reference: bytes, width: int, height: int, multiple: int) -> Image.Image:
+    """The client's image upright and fitted to the size asked, then edge-padded to the size
+    made (sides multiples of `multiple`) so that `centre_crop` gives it back as it is."""
+    image = np.asarray(fit_reference(reference, width, height).convert("RGB"))
+    made_w, made_h = padded(width, multiple), padded(height, multiple)
+    top, left = (made_h - height) // 2, (made_w - width) // 2
+    pad = ((top, made_h - height - top), (left, made_w - width - left), (0, 0))
+    return Image.fromarray(np.pad(image, pad, mode="edge"))
 
 
 class WanBackend(LocalBackend):
@@ -130,8 +141,8 @@ class WanBackend(LocalBackend):
             "output_type": "np",
         }
         pipe = self.pipe
-        if spec.reference is not None:  # upright by its EXIF orientation, fitted
-            call["image"] = fit_reference(spec.reference, width, height)
+        if spec.reference is not None:
+            call["image"] = first_frame(spec.reference, job.width, job.height, self.size_multiple)
             pipe = self.first_frame_pipe
         with torch.inference_mode():
             result = pipe(**call)
