@@ -5,6 +5,7 @@ orders wait in the queue."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -270,3 +271,32 @@ async def test_seedance_first_frame_sets_the_aspect_ratio(settings: Settings) ->
         async with state.db.transaction(readonly=True) as s:
             orders = [await s.get(Order, i) for i in ids]
         assert [(o.width, o.height) for o in orders if o] == [(1280, 704), (960, 960)]
+
+
+@SQLITE
+async def test_video_bounds_of_the_model_and_a_shorter_plan(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The model bounds a frame's pixels where the plan sets none; seed 002 (no length field)
+    makes the plan's longest clip when that is shorter than the model's default."""
+    path = tmp_path / "plans.toml"
+    path.write_text("[plans.pro]\nmax_video_seconds = 3\nmax_video_pixels = 0\n")
+    async with app_client(settings.model_copy(update={"catalog": path})) as (client, state):
+        _, key = await new_account(state, "pro")
+        r = await client.post(
+            "/v1/videos",
+            json={"prompt": "waves", "seconds": "3", "size": "2048x2048"},
+            headers=auth(key),
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "size", r.text
+        assert "1048576" in r.json()["error"]["message"]
+        r = await client.post(
+            "/api/v1/tasks/create",
+            json={"model_id": "seedance-2", "prompt": "waves", "aspect_ratio": "16:9"},
+            headers=auth(key),
+        )
+        assert r.json()["code"] == 200, r.text
+        assert r.json()["data"]["credits"] == 30
+        async with state.db.transaction(readonly=True) as s:
+            (order,) = await s.scalars(select(Order))
+        assert (order.frames, order.cost_credits) == (73, 30)  # 3 s at 24 fps

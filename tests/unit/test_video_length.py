@@ -28,3 +28,14 @@ def test_a_default_length_beyond_max_frames_is_a_catalog_error(tmp_path: Path) -
     path.write_text("[models.wan-ti2v-5b]\nframe_step = 0\n")
     with pytest.raises(CatalogError, match="frame_step >= 1"):
         load_catalog(path)
+
+
+def test_a_wan_model_steps_by_its_vae_and_caps_pixels(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.toml"
+    path.write_text("[models.wan-ti2v-5b]\nframe_step = 2\n")
+    with pytest.raises(CatalogError, match="frame_step = 4"):
+        load_catalog(path)
+    path.write_text("[models.wan-ti2v-5b]\nmax_pixels = 0\n")
+    with pytest.raises(CatalogError, match="max_pixels"):
+        load_catalog(path)
+    assert load_catalog().models["wan-ti2v-5b"].max_pixels == 1024 * 1024

@@ -197,10 +197,12 @@ class Model:
     max_references: int = 0  # the most reference images an order takes; 0: the default (1, edit 3)
     # Videos made by length (wan): the default clip length in seconds (0: a fixed-length clip of
     # the order's product), the most frames one clip may have, frames come as frame_step * k + 1,
-    # and the price per second of video (instead of the product's credits).
+    # the most pixels a frame may have (whatever a plan allows), and the price per second of
+    # video (instead of the product's credits).
     seconds: int = 0
     max_frames: int = 0
     frame_step: int = 1
+    max_pixels: int = 0
     credits_per_second: int = 0
 
     @property

@@ -56,16 +56,22 @@ def check_plan(catalog: Catalog, plan: Plan, req: Priced) -> None:
 
 
 def check_video(plan: Plan, req: Priced) -> None:
-    """The length and size of a video made by length, within the plan's bounds."""
+    """The length and size of a video made by length, within the model's and the plan's bounds."""
     if not req.video_seconds:
         return
+    pixels = req.width * req.height
+    if pixels > req.model.max_pixels:
+        raise InvalidRequest(
+            f"{req.model_alias!r} makes videos of at most {req.model.max_pixels} pixels a frame, "
+            f"this order asks for {req.width}x{req.height} ({pixels}); ask for a smaller size",
+            param="size",
+        )
     if plan.max_video_seconds and req.video_seconds > plan.max_video_seconds:
         raise Forbidden(
             f"plan {plan.id} allows videos of at most {plan.max_video_seconds} seconds, this "
             f"order asks for {req.video_seconds}; ask for a shorter one or upgrade the plan",
             param="seconds",
         )
-    pixels = req.width * req.height
     if plan.max_video_pixels and pixels > plan.max_video_pixels:
         raise Forbidden(
             f"plan {plan.id} allows videos of at most {plan.max_video_pixels} pixels a frame, "

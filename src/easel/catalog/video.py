@@ -33,11 +33,23 @@ def longest_seconds(model: Model) -> int:
     return seconds
 
 
+# A family's frames come in steps of its VAE's temporal compression: 4k+1.
+FRAME_STEPS = {"wan": 4}
+
+
 def check_model(model: Model) -> str | None:
     """A catalog error for the model's video-length fields, or None."""
     where = f"models.{model.id}"
     if min(model.seconds, model.max_frames, model.credits_per_second) < 0 or model.frame_step < 1:
         return f"{where}: seconds, max_frames and credits_per_second must be >= 0, frame_step >= 1"
+    step = FRAME_STEPS.get(model.family)
+    if step is not None and model.frame_step != step:
+        return (
+            f"{where}: a {model.family} model needs frame_step = {step} (its VAE's), "
+            f"not {model.frame_step}"
+        )
+    if by_length(model) and model.max_pixels <= 0:
+        return f"{where}: a model that makes videos by length needs max_pixels (a frame's) > 0"
     if by_length(model) and frames_for(model, model.seconds) > model.max_frames:
         return (
             f"{where}: a {model.seconds} s clip at {model.fps} fps is "

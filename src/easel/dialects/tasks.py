@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from easel.api.deps import CurrentAccount, ReadSessionDep, State
 from easel.api.intake import api_router
+from easel.catalog import video as video_length
 from easel.catalog.capabilities import EDIT, IMAGE_TO_IMAGE, IMAGE_TO_VIDEO, Need, makes_video
 from easel.db.status import UNSUCCESSFUL, OrderStatus
 from easel.db.tables import Order, Output
@@ -186,6 +187,11 @@ async def create(body: CreateTaskBody, account: CurrentAccount, state: State) ->
     model = resolve_model(catalog, NAME, body.model_id, "model_id", wanted)
     product = catalog.products[catalog.video_product if animation else catalog.image_product]
     width, height = size_for_aspect(model, body.aspect_ratio)
+    # No length field: the model's default clip, or the plan's longest when that is shorter.
+    plan_longest = catalog.plans[account.plan].max_video_seconds
+    seconds = None
+    if animation and video_length.by_length(model) and 0 < plan_longest < model.seconds:
+        seconds = plan_longest
     req = build_request(
         settings,
         dialect=NAME,
@@ -202,6 +208,7 @@ async def create(body: CreateTaskBody, account: CurrentAccount, state: State) ->
         webhook_param="callback_url",
         body=body.model_dump(),
         dialect_data=TaskData(request_id=new_id("req", 16)),
+        seconds=seconds,
     )
     req = await with_references(
         req,
