@@ -147,7 +147,8 @@ async def test_enhance_and_safety_end_to_end(
         account = (await client.get("/api/v1/account", headers=auth(pro))).json()
         blurred = (await client.get(seed000["output_urls"][0])).content
         top = scores.index(ranked[0])
-        held_bytes = state.storage.get(f"{ids['some']}/held/{top}.png")
+        [held_key] = [o.storage_key for o in held if o.safety == "blocked"]
+        held_bytes = state.storage.get(held_key)
         # The operator's review: the two blocked outputs are listed (an ordinary key gets 404).
         admin_account, admin = await new_account(state, "mega")
         async with state.db.transaction() as session:
@@ -175,7 +176,7 @@ async def test_enhance_and_safety_end_to_end(
         mega_credits = (await client.get("/api/v1/account", headers=auth(mega))).json()["credits"]
         after_review = (await client.get("/api/v1/admin/review", headers=auth(admin))).json()
         with pytest.raises(MissingObject):
-            state.storage.get(f"{ids['some']}/held/{top}.png")
+            state.storage.get(held_key)
 
     # One of three blocked: two shown, the third held for review, one image's credit back.
     assert some["status"] == "completed", some

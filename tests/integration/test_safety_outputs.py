@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +18,11 @@ from easel.clock import utcnow
 from easel.media.encoding import GeneratedImage
 from easel.media.video import encode_animation
 from easel.safety.classifier import frames_of, nsfw_scores
-from easel.worker.outputs import SafetyPolicy, policy_for, screen
+from easel.storage import LocalStorage
+from easel.storage.s3 import S3Storage
+from easel.worker.outputs import SafetyPolicy, policy_for, screen, store_outputs
 from tests.support.app import new_account
+from tests.support.s3 import CREDENTIALS
 
 RNG = np.random.default_rng(0)
 SYNTHETIC = {
@@ -98,3 +102,20 @@ def test_which_orders_are_checked() -> None:
     assert policy_for(optional, asked=False, force=True) is not None  # EASEL_SAFETY_FORCE
     strict = replace(optional, safety_threshold=0.3, safety_action="blur")
     assert policy_for(strict, asked=True, force=False) == SafetyPolicy(0.3, "blur")
+
+
+def test_blocked_outputs_are_kept_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = LocalStorage(tmp_path, "secret", "http://easel.test", 60)
+    still = encoded(SYNTHETIC["noise"])
+    stored = store_outputs(storage, "ORD-1", screen([still, still], SafetyPolicy(0.0, "block")))
+    again = store_outputs(storage, "ORD-1", screen([still], SafetyPolicy(0.0, "block")))
+    keys = [o.storage_key for o in stored]
+    assert all(k.startswith("private/ORD-1/") and k.endswith(".png") for k in keys)
+    assert len({*keys, again[0].storage_key}) == 3  # random names, not <order>/<index>
+    assert storage.get(keys[0]) == still.data
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    s3 = S3Storage("outputs", region="us-east-1", public_base="https://cdn.example.com")
+    assert s3.url("ORD-1/0.png") == "https://cdn.example.com/ORD-1/0.png"
+    held = s3.url(keys[0])
+    assert not held.startswith("https://cdn.example.com") and "Signature" in held

@@ -58,8 +58,9 @@ async def reviewed(
 
 
 def shown_key(output: Output) -> str:
-    """Where a released output goes: out of `held/`."""
-    return output.storage_key.replace("/held/", "/", 1)
+    """Where a released output goes: the order's folder, as an output that passed."""
+    extension = output.storage_key.rsplit(".", 1)[-1]
+    return f"{output.order_id}/{output.index}.{extension}"
 
 
 def release_kind(output: Output) -> str:

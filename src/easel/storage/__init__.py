@@ -1,4 +1,17 @@
-from easel.storage.base import MissingObject, Storage, StoredObject
+from easel.storage.base import (
+    MissingObject,
+    Storage,
+    StoredObject,
+    is_private,
+    private_key,
+)
 from easel.storage.local import LocalStorage
 
-__all__ = ["LocalStorage", "MissingObject", "Storage", "StoredObject"]
+__all__ = [
+    "LocalStorage",
+    "MissingObject",
+    "Storage",
+    "StoredObject",
+    "is_private",
+    "private_key",
+]

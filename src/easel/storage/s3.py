@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from easel.storage.base import MissingObject, StoredObject
+from easel.storage.base import MissingObject, StoredObject, is_private
 from easel.storage.local import check_key
 
 
@@ -55,7 +55,8 @@ class S3Storage:
         return data
 
     def url(self, key: str, ttl_seconds: int | None = None) -> str:
-        if self.public_base:
+        """Under `public_base` when set, except a private file's: always presigned."""
+        if self.public_base and not is_private(key):
             return f"{self.public_base}/{self._object(key)}"
         url: str = self.client.generate_presigned_url(
             "get_object",

@@ -1,5 +1,6 @@
 """A finished order's images and clips: screened by the safety check, put in storage under the
-order's id (blocked ones under `held/`, shown to no client, kept for the operator's review)."""
+order's id (blocked ones under the private prefix with a random name, shown to no client, kept for
+the operator's review)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from easel.media.encoding import GeneratedImage
 from easel.media.video import poster_key
 from easel.orders.lifecycle import NewOutput
 from easel.safety.classifier import blurred, frames_of, nsfw_scores
-from easel.storage import Storage
+from easel.storage import Storage, private_key
 
 EXTENSIONS = {
     "image/png": "png",
@@ -90,13 +91,17 @@ def screen(images: list[GeneratedImage], policy: SafetyPolicy | None) -> list[Sc
 
 
 def store_outputs(storage: Storage, order_id: str, outputs: list[Screened]) -> list[NewOutput]:
-    """`<order id>/<index>.<ext>` for each output, in order; a blocked one under
-    `<order id>/held/` (blocking)."""
+    """`<order id>/<index>.<ext>` for each output, in order; a blocked one under a private,
+    random key (storage.private_key) (blocking)."""
     stored_outputs = []
     for index, out in enumerate(outputs):
         image = out.image
-        folder = f"{order_id}/held" if out.safety == BLOCKED else order_id
-        key = f"{folder}/{index}.{EXTENSIONS[image.content_type]}"
+        extension = EXTENSIONS[image.content_type]
+        key = (
+            private_key(order_id, extension)
+            if out.safety == BLOCKED
+            else f"{order_id}/{index}.{extension}"
+        )
         stored = storage.put(key, image.data, image.content_type)
         if image.poster is not None:
             storage.put(poster_key(key), image.poster, "image/jpeg")
