@@ -114,6 +114,7 @@ async def test_reset_checks_its_link_first_and_every_password_form_is_limited(
         wrong = {"csrf_token": token, "current": "not it", "password": "another long one"}
         changes = [await http.post("/console/account/password", data=wrong) for _ in range(3)]
         assert [c.status_code for c in changes] == [400, 400, 429]
+        assert "signed in on 1 browser(s)" in changes[0].text  # not 0
 
 
 async def test_a_reset_email_that_cannot_be_sent_is_logged_not_a_500(

@@ -7,6 +7,7 @@ from typing import Any
 
 from easel.catalog import Catalog
 from easel.console import chart, reproduce
+from easel.console.web import safe_target
 from easel.db.tables import Order
 
 
@@ -58,3 +59,9 @@ def test_a_day_of_refunds_draws_no_negative_bar() -> None:
     svg = chart.bars([("2026-01-01", -40), ("2026-01-02", 10)])
     heights = [float(h) for h in re.findall(r'height="(-?[0-9.]+)"><title>', svg)]
     assert heights[0] == 0 and heights[1] > 0
+
+
+def test_redirect_targets_stay_on_console_paths() -> None:
+    for bad in ("//evil.example", "https://evil.example/", "/console//evil", "/console/\\evil", ""):
+        assert safe_target(bad, "/console/") == "/console/"
+    assert safe_target("/console/keys?x=1", "/console/") == "/console/keys?x=1"

@@ -7,7 +7,7 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.db.tables import ConsoleSession, ConsoleUser
@@ -84,9 +84,9 @@ async def close_account(session: AsyncSession, account_id: str) -> None:
 
 
 async def count_sessions(session: AsyncSession, user_id: str, now: datetime) -> int:
-    rows = await session.scalars(
-        select(ConsoleSession.token_hash).where(
+    count = await session.scalar(
+        select(func.count()).where(
             ConsoleSession.user_id == user_id, ConsoleSession.expires_at > now
         )
     )
-    return len(list(rows))
+    return int(count or 0)

@@ -22,6 +22,7 @@ from easel.console.web import (
     PersonDep,
     VisitorDep,
     render,
+    safe_target,
     see_other,
     set_cookie,
 )
@@ -33,10 +34,6 @@ router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 NOT_MADE = (
     "no new account can be made with this email; if it is yours, sign in or reset the password"
 )
-
-
-def _next(target: str) -> str:
-    return target if target.startswith("/console/") and "//" not in target else "/console/"
 
 
 def _limited(message: str, param: str) -> RateLimited:
@@ -60,7 +57,7 @@ async def _signed_in(state: AppState, request: Request, user_id: str, target: st
             state.settings.console_max_sessions,
             request.headers.get("user-agent", ""),
         )
-    response = see_other(_next(target))
+    response = see_other(safe_target(target, "/console/"))
     signed = tokens.sign(state.settings.secret_key, "session", token)
     set_cookie(response, state, SESSION_COOKIE, signed, int(lifetime.total_seconds()))
     return response
@@ -69,7 +66,7 @@ async def _signed_in(state: AppState, request: Request, user_id: str, target: st
 @router.get("/console/sign-in")
 async def sign_in_page(request: Request, who: VisitorDep, state: State, next: str = "") -> Response:
     if who.user:
-        return see_other(_next(next))
+        return see_other(safe_target(next, "/console/"))
     return render(request, state, who, "sign_in.html", next=next, email="", errors={})
 
 
@@ -224,8 +221,10 @@ async def change_password(
             return await _signed_in(state, request, who.user.id, "/console/account")
         except EaselError as exc:
             errors[exc.param or "password"] = exc.message
+    async with state.db.transaction(readonly=True) as session:
+        count = await sessions.count_sessions(session, who.user.id, utcnow())
     return render(
-        request, state, who.visitor, "account.html", status, session_count=0, errors=errors
+        request, state, who.visitor, "account.html", status, session_count=count, errors=errors
     )
 
 

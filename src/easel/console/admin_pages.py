@@ -74,9 +74,7 @@ async def _account_page(
     async with state.db.transaction() as session:
         target = await get_account(session, account_id)
         plan = state.catalog.plans.get(target.plan)
-        if plan is not None:
-            await ledger.ensure_grant(session, target.id, plan, utcnow())
-        balance = await ledger.balance(session, target.id, utcnow())
+        balance = await ledger.balance_with_grant(session, target.id, plan, utcnow())
         recent = await ledger.entries(session, target.id, limit=10, offset=0)
     return render(
         request,

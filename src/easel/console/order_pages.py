@@ -77,10 +77,8 @@ async def playground(request: Request, who: PersonDep, state: State) -> Response
     form = _defaults(state, who.account.plan) | dict(request.query_params)
     cost, problem = _quote(state, who, form)
     async with state.db.transaction() as session:
-        await ledger.ensure_grant(
-            session, who.account.id, state.catalog.plans[who.account.plan], utcnow()
-        )
-        balance = await ledger.balance(session, who.account.id, utcnow())
+        plan = state.catalog.plans.get(who.account.plan)
+        balance = await ledger.balance_with_grant(session, who.account.id, plan, utcnow())
     return render(
         request,
         state,

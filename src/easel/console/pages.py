@@ -9,7 +9,7 @@ from easel.accounts import keys, ledger
 from easel.api.deps import API_ACCESS_MESSAGE, State
 from easel.clock import utcnow
 from easel.console import chart
-from easel.console.web import ConsoleRoute, FormDep, PersonDep, render, see_other
+from easel.console.web import ConsoleRoute, FormDep, PersonDep, render, safe_target, see_other
 from easel.errors import EaselError
 from easel.webhooks import deliveries
 from easel.webhooks import endpoints as webhook_endpoints
@@ -26,9 +26,8 @@ async def home(who: PersonDep) -> Response:
 @router.get("/console/plans")
 async def plans(request: Request, who: PersonDep, state: State) -> Response:
     async with state.db.transaction() as session:
-        plan = state.catalog.plans[who.account.plan]
-        await ledger.ensure_grant(session, who.account.id, plan, utcnow())
-        balance = await ledger.balance(session, who.account.id, utcnow())
+        plan = state.catalog.plans.get(who.account.plan)
+        balance = await ledger.balance_with_grant(session, who.account.id, plan, utcnow())
     catalog = state.catalog
 
     def styles(p: object) -> str:
@@ -108,10 +107,8 @@ async def usage(request: Request, who: PersonDep, state: State, page: int = 1) -
     page = max(page, 1)
     now = utcnow()
     async with state.db.transaction() as session:
-        await ledger.ensure_grant(
-            session, who.account.id, state.catalog.plans[who.account.plan], now
-        )
-        balance = await ledger.balance(session, who.account.id, now)
+        plan = state.catalog.plans.get(who.account.plan)
+        balance = await ledger.balance_with_grant(session, who.account.id, plan, now)
         rows = await ledger.entries(
             session, who.account.id, limit=size + 1, offset=(page - 1) * size
         )
@@ -185,4 +182,4 @@ async def redeliver(
             raise
         return await _webhooks_page(request, who, state, flash=exc.message)
     back = form.get("back", "")
-    return see_other(back if back.startswith("/console/") else "/console/webhooks")
+    return see_other(safe_target(back, "/console/webhooks"))

@@ -152,6 +152,12 @@ def render(
     return response
 
 
+def safe_target(target: str, default: str) -> str:
+    """`target` when it is a console path of this site (never another host's), else `default`."""
+    local = target.startswith("/console/") and "//" not in target and "\\" not in target
+    return target if local else default
+
+
 def see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
