@@ -143,6 +143,7 @@ class Settings(BaseSettings):
     safety_force: bool = False
     safety_threads: int = 2
     safety_frame_every: int = 8
+    safety_chunk: int = 16  # frames scored per classifier call (bounds its memory)
 
     # Rate limits by plan (catalog): counted in memory, or in Redis shared by every API process.
     rate_limits: bool = True  # false: no rate limits at all (a private deployment)

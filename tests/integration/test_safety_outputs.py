@@ -17,7 +17,7 @@ from easel.catalog import load_catalog
 from easel.clock import utcnow
 from easel.media.encoding import GeneratedImage
 from easel.media.video import encode_animation
-from easel.safety.classifier import frames_of, nsfw_scores
+from easel.safety.classifier import INPUT_SIZE, frames_of, nsfw_scores
 from easel.storage import LocalStorage
 from easel.storage.s3 import S3Storage
 from easel.worker.outputs import SafetyPolicy, policy_for, screen, store_outputs
@@ -55,11 +55,25 @@ def test_clips_are_checked_by_sampled_frames() -> None:
     frames = [Image.new("RGB", (64, 64), (i * 10, 0, 0)) for i in range(20)]
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=50)
-    sampled = frames_of(buf.getvalue(), "image/gif", every=8, size=(64, 64))
+    sampled = frames_of(buf.getvalue(), "image/gif", every=8)
     assert [f.getpixel((0, 0))[0] // 10 for f in sampled] == [0, 8, 9, 16, 19]
-    clip = encode_animation(frames, "mp4", 8, 1, {})
-    sampled = frames_of(clip.data, "video/mp4", every=8, size=(64, 64))
+    # A clip of another size than asked (as a provider may send): ffmpeg selects the frames and
+    # scales them to the classifier's input, whole frames whatever the clip's size.
+    odd = [Image.new("RGB", (96, 48), (i * 10, 0, 0)) for i in range(20)]
+    clip = encode_animation(odd, "mp4", 8, 1, {})
+    sampled = frames_of(clip.data, "video/mp4", every=8)
+    assert {f.size for f in sampled} == {INPUT_SIZE}
     assert [round(f.getpixel((32, 32))[0] / 10) for f in sampled] == [0, 8, 9, 16, 19]
+    assert nsfw_scores(sampled, chunk=2) == pytest.approx(nsfw_scores(sampled), abs=1e-4)
+
+
+def test_an_output_that_cannot_be_decoded_is_held() -> None:
+    broken = [
+        GeneratedImage(b"\x00\x00\x00\x18ftypmp42 not a clip", "video/mp4", 1, 64, 64),
+        GeneratedImage(b"\x89PNG\r\n\x1a\n truncated", "image/png", 1, 64, 64),
+    ]
+    held = screen(broken, SafetyPolicy(0.9, "flag"))
+    assert [(s.safety, s.score) for s in held] == [("blocked", None), ("blocked", None)]
 
 
 def test_each_action_on_an_output() -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import tempfile
 import threading
@@ -35,56 +36,92 @@ def load(threads: int = 2) -> None:
     _classifier(threads)
 
 
-def nsfw_scores(images: Sequence[Image.Image], threads: int = 2) -> list[float]:
-    """One score in 0..1 per image (probability of NSFW), in one batched call (blocking)."""
-    if not images:
-        return []
-    predictions = _classifier(threads).classify_batch(
-        [i.convert("RGB") for i in images], max_workers=1
-    )
-    return [round(float(p.nsfw), 6) for p in predictions]
+# open_nsfw resizes every image to this before its centre crop: sampled frames are scaled to it.
+INPUT_SIZE = (256, 256)
 
 
-def frames_of(
-    data: bytes, content_type: str, every: int, size: tuple[int, int]
-) -> list[Image.Image]:
-    """The images to check in one output: the image itself, or a clip's first, middle and last
-    frames and every `every`-th one; `size`: its width and height (blocking)."""
+class Undecodable(ValueError):
+    """An output this worker cannot decode for the check (it is held, never passed unchecked)."""
+
+
+def nsfw_scores(images: Sequence[Image.Image], threads: int = 2, chunk: int = 16) -> list[float]:
+    """One score in 0..1 per image (probability of NSFW), `chunk` images per classifier call
+    (blocking)."""
+    scores: list[float] = []
+    for start in range(0, len(images), max(1, chunk)):
+        part = [i.convert("RGB") for i in images[start : start + max(1, chunk)]]
+        predictions = _classifier(threads).classify_batch(part, max_workers=1)
+        scores += [round(float(p.nsfw), 6) for p in predictions]
+    return scores
+
+
+def sampled(count: int, every: int) -> list[int]:
+    """The frame numbers checked of `count`: first, middle, last and every `every`-th."""
+    if count <= 1:
+        return [0] if count else []
+    last = count - 1
+    return sorted({0, last // 2, last, *range(0, last + 1, max(1, every))})
+
+
+def frames_of(data: bytes, content_type: str, every: int) -> list[Image.Image]:
+    """The images to check in one output: the image itself, or a clip's sampled frames
+    (`sampled`), an MP4's decoded and scaled to INPUT_SIZE by ffmpeg. Undecodable when it
+    cannot be read (blocking)."""
     if content_type == "video/mp4":
-        frames = _video_frames(data, size)
-    else:
+        return _video_frames(data, every)
+    try:
         image = Image.open(io.BytesIO(data))
+        count = getattr(image, "n_frames", 1)
         frames = []
-        for number in range(getattr(image, "n_frames", 1)):
+        for number in sampled(count, every):
             image.seek(number)
             frames.append(image.convert("RGB"))
-    if len(frames) <= 1:
-        return frames
-    last = len(frames) - 1
-    picked = sorted({0, last // 2, last, *range(0, last + 1, max(1, every))})
-    return [frames[i] for i in picked]
+    except (OSError, ValueError, EOFError) as exc:
+        raise Undecodable(f"{content_type} could not be decoded ({exc})") from exc
+    return frames
 
 
-def _video_frames(data: bytes, size: tuple[int, int]) -> list[Image.Image]:
-    """Every frame of a `size` MP4, decoded by imageio-ffmpeg's bundled ffmpeg; none where it
-    is not installed (the diffusers extra)."""
+def _ffmpeg() -> str:
     try:
         import imageio_ffmpeg  # type: ignore[import-untyped]
-    except ImportError:
-        return []
+    except ImportError as exc:
+        raise Undecodable("this worker has no ffmpeg (imageio-ffmpeg) to decode MP4") from exc
+    exe: str = imageio_ffmpeg.get_ffmpeg_exe()
+    return exe
+
+
+def _video_frames(data: bytes, every: int) -> list[Image.Image]:
+    """A clip's sampled frames: ffmpeg counts the frames (no decoding), then selects those and
+    scales them to INPUT_SIZE, so the raw output is whole frames of a known size."""
+    ffmpeg = _ffmpeg()
     with tempfile.TemporaryDirectory(prefix="easel-check-") as scratch:
         path = Path(scratch) / "clip.mp4"
         path.write_bytes(data)
-        raw = ["-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-        decoded = subprocess.run(
-            [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), *raw],
+        counted = subprocess.run(
+            [ffmpeg, "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
             capture_output=True,
-            check=True,
-        ).stdout
-    step = size[0] * size[1] * 3
+        )
+        found = re.findall(rb"frame=\s*(\d+)", counted.stderr)
+        if counted.returncode or not found or not int(found[-1]):
+            raise Undecodable("the MP4 has no video frames ffmpeg can read")
+        numbers = sampled(int(found[-1]), every)
+        chosen = "+".join(f"eq(n\\,{n})" for n in numbers)
+        width, height = INPUT_SIZE
+        decoded = subprocess.run(
+            [
+                ffmpeg, "-v", "error", "-i", str(path), "-map", "0:v:0",
+                "-vf", f"select={chosen},scale={width}:{height}", "-fps_mode", "passthrough",
+                "-f", "rawvideo", "-pix_fmt", "rgb24", "-",
+            ],
+            capture_output=True,
+        )  # fmt: skip
+    step = width * height * 3
+    frames = decoded.stdout
+    if decoded.returncode or not frames or len(frames) % step:
+        raise Undecodable("ffmpeg could not decode the MP4's sampled frames")
     return [
-        Image.frombytes("RGB", size, decoded[i : i + step])
-        for i in range(0, len(decoded) - step + 1, step)
+        Image.frombytes("RGB", INPUT_SIZE, frames[i : i + step])
+        for i in range(0, len(frames), step)
     ]
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
+from PIL import Image
+
 from easel.catalog import Plan
 from easel.media.encoding import GeneratedImage
 from easel.media.video import poster_key
 from easel.orders.lifecycle import NewOutput
-from easel.safety.classifier import blurred, frames_of, nsfw_scores
+from easel.safety.classifier import Undecodable, blurred, frames_of, nsfw_scores
 from easel.storage import Storage, private_key
 
 EXTENSIONS = {
@@ -36,10 +38,16 @@ class SafetyPolicy:
     action: str  # block | blur | flag
     threads: int = 2
     frame_every: int = 8
+    chunk: int = 16  # frames per classifier call (EASEL_SAFETY_CHUNK)
 
 
 def policy_for(
-    plan: Plan | None, asked: bool, force: bool, threads: int = 2, frame_every: int = 8
+    plan: Plan | None,
+    asked: bool,
+    force: bool,
+    threads: int = 2,
+    frame_every: int = 8,
+    chunk: int = 16,
 ) -> SafetyPolicy | None:
     """An order's check: always when the operator forces it or the plan does not let a request
     turn it off (an unknown plan: the defaults), else when the order asked (`safety_check`)."""
@@ -51,6 +59,7 @@ def policy_for(
         action=plan.safety_action if plan else Plan.safety_action,
         threads=threads,
         frame_every=frame_every,
+        chunk=chunk,
     )
 
 
@@ -62,20 +71,27 @@ class Screened:
 
 
 def screen(images: list[GeneratedImage], policy: SafetyPolicy | None) -> list[Screened]:
-    """Score every output (a clip: its sampled frames, the highest counts) in one classifier
-    call and apply the policy (blocking). No policy: nothing checked."""
+    """Score every output (a clip: its sampled frames, the highest counts), `policy.chunk`
+    frames per classifier call, and apply the policy (blocking). No policy: nothing checked. An
+    output that cannot be decoded for the check is held as blocked (fail closed)."""
     if policy is None:
         return [Screened(image) for image in images]
-    frames = [
-        frames_of(i.data, i.content_type, policy.frame_every, (i.width, i.height)) for i in images
-    ]
-    scores = nsfw_scores([f for fs in frames for f in fs], policy.threads)
+    frames: list[list[Image.Image]] = []
+    for image in images:
+        try:
+            frames.append(frames_of(image.data, image.content_type, policy.frame_every))
+        except Undecodable as exc:
+            log.warning(
+                "output could not be checked; held for review",
+                extra={"action": "safety_undecodable", "reason": str(exc)},
+            )
+            frames.append([])
+    scores = nsfw_scores([f for fs in frames for f in fs], policy.threads, policy.chunk)
     screened = []
     start = 0
     for image, taken in zip(images, frames, strict=True):
-        if not taken:  # nothing this worker can decode (an MP4 without imageio): unchecked
-            log.warning("output not checked", extra={"action": "safety_unchecked"})
-            screened.append(Screened(image))
+        if not taken:
+            screened.append(Screened(image, None, BLOCKED))
             continue
         score = max(scores[start : start + len(taken)])
         start += len(taken)

@@ -363,6 +363,7 @@ class Worker:
                 self.settings.safety_force,
                 self.settings.safety_threads,
                 self.settings.safety_frame_every,
+                self.settings.safety_chunk,
             )
             if policy is not None:
                 policies[order.id] = policy
