@@ -16,6 +16,7 @@ from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.tables import LedgerEntry, Order, Output
 from easel.dialects import console
+from easel.dialects.openai_errors import form_field_bytes
 from easel.errors import Conflict, InvalidRequest
 from easel.media.bodies import declared_over
 from easel.media.video import poster_key
@@ -126,6 +127,18 @@ async def test_seconds_that_are_not_ascii_digits_are_a_400(settings: Settings) -
             )
             assert r.status_code == 400, (seconds[:10], r.text)
             assert r.json()["error"]["param"] == "seconds"
+        # Multipart: a field given twice is refused, not the last one taken; a text field past
+        # what the settings allow (4 bytes a character of the longest prompt) is refused whole.
+        for names in (["prompt", "prompt"], ["prompt", "seconds", "seconds"]):
+            fields = [(name, (None, "1")) for name in names]
+            r = await client.post("/v1/videos", files=fields, headers=auth(key))
+            assert r.status_code == 400 and "more than once" in r.json()["error"]["message"], r.text
+        r = await client.post(
+            "/v1/videos",
+            files={"prompt": (None, "x" * (4 * settings.max_prompt_chars + 4097))},
+            headers=auth(key),
+        )
+        assert r.status_code == 400 and str(form_field_bytes(settings)) in r.text, r.text
         # The console's size preset: the same digits.
         model = state.catalog.style(state.catalog.style_names[0])
         assert model is not None

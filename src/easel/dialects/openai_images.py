@@ -17,7 +17,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.datastructures import FormData, UploadFile
@@ -48,13 +47,16 @@ from easel.dialects.common import (
     resolve_model,
 )
 from easel.dialects.native import native_webhook
+from easel.dialects.openai_errors import (
+    OpenAIError,
+    WaitTimedOut,
+    error_response,
+    form_field_bytes,
+)
 from easel.errors import (
     EaselError,
     InvalidRequest,
     NotFound,
-    QuotaExceeded,
-    RateLimited,
-    Unauthorized,
 )
 from easel.media.bodies import declared_over
 from easel.media.masks import convert_mask
@@ -73,19 +75,6 @@ from easel.storage import Storage
 PREFIX = "/v1/"
 
 
-class OpenAIErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class OpenAIError(BaseModel):
-    """OpenAI's error body; every error also carries `x-should-retry`."""
-
-    error: OpenAIErrorDetail
-
-
 OPENAI_STATUSES = (400, 401, 403, 404, 409, 413, 429, 500, 503, 504)
 router = api_router(OpenAIError, OPENAI_STATUSES, tags=["OpenAI Images (seed 003)"])
 log = logging.getLogger(__name__)
@@ -97,7 +86,6 @@ QUALITY_STEPS = {"low": 0.5, "medium": 1.0, "standard": 1.0, "auto": 1.0, "high"
 # style -> words added to the prompt (the order records the prompt the model was given)
 STYLE_SUFFIXES = {"vivid": ", vivid colors, dramatic lighting, high contrast", "natural": ""}
 SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
-FORM_FIELD_BYTES = 64 * 1024  # room for the text fields of an edit next to its files
 
 SEED_003_EXAMPLE: dict[str, Any] = {
     "model": "qh-draw-x2-preview",
@@ -124,13 +112,6 @@ class OpenAIData(DialectData):
     style: str | None = None
     response_format: str | None = None
     mask: MaskInfo | None = None  # the mask's size and bytes (inpainting used it)
-
-
-class WaitTimedOut(EaselError):
-    """The image was not ready within the wait timeout; the order goes on."""
-
-    status_code = 504
-    code = "timeout"
 
 
 class OrderFailed(EaselError):
@@ -217,27 +198,6 @@ class OpenAIModel(BaseModel):
 class OpenAIModelList(BaseModel):
     object: Literal["list"]
     data: list[OpenAIModel]
-
-
-def error_response(exc: EaselError) -> JSONResponse:
-    status = {422: 400, 402: 429}.get(exc.status_code, exc.status_code)
-    code: str | None = exc.code
-    if isinstance(exc, Unauthorized):
-        kind, code = "invalid_request_error", "invalid_api_key"
-    elif isinstance(exc, QuotaExceeded):
-        kind = code = "insufficient_quota"
-    elif isinstance(exc, RateLimited):
-        kind, code = "requests", "rate_limit_exceeded"
-    elif isinstance(exc, WaitTimedOut):
-        kind = "timeout"
-    elif status >= 500:
-        kind = "server_error"
-    else:
-        kind = "invalid_request_error"
-    error = {"message": exc.message, "type": kind, "param": exc.param, "code": code}
-    # Nothing charged and worth a retry (Busy, RateLimited): the SDK may retry; else it must not.
-    retry = "true" if exc.retry_after is not None else "false"
-    return JSONResponse({"error": error}, status_code=status, headers={"x-should-retry": retry})
 
 
 def parse_size(settings: Settings, value: str | None, default: tuple[int, int]) -> tuple[int, int]:
@@ -443,12 +403,12 @@ async def read_form(request: Request, settings: Settings) -> FormData:
             param="image",
         )
     try:
-        return await request.form(max_files=files, max_part_size=FORM_FIELD_BYTES)
+        return await request.form(max_files=files, max_part_size=form_field_bytes(settings))
     except HTTPException as exc:
         raise InvalidRequest(
             f"the multipart body was refused: {exc.detail}; send at most "
             f"{settings.max_reference_images} image(s) and one mask, and text fields of at most "
-            f"{FORM_FIELD_BYTES} bytes",
+            f"{form_field_bytes(settings)} bytes",
             param="image",
         ) from None
 

@@ -36,7 +36,7 @@ from easel.db.status import FINAL, OrderStatus
 from easel.db.tables import Account, Order, Output
 from easel.dialects.base import Dialect
 from easel.dialects.common import attach_reference, place, resolve_model, with_references
-from easel.dialects.openai_images import OpenAIError, error_response
+from easel.dialects.openai_errors import OpenAIError, error_response, form_field_bytes
 from easel.errors import Conflict, InvalidRequest, NotFound
 from easel.media.bodies import declared_over
 from easel.media.references import check_image
@@ -63,7 +63,6 @@ DEFAULT_MODEL = "sora-2"  # OpenAI's default
 DEFAULT_SECONDS = "4"
 DEFAULT_SIZE = "720x1280"
 SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
-FORM_FIELD_BYTES = 64 * 1024
 
 
 class ImageReference(BaseModel):
@@ -131,8 +130,9 @@ class VideoData(DialectData):
     deleted: bool | None = None
 
 
-def video(order: Order, outputs: list[Output], storage: Storage) -> dict[str, Any]:
-    """The video object: status body and callback body alike."""
+def video(order: Order) -> dict[str, Any]:
+    """The video object: status body and callback body alike (the files are read through
+    /content, so it names none)."""
     failed = order.status in (OrderStatus.FAILED, OrderStatus.CANCELED)
     return {
         "id": order.id,
@@ -220,10 +220,14 @@ async def read_form(request: Request, state: AppState) -> FormData | None:
                 f"{state.settings.reference_max_bytes} bytes",
                 param="input_reference",
             )
+        field_bytes = form_field_bytes(state.settings)
         try:
-            return await request.form(max_files=1, max_part_size=FORM_FIELD_BYTES)
+            return await request.form(max_files=1, max_part_size=field_bytes)
         except HTTPException as exc:
-            raise InvalidRequest(f"the multipart body was refused: {exc.detail}") from None
+            raise InvalidRequest(
+                f"the multipart body was refused: {exc.detail}; send one input_reference file "
+                f"and text fields of at most {field_bytes} bytes"
+            ) from None
     return None
 
 
@@ -236,6 +240,8 @@ async def read_body(
         upload = None
         for name, value in form.multi_items():
             check_text(name, "a form field's name")
+            if name in fields or (name == "input_reference" and upload is not None):
+                raise InvalidRequest(f"{name} is given more than once; send it once", param=name)
             if isinstance(value, UploadFile):
                 if name != "input_reference":
                     raise InvalidRequest(f"{name} must be a text field, not a file", param=name)
@@ -318,7 +324,7 @@ async def create(request: Request, account: CurrentAccount, state: State) -> dic
         if form is not None:
             await form.close()
     order, _ = await place(state, account, req)
-    return video(order, [], state.storage)
+    return video(order)
 
 
 async def own_video(session: Any, account: Account, video_id: str) -> Order:
@@ -347,7 +353,7 @@ async def list_videos(
         unless_flagged="deleted",
         outputs=False,
     )
-    data = [video(o, [], state.storage) for o, _ in page.orders]
+    data = [video(o) for o, _ in page.orders]
     return {
         "object": "list",
         "data": data,
@@ -361,8 +367,7 @@ async def list_videos(
 async def retrieve(
     video_id: str, account: CurrentAccount, session: ReadSessionDep, state: State
 ) -> dict[str, Any]:
-    order = await own_video(session, account, video_id)
-    return video(*await reads.with_outputs(session, order), state.storage)
+    return video(await own_video(session, account, video_id))
 
 
 @router.get(
@@ -429,6 +434,14 @@ async def delete(video_id: str, account: CurrentAccount, state: State) -> dict[s
     return {"id": video_id, "object": "video.deleted", "deleted": True}
 
 
+def callback_body(order: Order, _outputs: list[Output], _storage: Storage) -> dict[str, Any]:
+    return video(order)
+
+
 DIALECT = Dialect(
-    name=NAME, router=router, callback_body=video, prefix=PREFIX, error_response=error_response
+    name=NAME,
+    router=router,
+    callback_body=callback_body,
+    prefix=PREFIX,
+    error_response=error_response,
 )
