@@ -15,6 +15,7 @@ from easel.accounts import ledger
 from easel.api.state import AppState
 from easel.catalog import load_catalog
 from easel.clock import utcnow
+from easel.db.tables import Order
 from easel.media.encoding import GeneratedImage
 from easel.media.video import encode_animation
 from easel.safety.classifier import INPUT_SIZE, frames_of, nsfw_scores
@@ -22,6 +23,7 @@ from easel.storage import LocalStorage
 from easel.storage.s3 import S3Storage
 from easel.worker.outputs import SafetyPolicy, policy_for, screen, store_outputs
 from tests.support.app import new_account
+from tests.support.orders import submit_order
 from tests.support.s3 import CREDENTIALS
 
 RNG = np.random.default_rng(0)
@@ -133,3 +135,18 @@ def test_blocked_outputs_are_kept_private(tmp_path: Path, monkeypatch: pytest.Mo
     assert s3.url("ORD-1/0.png") == "https://cdn.example.com/ORD-1/0.png"
     held = s3.url(keys[0])
     assert not held.startswith("https://cdn.example.com") and "Signature" in held
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_an_order_that_does_not_say_is_checked(app_state: AppState) -> None:
+    account, _ = await new_account(app_state, "pro")
+    unset = await submit_order(app_state, account)  # the native dialect has no such field
+    off = await submit_order(app_state, account, safety_check=False)  # as KIE's false
+    async with app_state.db.transaction() as session:
+        orders = [await session.get(Order, i) for i in (unset, off)]
+    plan = app_state.catalog.plans["pro"]
+    asked = [o.safety_check for o in orders if o is not None]
+    assert asked == [True, False]
+    assert policy_for(plan, asked[0], force=False) is not None
+    assert policy_for(plan, asked[1], force=False) is None  # pro lets a request turn it off

@@ -154,7 +154,7 @@ def build_request(
     acceleration: str = "none",
     output_format: str = "png",
     llm_enhance: bool = False,
-    safety_check: bool = False,
+    safety_check: bool = True,  # unset: checked; only a request that says false turns it off
     webhook_url: str | None = None,
     webhook_param: str = "webhook_url",
     idempotency_key: str | None = None,
