@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from PIL import Image
-
-from easel.backends.base import Job, LocalBackend, StepFn
+from easel.backends.base import ImageSpec, Job, LocalBackend, StepFn
+from easel.backends.common import render_clips
 from easel.backends.loading import load_pipeline
-from easel.backends.numerics import check_outputs, to_uint8
 from easel.config import Settings
 from easel.media.encoding import ANIMATION_FORMATS, GeneratedImage
-from easel.media.video import encode_animation
 
 CONTEXT_FRAMES = 16  # SD 1.5 motion adapters are trained on 16-frame clips
 CONTEXT_STRIDE = 4  # frames between the starts of overlapping context windows
@@ -73,25 +70,9 @@ class AnimateDiffBackend(LocalBackend):
         if job.output_format not in ANIMATION_FORMATS:
             raise ValueError(f"animations are {ANIMATION_FORMATS}, not {job.output_format!r}")
         self._use_context_windows(job.frames)
-        total = job.steps * len(job.images)
-        meta = {
-            "model": self.model.id,
-            "steps": job.steps,
-            "guidance": job.guidance,
-            "width": job.width,
-            "height": job.height,
-        }
-        clips = []
-        # One call per clip: FreeNoise takes one prompt, and a clip is already a batch of frames.
-        for number, spec in enumerate(job.images):
-            done = number * job.steps
 
-            def on_step_end(
-                _pipe: Any, step: int, _t: Any, kwargs: dict[str, Any], done: int = done
-            ) -> dict[str, Any]:
-                progress(done + min(step + 1, job.steps), total)
-                return kwargs
-
+        def make_clip(spec: ImageSpec, on_step_end: Any) -> Any:
+            # One call per clip: FreeNoise takes one prompt.
             with torch.inference_mode():
                 result = self.pipe(
                     prompt=spec.prompt,
@@ -105,18 +86,6 @@ class AnimateDiffBackend(LocalBackend):
                     callback_on_step_end=on_step_end,
                     output_type="np",
                 )
-            clip = result.frames[0]  # (frames, H, W, C) floats in [0, 1]
-            check_outputs([clip], [spec])  # the clip as a whole: a fade to black is fine
-            frames = [Image.fromarray(to_uint8(frame)) for frame in clip]
-            if len(frames) != job.frames:
-                raise RuntimeError(f"the pipeline made {len(frames)} frames, not {job.frames}")
-            clips.append(
-                encode_animation(
-                    frames,
-                    job.output_format,
-                    self.model.fps,
-                    spec.seed,
-                    {"prompt": spec.prompt, "negative_prompt": spec.negative_prompt, **meta},
-                )
-            )
-        return clips
+            return result.frames[0]
+
+        return render_clips(self.model, job, progress, make_clip)

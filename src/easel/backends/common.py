@@ -1,4 +1,5 @@
-"""What every diffusers image family shares: one pipeline call per Job, text- or image-to-image.
+"""What every diffusers image family shares: one pipeline call per Job, text- or image-to-image;
+and what the video families share: one pipeline call per clip (`render_clips`).
 
 A family file subclasses `DiffusersBackend`, names its two diffusers pipeline classes and, where
 its pipeline takes guidance differently, overrides `guidance_kwargs`.
@@ -7,6 +8,7 @@ its pipeline takes guidance differently, overrides `guidance_kwargs`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from PIL import Image, ImageOps
@@ -15,12 +17,13 @@ from easel.backends.base import BackendFailure, ImageSpec, Job, LocalBackend, Lo
 from easel.backends.decoding import decode_image
 from easel.backends.inpaint import Inpainting, inpaintings, keep_unmasked, on_canvas
 from easel.backends.loading import load_pipeline
-from easel.backends.numerics import checked_images
+from easel.backends.numerics import check_outputs, checked_images, to_uint8
 from easel.catalog import Model
 from easel.catalog.capabilities import IMAGE_TO_IMAGE, INPAINT, TEXT_TO_IMAGE, model_capabilities
 from easel.catalog.schedulers import SCHEDULERS, is_flow_matching
 from easel.config import Settings
 from easel.media.encoding import GeneratedImage, encode_image
+from easel.media.video import encode_animation
 
 # Longest schedule image-to-image may stretch to so a small strength still runs one step.
 MAX_SCHEDULE = 1000
@@ -84,6 +87,50 @@ def step_callback(progress: StepFn) -> Any:
         return kwargs
 
     return on_step_end
+
+
+# One clip of a spec: (frames, height, width, 3) floats in [0, 1] at the job's size; the second
+# argument is the pipeline's `callback_on_step_end`.
+MakeClip = Callable[[ImageSpec, Any], Any]
+
+
+def render_clips(
+    model: Model,
+    job: Job,
+    progress: StepFn,
+    make_clip: MakeClip,
+    extra: Callable[[ImageSpec], dict[str, Any]] | None = None,
+) -> list[GeneratedImage]:
+    """One pipeline call per clip (a clip is already a batch of frames), progress counted over
+    the steps of every clip, each checked, counted and encoded at the model's fps with its
+    parameters (and `extra`'s)."""
+    total = job.steps * len(job.images)
+    clips = []
+    for number, spec in enumerate(job.images):
+        done = number * job.steps
+
+        def on_step_end(
+            _pipe: Any, step: int, _t: Any, kwargs: dict[str, Any], done: int = done
+        ) -> dict[str, Any]:
+            progress(done + min(step + 1, job.steps), total)
+            return kwargs
+
+        clip = make_clip(spec, on_step_end)
+        check_outputs([clip], [spec])  # the clip as a whole: a fade to black is fine
+        if len(clip) != job.frames:
+            raise RuntimeError(f"the pipeline made {len(clip)} frames, not {job.frames}")
+        frames = [Image.fromarray(to_uint8(frame)) for frame in clip]
+        meta = {
+            "model": model.id,
+            "prompt": spec.prompt,
+            "negative_prompt": spec.negative_prompt,
+            "steps": job.steps,
+            "guidance": job.guidance,
+            "width": job.width,
+            "height": job.height,
+        } | (extra(spec) if extra else {})
+        clips.append(encode_animation(frames, job.output_format, model.fps, spec.seed, meta))
+    return clips
 
 
 def metadata(model: Model, job: Job, spec: ImageSpec) -> dict[str, Any]:

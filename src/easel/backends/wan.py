@@ -17,12 +17,10 @@ import numpy as np
 from PIL import Image
 
 from easel.backends.base import ImageSpec, Job, LocalBackend, StepFn
-from easel.backends.common import fit_reference
+from easel.backends.common import fit_reference, render_clips
 from easel.backends.loading import load_pipeline
-from easel.backends.numerics import check_outputs, to_uint8
 from easel.config import Settings
 from easel.media.encoding import ANIMATION_FORMATS, GeneratedImage
-from easel.media.video import encode_animation
 
 MAX_SEQUENCE_LENGTH = 512  # T5 tokens of the prompt (Wan's default)
 
@@ -89,37 +87,15 @@ class WanBackend(LocalBackend):
         self.check(job)
         multiple = self.size_multiple
         width, height = padded(job.width, multiple), padded(job.height, multiple)
-        total = job.steps * len(job.images)
-        clips = []
-        for number, spec in enumerate(job.images):
-            done = number * job.steps
 
-            def on_step_end(
-                _pipe: Any, step: int, _t: Any, kwargs: dict[str, Any], done: int = done
-            ) -> dict[str, Any]:
-                progress(done + min(step + 1, job.steps), total)
-                return kwargs
-
+        def make_clip(spec: ImageSpec, on_step_end: Any) -> np.ndarray:
             clip = self._clip(job, spec, width, height, on_step_end)
-            check_outputs([clip], [spec])
-            clip = centre_crop(clip, job.width, job.height)
-            if len(clip) != job.frames:
-                raise RuntimeError(f"the pipeline made {len(clip)} frames, not {job.frames}")
-            meta = {
-                "model": self.model.id,
-                "prompt": spec.prompt,
-                "negative_prompt": spec.negative_prompt,
-                "steps": job.steps,
-                "guidance": job.guidance,
-                "width": job.width,
-                "height": job.height,
-                "first_frame": spec.reference is not None,
-            }
-            frames = [Image.fromarray(to_uint8(frame)) for frame in clip]
-            clips.append(
-                encode_animation(frames, job.output_format, self.model.fps, spec.seed, meta)
-            )
-        return clips
+            return centre_crop(clip, job.width, job.height)
+
+        def first_frame_given(spec: ImageSpec) -> dict[str, Any]:
+            return {"first_frame": spec.reference is not None}
+
+        return render_clips(self.model, job, progress, make_clip, first_frame_given)
 
     def _clip(
         self, job: Job, spec: ImageSpec, width: int, height: int, on_step_end: Any
