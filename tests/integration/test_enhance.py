@@ -3,6 +3,7 @@ chat server on loopback through the `openai` backend (on time and too slow)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -48,6 +49,32 @@ async def test_transformers_enhancer_is_seeded_and_cached(tiny_llm: Path) -> Non
     other = await fresh.enhance("a red fox in snow", "qwen-image", seed=7)  # another family
     assert fresh.enhancer.generations == 2
     assert other.enhancement is not None
+
+
+async def test_a_slow_local_model_stops_at_the_batch_deadline(tiny_llm: Path) -> None:
+    # 1500 new tokens take the tiny model about 3 s here; the limit is 0.3 s for the batch, and
+    # the second order of the batch finds no time left.
+    service = enhancing(
+        enhancer="transformers",
+        enhancer_model=str(tiny_llm),
+        enhancer_max_tokens=1500,
+        enhance_timeout_seconds=0.3,
+    )
+    assert isinstance(service.enhancer, TransformersEnhancer)
+    await service.enhance("warm up", "sdxl", seed=1, deadline=time.monotonic() + 0.5)  # loads
+    started = time.monotonic()
+    deadline = service.deadline()
+    outcomes = await asyncio.gather(
+        *(service.enhance(p, "sdxl", seed=2, deadline=deadline) for p in ("a fox", "an owl"))
+    )
+    assert time.monotonic() - started < 1.0
+    assert [o.status for o in outcomes] == [SKIPPED, SKIPPED]
+    for _ in range(100):  # the generation itself stops at the deadline (max_time)
+        if service.enhancer.generations == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert service.enhancer.generations == 2, time.monotonic() - started
+    await service.aclose()
 
 
 async def test_openai_enhancer_on_a_chat_server(monkeypatch: pytest.MonkeyPatch) -> None:

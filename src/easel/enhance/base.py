@@ -26,6 +26,7 @@ class Ask:
     family: str
     english_only: bool
     seed: int
+    deadline: float | None = None  # time.monotonic() by which an answer is no longer waited for
 
 
 class Enhancer(ABC):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
@@ -58,7 +59,14 @@ class Enhancing:
         parts = (self.enhancer.name, self.enhancer.model, prompt, family, str(seed))
         return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
-    async def enhance(self, prompt: str, family: str, seed: int) -> Outcome:
+    def deadline(self) -> float:
+        """One batch's deadline (time.monotonic()): every enhancement of it ends by then."""
+        return time.monotonic() + self.timeout
+
+    async def enhance(
+        self, prompt: str, family: str, seed: int, deadline: float | None = None
+    ) -> Outcome:
+        """`deadline`: shared by a batch's orders (default: the timeout from now)."""
         if self.enhancer is None:
             return Outcome(SKIPPED, None, "prompt enhancement is off on this server")
         key = self.key(prompt, family, seed)
@@ -73,9 +81,11 @@ class Enhancing:
             family=family,
             english_only=family in settings.english_only,
             seed=seed,
+            deadline=deadline or self.deadline(),
         )
+        assert ask.deadline is not None
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(max(0.0, ask.deadline - time.monotonic())):
                 result = await self.enhancer.enhance(ask)
         except TimeoutError:
             return Outcome(SKIPPED, None, f"the enhancer took longer than {self.timeout:g} s")

@@ -567,10 +567,11 @@ class Worker:
         asked = [o for o in orders if o.llm_enhance]
         if not asked:
             return {}
+        deadline = self.enhancing.deadline()  # one for the batch
         outcomes = [
             self._vetted(outcome)
             for outcome in await asyncio.gather(
-                *(self.enhancing.enhance(o.prompt, model.family, o.seed) for o in asked)
+                *(self.enhancing.enhance(o.prompt, model.family, o.seed, deadline) for o in asked)
             )
         ]
         enhanced = {}
