@@ -4,6 +4,8 @@ is hidden once confirmed, and nobody else reaches the review."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from sqlalchemy import select, update
 
@@ -12,11 +14,13 @@ from easel.api.state import AppState
 from easel.catalog.pricing import image_price
 from easel.clock import utcnow
 from easel.config import Settings
-from easel.db.tables import Account, LedgerEntry, Order
+from easel.db.tables import Account, LedgerEntry, Order, Output
+from easel.media.encoding import GeneratedImage
 from easel.media.video import poster_key
 from easel.orders import lifecycle
 from easel.orders.lifecycle import NewOutput
 from easel.storage import MissingObject
+from easel.worker.outputs import Screened, store_outputs
 from tests.support.app import app_client, auth, new_account
 from tests.support.orders import submit_order
 
@@ -184,3 +188,41 @@ def test_image_shares_add_up_to_the_price() -> None:
     assert [image_price(10, 3, i) for i in range(3)] == [3, 3, 4]
     assert sum(image_price(7, 4, i) for i in range(4)) == 7
     assert image_price(5, 1, 0) == 5
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_blurred_output_can_be_released_or_confirmed(settings: Settings) -> None:
+    async with app_client(settings) as (client, state):
+        account, key = await new_account(state, "pro")
+        admin = await admin_of(state)
+        ids = [await submit_order(state, account) for _ in range(2)]
+        for order_id in ids:
+            still = GeneratedImage(PNG, "image/png", 7, 512, 512)
+            screened = [Screened(replace(still, data=b"blurred"), 0.9, "blurred", PNG)]
+            [stored] = store_outputs(state.storage, order_id, screened)
+            async with state.db.transaction() as session:
+                await lifecycle.complete(session, order_id, None, [stored], utcnow())
+        items = (await client.get("/api/v1/admin/review", headers=auth(admin))).json()["items"]
+        assert [i["safety"] for i in items] == ["blurred", "blurred"]
+        assert (await client.get(items[0]["url"])).content == PNG  # the operator sees the original
+        async with state.db.transaction() as session:
+            originals = [
+                (await session.get(Output, i["output_id"])).original_key  # type: ignore[union-attr]
+                for i in items
+            ]
+        assert all(k and k.startswith("private/") for k in originals)
+        r = await client.post(
+            f"/api/v1/admin/review/{items[0]['output_id']}/release", headers=auth(admin)
+        )
+        assert r.json()["charged"] == 0
+        await client.post(
+            f"/api/v1/admin/review/{items[1]['output_id']}/confirm", headers=auth(admin)
+        )
+        released = (await client.get(f"/api/v1/status/{ids[0]}", headers=auth(key))).json()
+        confirmed = (await client.get(f"/api/v1/status/{ids[1]}", headers=auth(key))).json()
+        shown = (await client.get(released["output_urls"][0])).content
+        for original in originals:
+            with pytest.raises(MissingObject):
+                state.storage.get(str(original))
+    assert shown == PNG and released["outputs"][0]["safety"] == "released"
+    assert confirmed["output_urls"] == []

@@ -262,6 +262,8 @@ class Output(Base):
     # null (passed), flagged, blurred, blocked (held, not shown), released, confirmed.
     nsfw_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     safety: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    # A blurred output's unblurred original, held privately for review (migration 0015).
+    original_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
 
 
 class WebhookDelivery(Base):

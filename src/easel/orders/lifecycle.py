@@ -33,6 +33,7 @@ class NewOutput:
     bytes: int
     nsfw_score: float | None = None
     safety: str | None = None  # Output.safety
+    original_key: str | None = None  # a blurred output's held original
 
 
 # Outputs a client sees: not checked or passed, flagged, blurred, or released by an operator

@@ -23,6 +23,7 @@ def stored_keys(order: Order, outputs: Sequence[Output]) -> list[str]:
     """Every file an order has in storage: its outputs (a clip's poster too), its first
     reference image and its further inputs (orders.inputs)."""
     keys = [o.storage_key for o in outputs]
+    keys += [o.original_key for o in outputs if o.original_key]  # a blurred one's original
     keys += [poster_key(key) for key in keys if key.endswith(".mp4")]  # a clip's still
     keys += [order.reference_key] if order.reference_key else []
     return keys + load_inputs(order.inputs).keys

@@ -1,6 +1,7 @@
-"""The operator's review of outputs the safety check flagged or blocked: the list, "release"
-(shown to the client; a blocked one is stored where clients see it and charged) and "confirm"
-(a blocked one's held file is deleted; a flagged one is hidden from the client)."""
+"""The operator's review of outputs the safety check flagged, blurred or blocked: the list,
+"release" (shown to the client; a blocked one is stored where clients see it and charged, a blurred
+one's held original replaces its blurred copy) and "confirm" (hidden from the client; a held file
+is deleted)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from easel.errors import Conflict, NotFound, QuotaExceeded
 from easel.orders import lifecycle
 from easel.webhooks import outbox
 
-TO_REVIEW = ("flagged", "blocked")
+TO_REVIEW = ("flagged", "blurred", "blocked")
 RELEASED, CONFIRMED = "released", "confirmed"
 
 
@@ -109,13 +110,16 @@ async def release(session: AsyncSession, output: Output, order: Order, now: date
             order.status = OrderStatus.COMPLETED
             order.error_code = order.error_message = None
             outbox.enqueue(session, order, outbox.event_for(order.status), now)
+    output.original_key = None  # a blurred one's original now replaces the blurred copy
     output.safety = RELEASED
     await session.flush()
 
 
 async def confirm(session: AsyncSession, output: Output) -> str | None:
-    """Mark it confirmed (hidden from the client for good); the held file to delete, if any."""
-    held = output.storage_key if output.safety == "blocked" else None
+    """Mark it confirmed (hidden from the client for good); the held file to delete, if any (a
+    blocked output's, or a blurred one's original)."""
+    held = output.storage_key if output.safety == "blocked" else output.original_key
+    output.original_key = None
     output.safety = CONFIRMED
     await session.flush()
     return held

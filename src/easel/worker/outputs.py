@@ -68,6 +68,7 @@ class Screened:
     image: GeneratedImage
     score: float | None = None  # None: not checked
     safety: str | None = None  # None: passed (or not checked); flagged, blurred or blocked
+    original: bytes | None = None  # a blurred output's original, held for review
 
 
 def screen(images: list[GeneratedImage], policy: SafetyPolicy | None) -> list[Screened]:
@@ -100,15 +101,17 @@ def screen(images: list[GeneratedImage], policy: SafetyPolicy | None) -> list[Sc
             action = ACTIONS[policy.action]
             if action == BLURRED and (len(taken) > 1 or image.content_type in STILLS_ONLY):
                 action = BLOCKED  # a clip is not blurred: it is held like a blocked image
+        original = None
         if action == BLURRED:
+            original = image.data
             image = replace(image, data=blurred(image.data, image.content_type))
-        screened.append(Screened(image, score, action))
+        screened.append(Screened(image, score, action, original))
     return screened
 
 
 def store_outputs(storage: Storage, order_id: str, outputs: list[Screened]) -> list[NewOutput]:
-    """`<order id>/<index>.<ext>` for each output, in order; a blocked one under a private,
-    random key (storage.private_key) (blocking)."""
+    """`<order id>/<index>.<ext>` for each output, in order; a blocked one (and a blurred one's
+    original) under a private, random key (storage.private_key) (blocking)."""
     stored_outputs = []
     for index, out in enumerate(outputs):
         image = out.image
@@ -119,6 +122,10 @@ def store_outputs(storage: Storage, order_id: str, outputs: list[Screened]) -> l
             else f"{order_id}/{index}.{extension}"
         )
         stored = storage.put(key, image.data, image.content_type)
+        original_key = None
+        if out.original is not None:
+            original_key = private_key(order_id, extension)
+            storage.put(original_key, out.original, image.content_type)
         if image.poster is not None:
             storage.put(poster_key(key), image.poster, "image/jpeg")
         stored_outputs.append(
@@ -132,6 +139,7 @@ def store_outputs(storage: Storage, order_id: str, outputs: list[Screened]) -> l
                 bytes=stored.size,
                 nsfw_score=out.score,
                 safety=out.safety,
+                original_key=original_key,
             )
         )
     return stored_outputs

@@ -32,11 +32,16 @@ class ReviewItem(BaseModel):
     order_id: str
     account_id: str
     index: int
-    safety: str = Field(description="flagged (shown to the client) or blocked (held, not shown)")
+    safety: str = Field(
+        description="flagged (shown to the client), blurred (a blurred copy shown, the original "
+        "held) or blocked (held, not shown)"
+    )
     nsfw_score: float | None
     prompt: str
     order_status: str
-    url: str = Field(description="A signed link to the file, for the operator only")
+    url: str = Field(
+        description="A signed link to the file (a blurred one's original), for the operator only"
+    )
 
 
 class ReviewList(BaseModel):
@@ -68,7 +73,7 @@ def item(output: Output, order: Order, state: Any) -> dict[str, Any]:
         "nsfw_score": output.nsfw_score,
         "prompt": order.prompt,
         "order_status": order.status,
-        "url": state.storage.url(output.storage_key),
+        "url": state.storage.url(output.original_key or output.storage_key),
     }
 
 
@@ -98,10 +103,12 @@ async def review_list(
     response_model=Reviewed,
 )
 async def release(output_id: int, _admin: AdminAccount, state: State) -> dict[str, Any]:
-    """Checked and charged under the account's lock, then a blocked output's files are copied
-    (in the same transaction: a failed copy or commit charges nothing and leaves no copy); the
-    held files are deleted after the commit."""
+    """Checked and charged under the account's lock, then the held files are copied where the
+    client sees them (a blocked output's to the order's folder, a blurred one's original over
+    the blurred copy), in the same transaction: a failed copy or commit charges nothing and
+    leaves no copy (the blurred copy is put back). The held files are deleted after the commit."""
     copied: list[str] = []
+    kept: dict[str, bytes] = {}  # files overwritten, put back on failure
     moves: list[tuple[str, str, str]] = []
     try:
         async with state.db.transaction() as session:
@@ -109,39 +116,45 @@ async def release(output_id: int, _admin: AdminAccount, state: State) -> dict[st
             charged = await review.charge_release(session, state.catalog, output, order, utcnow())
             if output.safety == "blocked":
                 moves = files(output.storage_key, review.shown_key(output), output.content_type)
-                copied = await copy_files(state, output_id, moves)
+            elif output.original_key:  # blurred
+                moves = [(output.original_key, output.storage_key, output.content_type)]
+                kept[output.storage_key] = await read(state, output.storage_key)
+            await copy_files(state, output_id, moves, copied)
             await review.release(session, output, order, utcnow())
     except BaseException:
         for key in copied:
-            await asyncio.to_thread(state.storage.delete, key)
+            if key in kept:
+                await asyncio.to_thread(state.storage.put, key, kept[key], output.content_type)
+            else:
+                await asyncio.to_thread(state.storage.delete, key)
         raise
     for source, _target, _kind in moves:
         await asyncio.to_thread(state.storage.delete, source)
     return {"output_id": output_id, "safety": review.RELEASED, "charged": charged}
 
 
-async def copy_files(state: Any, output_id: int, moves: list[tuple[str, str, str]]) -> list[str]:
-    """Copy a held output's files where the client sees them; the keys written. A held file
-    that is gone is a 409 (a clip from a provider may have no poster)."""
-    copied: list[str] = []
-    try:
-        for number, (source, target, kind) in enumerate(moves):
-            try:
-                data = await asyncio.to_thread(state.storage.get, source)
-            except MissingObject:
-                if number == 0:
-                    raise Conflict(
-                        f"output {output_id}'s held file is gone from storage; it cannot be "
-                        "released, confirm it instead"
-                    ) from None
-                continue
-            copied.append(target)
-            await asyncio.to_thread(state.storage.put, target, data, kind)
-    except BaseException:
-        for key in copied:
-            await asyncio.to_thread(state.storage.delete, key)
-        raise
-    return copied
+async def read(state: Any, key: str) -> bytes:
+    data: bytes = await asyncio.to_thread(state.storage.get, key)
+    return data
+
+
+async def copy_files(
+    state: Any, output_id: int, moves: list[tuple[str, str, str]], copied: list[str]
+) -> None:
+    """Copy a held output's files where the client sees them, adding each key written to
+    `copied`. A held file that is gone is a 409 (a clip from a provider may have no poster)."""
+    for number, (source, target, kind) in enumerate(moves):
+        try:
+            data = await read(state, source)
+        except MissingObject:
+            if number == 0:
+                raise Conflict(
+                    f"output {output_id}'s held file is gone from storage; it cannot be "
+                    "released, confirm it instead"
+                ) from None
+            continue
+        copied.append(target)
+        await asyncio.to_thread(state.storage.put, target, data, kind)
 
 
 @router.post(
