@@ -159,7 +159,9 @@ async def test_enhance_and_safety_end_to_end(
         listing = (await client.get("/api/v1/admin/review", headers=auth(admin))).json()
         listed = {(i["order_id"], i["index"]): i for i in listing["items"]}
         first_run = {(flagged_id, i) for i in range(3)}  # run 1's flagged outputs
-        assert set(listed) == {(ids["some"], top), (ids["all"], 0), *first_run}, listed
+        unblurred = {k for k, i in listed.items() if i["safety"] != "blurred"}
+        assert unblurred == {(ids["some"], top), (ids["all"], 0), *first_run}, listed
+        assert listed[(ids["seed000"], 0)]["safety"] == "blurred"  # its original is held
         assert listed[(ids["all"], 0)]["safety"] == "blocked"
         release = f"/api/v1/admin/review/{listed[(ids['all'], 0)]['output_id']}/release"
         confirm = f"/api/v1/admin/review/{listed[(ids['some'], top)]['output_id']}/confirm"
@@ -206,4 +208,5 @@ async def test_enhance_and_safety_end_to_end(
     assert released["status"] == "completed" and "error" not in released
     assert released_png[:8] == b"\x89PNG\r\n\x1a\n"
     assert mega_credits["total"] == 2000 - 1
-    assert {i["order_id"] for i in after_review["items"]} == {flagged_id}
+    left = {i["order_id"] for i in after_review["items"] if i["safety"] != "blurred"}
+    assert left == {flagged_id}
