@@ -44,7 +44,7 @@ async def test_listed_prompts_are_refused_with_nothing_charged(
             headers=auth(key),
         )
         assert r.status_code == 400
-        assert r.json()["error"]["code"] == "content_policy"
+        assert r.json()["error"]["code"] == "content_policy_violation"  # OpenAI's code
         await nothing_happened(state, account.id, 800)
         fine = SEED_000_BODY | {"prompt": "children playing in a park", "webhook_url": None}
         r = await client.post("/api/v1/generate", json=fine, headers=auth(key))

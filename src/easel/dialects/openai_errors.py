@@ -45,6 +45,8 @@ def error_response(exc: EaselError) -> JSONResponse:
         kind = "server_error"
     else:
         kind = "invalid_request_error"
+    if code == "content_policy":
+        code = "content_policy_violation"  # OpenAI's code for a refused prompt or image
     error = {"message": exc.message, "type": kind, "param": exc.param, "code": code}
     # Nothing charged and worth a retry (Busy, RateLimited): the SDK may retry; else it must not.
     retry = "true" if exc.retry_after is not None else "false"
