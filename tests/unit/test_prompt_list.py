@@ -7,7 +7,7 @@ import pytest
 
 from easel.catalog import load_catalog
 from easel.errors import ContentPolicy
-from easel.safety.prompts import check_prompt
+from easel.safety.prompts import refuse_listed
 
 SAFETY = load_catalog().safety
 
@@ -26,9 +26,9 @@ SAFETY = load_catalog().safety
 )
 def test_evasions_are_refused(prompt: str) -> None:
     with pytest.raises(ContentPolicy):
-        check_prompt(SAFETY, prompt)
+        refuse_listed(SAFETY, prompt)
 
 
 def test_ordinary_prompts_pass() -> None:
     for prompt in ("children playing in a park", "a childlike wonder, pornographic-free art"):
-        check_prompt(SAFETY, prompt)
+        refuse_listed(SAFETY, prompt)

@@ -29,7 +29,7 @@ from easel.orders.loras import dump_loras
 from easel.orders.queue import fair_seq, notify_new_order
 from easel.orders.request import GenerationRequest
 from easel.orders.serving import WAITING_FOR_WORKER, is_served, waiting_message
-from easel.safety.prompts import check_prompt
+from easel.safety.prompts import refuse_listed
 from easel.storage import Storage
 
 DEFAULT_RETENTION = timedelta(days=14)
@@ -57,7 +57,7 @@ async def place_order(ctx: Placing, account: Account, req: GenerationRequest) ->
     """What every dialect calls: outbound URL checks (outside any lock), the reference image
     stored under the order's id, then one transaction. A refused order leaves nothing stored."""
     db, catalog, settings, storage = ctx.db, ctx.catalog, ctx.settings, ctx.storage
-    check_prompt(catalog.safety, req.prompt)  # refused (content_policy) before anything else
+    refuse_listed(catalog.safety, req.prompt)  # refused (content_policy) before anything else
     plan = catalog.plans.get(account.plan)
     if plan is not None:
         check_plan(catalog, plan, req)  # a plan refusal (403) first, as submit() gives it
@@ -139,8 +139,7 @@ async def submit(
     plan = catalog.plans.get(account.plan)
     if plan is None:
         raise InvalidRequest(f"account plan {account.plan!r} is not in the catalog")
-    check_plan(catalog, plan, req)
-    check_prompt(catalog.safety, req.prompt)
+    check_plan(catalog, plan, req)  # the prompt list is place_order's, checked once, first
     cost = order_price(plan, req, req.llm_enhance)
     locked = await lock_account(session, account.id)
     if req.idempotency_key:

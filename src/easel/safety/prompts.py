@@ -44,7 +44,7 @@ def listed(safety: SafetyList, text: str) -> bool:
     return any(pattern.search(text) for pattern in _compiled(safety))
 
 
-def check_prompt(safety: SafetyList, text: str, param: str = "prompt") -> None:
+def refuse_listed(safety: SafetyList, text: str, param: str = "prompt") -> None:
     """Raise ContentPolicy (400, code content_policy) when `text` matches the list."""
     if listed(safety, text):
         raise ContentPolicy(
