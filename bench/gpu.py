@@ -1,6 +1,6 @@
 """GPU benchmark: plain diffusers against Easel's worker path, on full-size random-weight models.
 
-    python bench/gpu.py [--workloads sdxl,turbo,animatediff,wan] [--iters 3] [--batch N]
+    python bench/gpu.py [--workloads sdxl,turbo,animatediff,wan,edit1,edit3] [--iters 3] [--batch N]
                         [--compile-mode MODE | --no-compile] [--json FILE]
     python bench/gpu.py --cpu-smoke          # the same code path at tiny sizes, on the CPU
 
@@ -9,7 +9,12 @@ v1-5-2 motion adapter) and Wan 2.2 TI2V-5B (transformer, UMT5-XXL encoder, the 4
 from their public configs, written below, with random weights: nothing is downloaded; the
 tokenizers are built from local files as in the tests. Wan runs 720p clips of 121 frames with 10
 steps (time per step scales to the 50 of the catalog); it is not in the default set (--workloads
-sdxl,turbo,animatediff,wan, best with --iters 1). Each workload runs twice:
+sdxl,turbo,animatediff,wan, best with --iters 1). Qwen-Image-Edit-Plus (2511: the 20B transformer,
+Qwen2.5-VL-7B text encoder, its VAE) edits 1 (edit1) or 3 (edit3) 1024x1024 reference images into
+a 1024x1024 image with 10 guided steps (the catalog has 40); not in the default set either. Its
+58 GB of bf16 weights are built in memory on the device, never written to disk, and both paths
+run the same pipeline object (plain first, then Easel's backend with it in place of `load()`).
+Each workload runs twice:
 
 - plain diffusers: the pipeline class, half precision (bf16 where the GPU has it), its default
   SDPA attention, one image per call, `output_type="pil"`;
@@ -53,12 +58,16 @@ import torch
 from diffusers import (
     AnimateDiffPipeline,
     AutoencoderKL,
+    AutoencoderKLQwenImage,
     AutoencoderKLWan,
     DDIMScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
     MotionAdapter,
     PNDMScheduler,
+    QwenImageEditPlusPipeline,
+    QwenImageTransformer2DModel,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
@@ -68,18 +77,24 @@ from diffusers import (
 )
 from PIL import Image
 from tests.support.tiny_models import BOS_TOKEN, EOS_TOKEN, _clip_vocab, _make_tokenizer
+from tests.support.tiny_qwen_edit import VISION_TOKENS
+from tests.support.tiny_qwen_edit import _make_tokenizer as make_qwen_edit_tokenizer
 from tests.support.tiny_wan import make_t5_tokenizer
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLImageProcessor,
     UMT5Config,
     UMT5EncoderModel,
 )
 
 from easel.backends.base import ImageSpec, Job
 from easel.backends.loading import pick_dtype
+from easel.backends.qwen_edit import image_only_processor_class
 from easel.backends.registry import backend_class
 from easel.backends.speedups import apply_speedups
 from easel.catalog import Model
@@ -216,6 +231,69 @@ UMT5_XXL: dict[str, Any] = {
     "relative_attention_num_buckets": 32,
     "vocab_size": 256384,
 }
+# Qwen/Qwen-Image-Edit-2511: transformer, vae (latents_mean/std left at 0 / 1), text_encoder
+# (Qwen2.5-VL-7B-Instruct), scheduler; the processor's image processor keeps its defaults.
+QWEN_EDIT_TRANSFORMER: dict[str, Any] = {
+    "attention_head_dim": 128,
+    "axes_dims_rope": [16, 56, 56],
+    "guidance_embeds": False,
+    "in_channels": 64,
+    "joint_attention_dim": 3584,
+    "num_attention_heads": 24,
+    "num_layers": 60,
+    "out_channels": 16,
+    "patch_size": 2,
+    "zero_cond_t": True,
+}
+QWEN_VAE: dict[str, Any] = {
+    "attn_scales": [],
+    "base_dim": 96,
+    "dim_mult": [1, 2, 4, 4],
+    "dropout": 0.0,
+    "latents_mean": [0.0] * 16,
+    "latents_std": [1.0] * 16,
+    "num_res_blocks": 2,
+    "temperal_downsample": [False, True, True],
+    "z_dim": 16,
+}
+QWEN_VL_TEXT: dict[str, Any] = {
+    "hidden_act": "silu",
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "max_position_embeddings": 128000,
+    "num_attention_heads": 28,
+    "num_hidden_layers": 28,
+    "num_key_value_heads": 4,
+    "rms_norm_eps": 1e-6,
+    "rope_scaling": {"mrope_section": [16, 24, 24], "rope_type": "default", "type": "default"},
+    "rope_theta": 1000000.0,
+    "vocab_size": 152064,
+}
+QWEN_VL_VISION: dict[str, Any] = {
+    "depth": 32,
+    "fullatt_block_indexes": [7, 15, 23, 31],
+    "hidden_act": "silu",
+    "hidden_size": 1280,
+    "intermediate_size": 3420,
+    "num_heads": 16,
+    "out_hidden_size": 3584,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "tokens_per_second": 2,
+    "window_size": 112,
+}
+QWEN_SCHEDULER: dict[str, Any] = {
+    "base_image_seq_len": 256,
+    "base_shift": 0.5,
+    "max_image_seq_len": 8192,
+    "max_shift": 0.9,
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "shift_terminal": 0.02,
+    "time_shift_type": "exponential",
+    "use_dynamic_shifting": True,
+}
 WAN_SCHEDULER = {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 5.0}
 BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000}
 SDXL_SCHEDULER = {**BETAS, "beta_schedule": "scaled_linear", "steps_offset": 1}
@@ -288,6 +366,42 @@ TINY["umt5"] = {
     "vocab_size": 256,
 }
 
+TINY["qwen_edit_transformer"] = {
+    "attention_head_dim": 16,
+    "axes_dims_rope": [8, 4, 4],
+    "in_channels": 16,
+    "joint_attention_dim": 16,
+    "num_attention_heads": 3,
+    "num_layers": 2,
+    "out_channels": 4,
+}
+TINY["qwen_vae"] = {
+    "base_dim": 8,
+    "dim_mult": [1, 2, 2, 2],
+    "latents_mean": [0.0] * 4,
+    "latents_std": [1.0] * 4,
+    "num_res_blocks": 1,
+    "z_dim": 4,
+}
+TINY["qwen_vl_text"] = {
+    "hidden_size": 16,
+    "intermediate_size": 16,
+    "max_position_embeddings": 2048,
+    "num_attention_heads": 2,
+    "num_hidden_layers": 2,
+    "num_key_value_heads": 2,
+    "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+}
+TINY["qwen_vl_vision"] = {
+    "depth": 2,
+    "fullatt_block_indexes": [1],
+    "hidden_size": 16,
+    "intermediate_size": 16,
+    "num_heads": 2,
+    "out_hidden_size": 16,
+}
+TINY["qwen_image_processor"] = {"min_pixels": 28 * 28 * 4, "max_pixels": 28 * 28 * 16}
+
 # Dense bf16 tensor-core peak by device name (datasheets), first match wins.
 PEAK_BF16_TFLOPS = [
     ("H200", 989.4),
@@ -299,6 +413,7 @@ PEAK_BF16_TFLOPS = [
     ("L4", 121.0),
 ]
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
+EDIT_PROMPT = "put the lighthouse of Picture 1 on a cliff at dusk, as an oil painting"
 NEGATIVE = "blurry, low quality"
 SEED = 1234
 
@@ -315,6 +430,7 @@ class Workload:
     batch: int  # outputs per Easel call (plain diffusers makes one per call)
     compile_mode: str
     frames: int = 0
+    references: int = 0  # reference images of an edit
 
 
 def workloads(smoke: bool) -> dict[str, Workload]:
@@ -337,6 +453,21 @@ def workloads(smoke: bool) -> dict[str, Workload]:
                 16,
             ),
             "wan": Workload("wan", "Wan TI2V 64x96 9f", "wan", 96, 64, 2, 5.0, 1, "default", 9),
+            **{
+                f"edit{n}": Workload(
+                    f"edit{n}",
+                    f"Qwen edit {n} ref 64px",
+                    "qwen-image-edit",
+                    64,
+                    64,
+                    2,
+                    4.0,
+                    1,
+                    "default",
+                    references=n,
+                )
+                for n in (1, 3)
+            },
         }
     return {
         "sdxl": Workload(
@@ -378,6 +509,21 @@ def workloads(smoke: bool) -> dict[str, Workload]:
             "max-autotune-no-cudagraphs",
             121,
         ),
+        **{
+            f"edit{n}": Workload(
+                f"edit{n}",
+                f"Qwen edit 2511 {n} ref 1024px 10 steps",
+                "qwen-image-edit",
+                1024,
+                1024,
+                10,
+                4.0,
+                1,
+                "max-autotune-no-cudagraphs",
+                references=n,
+            )
+            for n in (1, 3)
+        },
     }
 
 
@@ -492,6 +638,68 @@ def build_wan(root: Path, device: str, dtype: torch.dtype, smoke: bool) -> None:
     save(pipe, root / "wan", dtype)
 
 
+def build_qwen_edit(device: str, dtype: torch.dtype, smoke: bool) -> Any:
+    """A Qwen-Image-Edit-Plus pipeline in memory on `device`: each part is made in float32 there
+    and cast at once, so the peak is the transformer's float32 size (82 GB), not the whole."""
+    tokenizer = make_qwen_edit_tokenizer()
+    ids: dict[str, Any] = {t: tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS}
+    text = {
+        **shrink(QWEN_VL_TEXT, "qwen_vl_text", smoke),
+        "bos_token_id": None,
+        "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        "pad_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+    }
+    top: dict[str, Any] = {"hidden_size": text["hidden_size"], "vocab_size": text["vocab_size"]}
+    config = Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=shrink(QWEN_VL_VISION, "qwen_vl_vision", smoke),
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        **top,
+    )
+    # The weights' class: torchvision's backend where it is installed, else the PIL one.
+    images = Qwen2VLImageProcessor(**(TINY["qwen_image_processor"] if smoke else {}))
+    torch.manual_seed(0)
+    with torch.device(device):
+        transformer = QwenImageTransformer2DModel.from_config(  # type: ignore[no-untyped-call]
+            shrink(QWEN_EDIT_TRANSFORMER, "qwen_edit_transformer", smoke)
+        ).to(dtype)
+        free(device)
+        text_encoder: Any = Qwen2_5_VLForConditionalGeneration(config)
+        text_encoder = text_encoder.to(dtype).eval()
+        free(device)
+        vae = AutoencoderKLQwenImage.from_config(  # type: ignore[no-untyped-call]
+            shrink(QWEN_VAE, "qwen_vae", smoke)
+        ).to(dtype)
+    pipe: Any = QwenImageEditPlusPipeline(  # type: ignore[no-untyped-call]
+        scheduler=FlowMatchEulerDiscreteScheduler(**QWEN_SCHEDULER),  # type: ignore[no-untyped-call]
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        processor=image_only_processor_class()(image_processor=images, tokenizer=tokenizer),
+        transformer=transformer,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def reference_images(work: Workload) -> list[Image.Image]:
+    """The edit's inputs: seeded noise at the output size (an edit keeps the last one's shape)."""
+    rng = np.random.default_rng(SEED)
+    shape = (work.height, work.width, 3)
+    return [
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(work.references)
+    ]
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 # --- Running --------------------------------------------------------------------------------
 
 
@@ -544,6 +752,13 @@ def plain_call(pipe: Any, work: Workload, seed: int, **extra: Any) -> Any:
     }
     if work.frames:
         kwargs["num_frames"] = work.frames
+    if work.references:
+        del kwargs["guidance_scale"]  # guidance-distilled models only; this one is not
+        kwargs |= {
+            "prompt": EDIT_PROMPT,
+            "image": reference_images(work),
+            "true_cfg_scale": work.guidance,
+        }
     with torch.inference_mode():
         return pipe(**kwargs | extra)
 
@@ -551,10 +766,12 @@ def plain_call(pipe: Any, work: Workload, seed: int, **extra: Any) -> Any:
 def tflop_per_output(pipe: Any, work: Workload) -> tuple[float, float]:
     """(all, denoiser) FLOPs of one output, counted on a one-step call: the denoiser's step
     (guidance's doubled batch included) times the steps, plus the text encoders and VAE once."""
-    with FlopCounterMode(display=False) as counter:
+    # One step of a schedule with shift_terminal (Qwen's) divides 0 by 0: the image is NaN,
+    # the count is not affected.
+    with FlopCounterMode(display=False) as counter, np.errstate(divide="ignore", invalid="ignore"):
         plain_call(pipe, work, SEED, num_inference_steps=1)
     counts = counter.get_flop_counts()
-    denoiser = pipe.transformer if work.family == "wan" else pipe.unet
+    denoiser = pipe.unet if hasattr(pipe, "unet") else pipe.transformer
     step = sum(counts[type(denoiser).__name__].values()) / 1e12
     once = sum(counts["Global"].values()) / 1e12 - step
     return once + step * work.steps, step * work.steps
@@ -568,8 +785,9 @@ def run_plain(
     warmup: int,
     iters: int,
     result: Result,
+    built: Any = None,
 ) -> np.ndarray | None:
-    pipe = plain_pipeline(work, root, device, dtype)
+    pipe = built if built is not None else plain_pipeline(work, root, device, dtype)
     result.tflop_per_output, result.denoiser_tflop = tflop_per_output(pipe, work)
     for i in range(warmup):
         plain_call(pipe, work, SEED + 100 + i)
@@ -602,6 +820,16 @@ def easel_model(work: Workload, root: Path) -> Model:
             max_frames=121,
             seconds=5,
         )
+    elif work.references:  # built in memory: no source, the bench hands the pipeline over
+        return Model(
+            id=f"bench-{work.name}",
+            family=work.family,
+            steps=work.steps,
+            guidance=work.guidance,
+            width=work.width,
+            height=work.height,
+            max_references=3,
+        )
     else:
         source, base = root / ("sdxl" if work.family == "sdxl" else "sdxl-turbo"), None
     return Model(
@@ -624,10 +852,14 @@ def run_easel(
     warmup: int,
     iters: int,
     result: Result,
+    built: Any = None,
 ) -> np.ndarray | None:
     model = easel_model(work, root)
     backend: Any = backend_class(work.family)(model, device)
-    backend.load()
+    if built is not None:
+        backend.pipe = built  # what load() makes of a saved folder, without writing 58 GB
+    else:
+        backend.load()
     done = apply_speedups(backend.pipe, settings, device)
     result.speedups = done.applied
     result.notes += [f"{name} skipped: {why}" for name, why in done.skipped.items()]
@@ -638,7 +870,7 @@ def run_easel(
         height=work.height,
         steps=work.steps,
         guidance=work.guidance,
-        images=[ImageSpec(f"bench-{i}", 0, PROMPT, NEGATIVE, SEED + i) for i in range(work.batch)],
+        images=specs(work),
         output_format=clip_format if work.frames else "png",
         frames=work.frames,
     )
@@ -654,6 +886,16 @@ def run_easel(
     if work.frames:
         return None
     return np.asarray(Image.open(io.BytesIO(outputs[0].data)).convert("RGB"), dtype=np.float32)
+
+
+def specs(work: Workload) -> list[ImageSpec]:
+    if not work.references:
+        return [ImageSpec(f"bench-{i}", 0, PROMPT, NEGATIVE, SEED + i) for i in range(work.batch)]
+    first, *more = (png_bytes(image) for image in reference_images(work))
+    return [  # one order of `batch` images: one pipeline call, as the worker makes it
+        ImageSpec("bench", i, EDIT_PROMPT, NEGATIVE, SEED + i, first, tuple(more))
+        for i in range(work.batch)
+    ]
 
 
 def has_ffmpeg() -> bool:
@@ -789,17 +1031,31 @@ def main() -> int:
             result = Result(name, "clip" if work.frames else "image")
             compiled = f"compile mode {mode}" if compile_on else "not compiled"
             result.notes.append(f"{work.label}, Easel batch {work.batch}, {compiled}")
-            plain = easel = None
+            plain = easel = built = None
+            if work.references:  # plain runs it first; Easel's speedups then change it in place
+                try:
+                    started = time.perf_counter()
+                    built = build_qwen_edit(device, dtype, smoke)
+                    print(
+                        f"{name}: built in memory in {time.perf_counter() - started:.1f} s",
+                        flush=True,
+                    )
+                except Exception as exc:
+                    result.notes.append(f"build failed: {failure(exc)}")
+                    results.append(result)
+                    free(device)
+                    continue
             try:
-                plain = run_plain(work, root, device, dtype, args.warmup, iters, result)
+                plain = run_plain(work, root, device, dtype, args.warmup, iters, result, built)
             except Exception as exc:  # report and go on with the other workloads
                 result.notes.append(f"plain failed: {failure(exc)}")
             free(device)
             try:
                 warm = max(args.warmup, 2 if compile_on else 1)  # compiling, then CUDA graphs
-                easel = run_easel(work, root, device, settings, warm, iters, result)
+                easel = run_easel(work, root, device, settings, warm, iters, result, built)
             except Exception as exc:
                 result.notes.append(f"easel failed: {failure(exc)}")
+            built = None
             free(device)
             if plain is not None and easel is not None:
                 result.agreement = float(np.abs(plain - easel).mean())
