@@ -128,6 +128,8 @@ def test_playground_progress_image_download_and_same_seed_again(
     image = page.locator("#outputs img")
     expect(image).to_be_visible()
     expect(page.locator("#live-status")).to_have_text("completed")
+    spans = re.compile(r"^[0-9.]+ s / [0-9.]+ s / [0-9.]+ s$")
+    expect(page.locator("#timings")).to_have_text(spans)  # filled in live, not left at "—"
     with page.expect_download() as info:
         page.get_by_role("link", name="Download").first.click()
     downloaded = info.value.path().read_bytes()

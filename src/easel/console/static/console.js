@@ -43,6 +43,14 @@
       live.setAttribute("data-final", "true");
       var form = document.getElementById("cancel-form");
       if (form) form.remove();
+      var timings = document.getElementById("timings");
+      if (timings && d.created_at) {
+        var span = function (a, b) {
+          return a && b ? ((Date.parse(b) - Date.parse(a)) / 1000).toFixed(1) + " s" : "\u2014";
+        };
+        timings.textContent = span(d.created_at, d.started_at) + " / " +
+          span(d.started_at, d.completed_at) + " / " + span(d.created_at, d.completed_at);
+      }
       if (d.status === "completed") {
         bar.value = 100;
         say("completed", "completed");
