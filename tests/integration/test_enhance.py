@@ -51,12 +51,13 @@ async def test_transformers_enhancer_is_seeded_and_cached(tiny_llm: Path) -> Non
     assert other.enhancement is not None
 
 
-async def test_a_slow_local_model_stops_at_the_batch_deadline(tiny_llm: Path) -> None:
+async def test_a_slow_local_model_stops_at_the_batch_deadline(tmp_path: Path) -> None:
+    endless = build_tiny_llm(tmp_path / "endless", stops=False)  # never ends early
     # 1500 new tokens take the tiny model about 3 s here; the limit is 0.3 s for the batch, and
     # the second order of the batch finds no time left.
     service = enhancing(
         enhancer="transformers",
-        enhancer_model=str(tiny_llm),
+        enhancer_model=str(endless),
         enhancer_max_tokens=1500,
         enhance_timeout_seconds=0.3,
     )

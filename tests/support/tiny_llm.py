@@ -11,7 +11,8 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from tests.support.qwen_tokenizer import make_qwen2_tokenizer
 
 
-def build_tiny_llm(folder: Path) -> Path:
+def build_tiny_llm(folder: Path, stops: bool = True) -> Path:
+    """`stops` false: no end-of-text token, so it always writes max_new_tokens (a slow model)."""
     tokenizer = make_qwen2_tokenizer()
     config = Qwen2Config(
         vocab_size=len(tokenizer),
@@ -21,7 +22,7 @@ def build_tiny_llm(folder: Path) -> Path:
         num_attention_heads=2,
         num_key_value_heads=1,
         max_position_embeddings=2048,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>") if stops else None,
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
     )
     torch.manual_seed(0)
