@@ -120,15 +120,7 @@ def render_clips(
         if len(clip) != job.frames:
             raise RuntimeError(f"the pipeline made {len(clip)} frames, not {job.frames}")
         frames = [Image.fromarray(to_uint8(frame)) for frame in clip]
-        meta = {
-            "model": model.id,
-            "prompt": spec.prompt,
-            "negative_prompt": spec.negative_prompt,
-            "steps": job.steps,
-            "guidance": job.guidance,
-            "width": job.width,
-            "height": job.height,
-        } | (extra(spec) if extra else {})
+        meta = metadata(model, job, spec) | (extra(spec) if extra else {})
         clips.append(encode_animation(frames, job.output_format, model.fps, spec.seed, meta))
     return clips
 
