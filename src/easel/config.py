@@ -144,6 +144,17 @@ class Settings(BaseSettings):
     safety_threads: int = 2
     safety_frame_every: int = 8
     safety_chunk: int = 16  # frames scored per classifier call (bounds its memory)
+    # The optional prompt classifier (docs/safety.md): a text-classification model (repo id or
+    # folder; empty: off) run by each API process after the word list; a prompt whose highest
+    # score for one of `labels` reaches the threshold is refused. A check waits at most
+    # timeout seconds; at most at_once run at a time; on failure or timeout: refused with 503
+    # (closed) or passed (open).
+    prompt_classifier: str = ""
+    prompt_classifier_labels: list[str] = []
+    prompt_classifier_threshold: float = 0.5
+    prompt_classifier_timeout: float = 2.0
+    prompt_classifier_at_once: int = 2
+    prompt_classifier_on_error: Literal["closed", "open"] = "closed"
 
     # Rate limits by plan (catalog): counted in memory, or in Redis shared by every API process.
     rate_limits: bool = True  # false: no rate limits at all (a private deployment)
@@ -237,6 +248,11 @@ class Settings(BaseSettings):
             )
         if self.webhook_endpoint_failures < 1:
             raise ValueError("EASEL_WEBHOOK_ENDPOINT_FAILURES must be at least 1")
+        if self.prompt_classifier and not self.prompt_classifier_labels:
+            raise ValueError(
+                "EASEL_PROMPT_CLASSIFIER needs EASEL_PROMPT_CLASSIFIER_LABELS: the model's labels "
+                'that refuse a prompt, as a JSON list (e.g. ["nsfw"])'
+            )
         timeouts = (
             self.webhook_timeout,
             self.webhook_connect_timeout,

@@ -11,7 +11,8 @@
     ├── RateLimited            429 rate_limited      (requests per minute or open requests)
     ├── ModelUnavailable       503 model_unavailable (weights cannot be loaded; worker side)
     ├── NoWorker               503 no_worker         (EASEL_UNSERVED=refuse: no worker serves it)
-    └── Busy                   503 busy              (no database connection free in time; retry)
+    ├── Busy                   503 busy              (no database connection free in time; retry)
+    └── SafetyUnavailable      503 safety_unavailable (the prompt classifier failed or timed out)
 
 Each class's docstring is its default message. HTTP rendering happens in `api/errors.py` only.
 """
@@ -114,6 +115,17 @@ class Busy(EaselError):
     code = "busy"
 
     def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SafetyUnavailable(EaselError):
+    """The prompt could not be checked against the content policy now; try again."""
+
+    status_code = 503
+    code = "safety_unavailable"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 5) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

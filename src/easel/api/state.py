@@ -11,6 +11,7 @@ from easel.catalog import Catalog, load_catalog
 from easel.config import Settings
 from easel.db.engine import Database
 from easel.orders.changes import ChangeFeed
+from easel.safety.prompt_classifier import PromptClassifier, prompt_classifier_config
 from easel.storage import LocalStorage, Storage
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ class AppState:
     storage: Storage
     _limits: RateLimits | None = field(default=None, repr=False)
     _feed: ChangeFeed | None = field(default=None, repr=False)
+    _prompt_classifier: PromptClassifier | None = field(default=None, repr=False)
     # argon2 hashes and verifications running at once (each holds a thread and ~64 MiB)
     password_gate: asyncio.Semaphore = field(init=False, repr=False)
 
@@ -51,6 +53,16 @@ class AppState:
 
             self._limits = RateLimits(self.settings)
         return self._limits
+
+    @property
+    def prompt_classifier(self) -> PromptClassifier | None:
+        """EASEL_PROMPT_CLASSIFIER's checker, made on first use (its model loads on the first
+        prompt, in a thread); None when it is off."""
+        if not self.settings.prompt_classifier:
+            return None
+        if self._prompt_classifier is None:
+            self._prompt_classifier = PromptClassifier(prompt_classifier_config(self.settings))
+        return self._prompt_classifier
 
     @property
     def served_families(self) -> frozenset[str]:

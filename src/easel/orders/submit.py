@@ -29,6 +29,7 @@ from easel.orders.loras import dump_loras
 from easel.orders.queue import fair_seq, notify_new_order
 from easel.orders.request import GenerationRequest
 from easel.orders.serving import WAITING_FOR_WORKER, is_served, waiting_message
+from easel.safety.prompt_classifier import PromptClassifier
 from easel.safety.prompts import refuse_listed
 from easel.storage import Storage
 
@@ -52,6 +53,9 @@ class Placing(Protocol):
     @property
     def served_families(self) -> frozenset[str]: ...
 
+    @property
+    def prompt_classifier(self) -> PromptClassifier | None: ...
+
 
 async def place_order(ctx: Placing, account: Account, req: GenerationRequest) -> tuple[Order, bool]:
     """What every dialect calls: outbound URL checks (outside any lock), the reference image
@@ -72,6 +76,8 @@ async def place_order(ctx: Placing, account: Account, req: GenerationRequest) ->
             f"and `easel models pull {req.model.id}` provides its weights)",
             retry_after=settings.unserved_retry_after,
         )
+    if ctx.prompt_classifier is not None:  # after the cheap refusals, before any fetch
+        await ctx.prompt_classifier.check(req.prompt)
     if req.webhook_url:
         await check_url(req.webhook_url, req.webhook_param, url_policy(settings))
     for number, lora in enumerate(req.added_loras):  # a wrong hash is refused, nothing charged
