@@ -36,7 +36,7 @@ from easel import metrics
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
-from easel.db.tables import Account, Order, Output, WebhookEndpoint
+from easel.db.tables import Order, Output
 from easel.dialects.registry import dialect_of
 from easel.net.pinned import send_checked
 from easel.net.policy import url_policy
@@ -228,6 +228,8 @@ async def render_all(
     session: AsyncSession, rows: Sequence[R], storage: Storage
 ) -> list[tuple[R, bytes | Exception]]:
     """Each delivery's body, or the error that rendering it raised (its own failure only)."""
+    if not rows:
+        return []
     order_ids = {row.order_id for row in rows}
     orders = {o.id: o for o in await session.scalars(select(Order).where(Order.id.in_(order_ids)))}
     outputs: dict[str, list[Output]] = {}
@@ -253,8 +255,6 @@ async def render_all(
 @dataclass(frozen=True)
 class Claimed:
     delivery: claim.Due
-    secret: str
-    origin: str
     body: bytes | Exception
 
 
@@ -275,37 +275,10 @@ async def claim_and_render(
             await claim.release_expired(session, now)
         recorded = await claim.record(session, settings, results, now)
         due = await claim.claim_due(session, settings, room, now)
-        jobs = await prepare(session, due, storage) if due else []
+        jobs = [Claimed(row, body) for row, body in await render_all(session, due, storage)]
     for done in recorded:
         seen(done)
     return jobs
-
-
-async def prepare(
-    session: AsyncSession, due: Sequence[claim.Due], storage: Storage
-) -> list[Claimed]:
-    """Each claimed delivery with its account's secret, its endpoint and its body."""
-    accounts = {d.account_id for d in due}
-    secrets: dict[str, str] = {
-        account_id: secret
-        for account_id, secret in await session.execute(
-            select(Account.id, Account.webhook_secret).where(Account.id.in_(accounts))
-        )
-    }
-    endpoint_ids = {d.endpoint_id for d in due}
-    origins: dict[str, str] = {
-        endpoint_id: origin
-        for endpoint_id, origin in await session.execute(
-            select(WebhookEndpoint.id, WebhookEndpoint.origin).where(
-                WebhookEndpoint.id.in_(endpoint_ids)
-            )
-        )
-    }
-    bodies = await render_all(session, due, storage)
-    return [
-        Claimed(row, secrets.get(row.account_id, ""), origins.get(row.endpoint_id, ""), body)
-        for row, body in bodies
-    ]
 
 
 def seen(done: claim.Recorded) -> None:
@@ -347,7 +320,7 @@ async def attempt(pools: Pools, settings: Settings, job: Claimed, clock: Clock) 
         error: str | None = f"rendering the body failed: {job.body!r}"[:1000]
         fault = False
     else:
-        headers = signing.headers(job.secret, row.id, int(time.time()), job.body)
+        headers = signing.headers(row.secret, row.id, int(time.time()), job.body)
         try:
             async with pools.client(row.endpoint_id) as client:
                 answer = await post_signed(client, settings, row.url, job.body, headers)

@@ -17,11 +17,11 @@ Services here never commit: the sender owns each transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, text
+from sqlalchemy import String, Table, bindparam, column, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.config import Settings
@@ -61,7 +61,8 @@ GIVE_BACK_SLOTS = text(
 # `in_flight` counts every claim committed before ours, and two senders never fill one endpoint
 # past its limit. `candidate`: each endpoint's earliest due deliveries, as many as it has room
 # for (one index walk of ix_webhook_deliveries_endpoint_due per endpoint, stopping at its limit);
-# `chosen`: the earliest due of those, up to :room. Then the endpoints' slots and the leases.
+# `chosen`: the earliest due of those, up to :room. Then the endpoints' slots and the leases,
+# returning each delivery with its account's signing secret (no second read to sign it).
 CLAIM_DUE_POSTGRESQL = text(
     """
     WITH endpoint AS (
@@ -103,14 +104,16 @@ CLAIM_DUE_POSTGRESQL = text(
     FROM chosen
     WHERE d.id = chosen.id
     RETURNING d.id, d.account_id, d.endpoint_id, d.order_id, d.url, d.event, d.attempts,
-              d.next_attempt_at, d.created_at
+              d.next_attempt_at, d.created_at,
+              (SELECT a.webhook_secret FROM accounts AS a WHERE a.id = d.account_id) AS secret
     """
 ).bindparams(bindparam("now", type_=UTCDateTime), bindparam("lease_until", type_=UTCDateTime))
 
 # SQLite: the transaction began with BEGIN IMMEDIATE, so this runs alone (no locks to take). The
 # same choice: each endpoint's first :per_endpoint due deliveries (one walk of
 # ix_webhook_deliveries_endpoint_due per endpoint, however long its backlog), of which as many as
-# it has room for; TAKE_SLOTS_SQLITE then counts the claimed deliveries into their endpoints.
+# it has room for, each with its account's signing secret; TAKE_SLOTS_SQLITE then counts the
+# claimed deliveries into their endpoints (one executemany).
 CLAIM_DUE_SQLITE = text(
     """
     WITH endpoint AS (
@@ -141,7 +144,9 @@ CLAIM_DUE_SQLITE = text(
         LIMIT :room
     )
     RETURNING id, account_id, endpoint_id, order_id, url, event, attempts, next_attempt_at,
-              created_at
+              created_at,
+              (SELECT a.webhook_secret FROM accounts AS a
+               WHERE a.id = webhook_deliveries.account_id) AS secret
     """
 ).bindparams(bindparam("now", type_=UTCDateTime), bindparam("lease_until", type_=UTCDateTime))
 TAKE_SLOTS_SQLITE = text(
@@ -184,6 +189,7 @@ class Due:
     next_attempt_at: datetime
     created_at: datetime
     lease_until: datetime
+    secret: str = field(repr=False)  # its account's webhook secret, read with the claim
 
 
 async def claim_due(
@@ -211,16 +217,21 @@ async def claim_due(
         WebhookDelivery.attempts,
         WebhookDelivery.next_attempt_at,
         WebhookDelivery.created_at,
+        column("secret", String),
     )
     statement = CLAIM_DUE_POSTGRESQL if is_postgresql(session) else CLAIM_DUE_SQLITE
     rows = (await session.execute(statement.columns(*columns), params)).all()
-    if not is_postgresql(session):
+    if rows and not is_postgresql(session):
         counts: dict[str, int] = {}
         for row in rows:
             counts[row.endpoint_id] = counts.get(row.endpoint_id, 0) + 1
-        for endpoint, count in counts.items():
-            await session.execute(TAKE_SLOTS_SQLITE, {"endpoint_id": endpoint, "count": count})
-    claimed = [Due(**row._mapping, lease_until=lease_until) for row in rows]
+        await session.execute(
+            TAKE_SLOTS_SQLITE,
+            [{"endpoint_id": endpoint, "count": count} for endpoint, count in counts.items()],
+        )
+    claimed = [
+        Due(**{**row._mapping, "secret": row.secret or ""}, lease_until=lease_until) for row in rows
+    ]
     return sorted(claimed, key=lambda d: (d.next_attempt_at, d.created_at, d.id))
 
 
