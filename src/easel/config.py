@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     safety_threads: int = 2
     safety_frame_every: int = 8
     safety_chunk: int = 16  # frames scored per classifier call (bounds its memory)
+    # Local batches whose outputs are screened, stored and completed while the device generates
+    # the next batch (each holds its outputs in memory); 0: screened before the next claim.
+    finishing_batches: int = 1
     # The optional prompt classifier (docs/safety.md): a text-classification model (repo id or
     # folder; empty: off) run by each API process after the word list; a prompt whose highest
     # score for one of `labels` reaches the threshold is refused. A check waits at most

@@ -1,8 +1,11 @@
 """The worker loop: claim a batch, run it on a backend, store, finish each order.
 
-Batches for local backends share the device and run one at a time; a remote backend may keep up
-to its `max_in_flight` batches going while the loop claims more. The loop's only side task is the
-PostgreSQL wake-up listener; presence is a service beside it (`Worker.services`).
+Batches for local backends share the device and generate one at a time; once a batch's outputs
+are generated the device is free for the next batch while the outputs are screened, stored and
+the orders completed (at most EASEL_FINISHING_BATCHES batches finishing so; 0: one batch at a time
+from claim to completion). A remote backend may keep up to its `max_in_flight` batches going
+while the loop claims more. The loop's only side task is the PostgreSQL wake-up listener;
+presence is a service beside it (`Worker.services`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 import socket
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -94,6 +97,8 @@ class Worker:
         self.wake = asyncio.Event()
         self.batch_ended = asyncio.Event()
         self._in_flight: Counter[str] = Counter()  # model id -> batches running
+        # local batches screening and storing outputs while the device serves the next one
+        self._finishing = asyncio.Semaphore(max(1, settings.finishing_batches))
         self._remote: dict[str, Backend] = {}  # remote backends: outside the model cache
         self._reporting = asyncio.Lock()
         self._stopped = False  # the final presence report was written
@@ -235,10 +240,27 @@ class Worker:
             log.warning("could not tell easel serve", extra={"action": "link_error"})
 
     async def _run_batch(self, orders: list[Order]) -> None:
+        model = orders[0].model
+        holds = {"device": True, "turn": False}
+
+        async def generated() -> None:
+            """A local batch's outputs are in hand: it waits for a finishing turn, then frees
+            the device so the next batch is claimed while this one screens and stores."""
+            if self.settings.finishing_batches < 1 or not self._is_local(model):
+                return
+            await self._finishing.acquire()
+            holds["turn"] = True
+            holds["device"] = False
+            self._in_flight[model] -= 1
+            self.batch_ended.set()
+
         try:
-            await self.process(orders)
+            await self.process(orders, generated)
         finally:
-            self._in_flight[orders[0].model] -= 1
+            if holds["device"]:
+                self._in_flight[model] -= 1
+            if holds["turn"]:
+                self._finishing.release()
             self.batch_ended.set()
 
     async def _preload(self, stop: asyncio.Event) -> None:
@@ -305,8 +327,12 @@ class Worker:
                 followers = []
         return [leader, *followers]
 
-    async def process(self, orders: list[Order]) -> None:
-        """Run one batch; every order ends on its own (completed, failed, canceled or lost)."""
+    async def process(
+        self, orders: list[Order], generated: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Run one batch; every order ends on its own (completed, failed, canceled or lost).
+        `generated` is awaited once the outputs are in hand, before they are screened and
+        stored (the leases are renewed until every order is settled)."""
         ids = [o.id for o in orders]
         self.recent_batches.append(ids)
         log.info("orders claimed", extra={"action": "claim", "order_ids": ids})
@@ -315,6 +341,8 @@ class Worker:
         try:
             policies = await self._safety_policies(orders)
             results = await self._generate(batch)
+            if generated is not None:
+                await generated()
             await self._end_failures(batch)
             for order in orders:
                 if batch.is_live(order.id):
