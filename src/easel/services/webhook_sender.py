@@ -50,9 +50,6 @@ log = logging.getLogger(__name__)
 USER_AGENT = "easel-webhooks/1"
 # Passes that may fail to record the last results after stop before the sender gives up on them.
 STOP_RECORD_TRIES = 3
-# Seconds the sender waits, once a delivery ended, for others ending about then, so that one
-# transaction records them all and claims their successors (fewer, larger passes under load).
-BATCH_WINDOW = 0.005
 
 Clock = Callable[[], datetime]
 
@@ -425,15 +422,15 @@ class WebhookSender:
                         await wait_any(stop, timeout=settings.webhook_poll_interval)
                     continue
                 # Wait for a delivery to end (then record it and claim again); when the last
-                # claim found nothing more, also look again after the poll interval.
+                # claim found nothing more, also look again after the poll interval. No pause to
+                # gather more ends: those that end during a pass are recorded by the next one, and
+                # every moment a freed slot waits is a moment its endpoint is not sent to.
                 idle = room > len(jobs)
                 done, _ = await asyncio.wait(
                     in_flight,
                     timeout=settings.webhook_poll_interval if idle else None,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                if done and len(done) < len(in_flight):  # gather the ends of a moment in one pass
-                    done, _ = await asyncio.wait(in_flight, timeout=BATCH_WINDOW)
                 for task in done:
                     in_flight.discard(task)
                     results.append(task.result())
