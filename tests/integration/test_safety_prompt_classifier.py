@@ -86,3 +86,17 @@ async def test_a_check_out_of_time_fails_closed_or_open(
             await nothing_happened(state, account.id, 800)
         else:
             assert r.status_code == 200, r.text  # the operator chose to pass unchecked prompts
+
+
+async def test_labels_the_model_lacks_fail_closed(
+    settings: Settings, classifier: dict[str, object]
+) -> None:
+    wrong = classifier | {"prompt_classifier_labels": ["nsfw"]}
+    async with app_client(settings.model_copy(update=wrong)) as (client, state):
+        account, key = await new_account(state, "pro")
+        body = SEED_000_BODY | {"prompt": ACCEPTED, "webhook_url": None}
+        for _ in range(2):  # the second answers without loading the model again
+            r = await client.post("/api/v1/generate", json=body, headers=auth(key))
+            assert r.status_code == 503, r.text
+            assert "ClassifierError" in r.json()["error"]["message"]
+        await nothing_happened(state, account.id, 800)

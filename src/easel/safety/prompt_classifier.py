@@ -51,6 +51,7 @@ class PromptClassifier:
     def __init__(self, config: PromptClassifierConfig) -> None:
         self.config = config
         self._loaded: tuple[Any, Any, list[int]] | None = None
+        self._wrong: ClassifierError | None = None  # labels the model lacks: never loaded again
         self._load_lock = threading.Lock()
         self._gate = asyncio.Semaphore(max(1, config.at_once))
         self._loading = asyncio.Lock()
@@ -58,6 +59,8 @@ class PromptClassifier:
 
     def _load(self) -> tuple[Any, Any, list[int]]:
         with self._load_lock:
+            if self._wrong is not None:
+                raise self._wrong
             if self._loaded is None:
                 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -66,10 +69,11 @@ class PromptClassifier:
                 names = {str(v): int(k) for k, v in model.config.id2label.items()}
                 missing = [label for label in self.config.labels if label not in names]
                 if missing:
-                    raise ClassifierError(
+                    self._wrong = ClassifierError(
                         f"EASEL_PROMPT_CLASSIFIER_LABELS names {missing}, which the model "
                         f"{self.config.source} does not have (its labels: {sorted(names)})"
                     )
+                    raise self._wrong
                 self._loaded = (tokenizer, model.eval(), [names[x] for x in self.config.labels])
             return self._loaded
 
