@@ -160,9 +160,10 @@ CLAIM_RACE_RETRIES = 5
 # all image-to-image from one image at the same strength, no mask), in claim order, at most :room
 # images in all, and no account past its running cap. Taken as a prefix: the first one that does
 # not fit ends the batch.
-# PostgreSQL: order rows another claimer holds are skipped; the accounts of the candidates are
-# locked in id order (a batch may span accounts; every other statement holds at most one account
-# lock, so the fixed order keeps it deadlock-free) and their newest running counts decide.
+# PostgreSQL: order rows another claimer holds are skipped, and so are accounts another claimer
+# holds (their candidates wait for a later batch): this statement never waits, so it cannot close
+# a deadlock cycle with leader claims and other batches (one was seen in CI with waiting account
+# locks). The accounts it takes are locked in id order and their newest running counts decide.
 CLAIM_FOLLOWERS_POSTGRESQL = text(
     """
     WITH candidate AS (
@@ -184,7 +185,7 @@ CLAIM_FOLLOWERS_POSTGRESQL = text(
         FROM accounts
         WHERE accounts.id IN (SELECT account_id FROM candidate)
         ORDER BY accounts.id
-        FOR UPDATE
+        FOR UPDATE SKIP LOCKED
     ), ranked AS (
         SELECT c.id, c.account_id, c.n, c.priority, c.fair_seq, c.created_at, account.free,
                ROW_NUMBER() OVER (
