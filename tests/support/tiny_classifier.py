@@ -9,26 +9,19 @@ import torch
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    Qwen2Config,
     Qwen2ForSequenceClassification,
 )
 
 from tests.support.qwen_tokenizer import make_qwen2_tokenizer
+from tests.support.tiny_llm import tiny_qwen2_config
 
 LABELS = ("safe", "unsafe")
 
 
 def build_tiny_classifier(folder: Path) -> Path:
     tokenizer = make_qwen2_tokenizer()
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=2048,
-        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+    config = tiny_qwen2_config(
+        tokenizer,
         id2label=dict(enumerate(LABELS)),
         label2id={label: i for i, label in enumerate(LABELS)},
     )
