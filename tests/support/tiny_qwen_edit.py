@@ -13,15 +13,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, QwenImageEditPlusPipeline
-from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer
+from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from easel.backends.qwen_edit import image_only_processor_class
 from tests.support.qwen_tokenizer import SPECIAL_TOKENS, make_qwen2_tokenizer
 from tests.support.tiny_folders import save_atomically
-from tests.support.tiny_qwen_image import TEXT_HIDDEN_SIZE, _make_transformer, _make_vae
+from tests.support.tiny_qwen_image import _make_transformer, _make_vae, tiny_text_encoder
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 PATCH = 28  # the image processor's patch (14) times its merge size (2)
@@ -37,37 +36,15 @@ def _make_tokenizer() -> Qwen2Tokenizer:
 
 def _make_text_encoder(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLForConditionalGeneration:
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in VISION_TOKENS}
-    torch.manual_seed(0)
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "hidden_size": TEXT_HIDDEN_SIZE,
-            "intermediate_size": 16,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
-            "rope_theta": 1000000.0,
-            "vocab_size": len(tokenizer),
-            "max_position_embeddings": 2048,
-            "bos_token_id": None,
-            "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
-            "pad_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-        },
-        vision_config={
-            "depth": 2,
-            "hidden_size": 16,
-            "intermediate_size": 16,
-            "num_heads": 2,
-            "out_hidden_size": TEXT_HIDDEN_SIZE,
-        },
-        hidden_size=TEXT_HIDDEN_SIZE,
-        vocab_size=len(tokenizer),
+    return tiny_text_encoder(
+        len(tokenizer),
+        tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
     )
-    return Qwen2_5_VLForConditionalGeneration(config).eval()
 
 
 def make_tiny_qwen_edit_pipeline() -> QwenImageEditPlusPipeline:

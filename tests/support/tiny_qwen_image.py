@@ -54,8 +54,11 @@ def _make_vae() -> AutoencoderKLQwenImage:
     )
 
 
-def _make_text_encoder() -> Qwen2_5_VLForConditionalGeneration:
-    vocab = qwen_vocab()
+def tiny_text_encoder(
+    vocab_size: int, eos: int, pad: int, **top: int | None
+) -> Qwen2_5_VLForConditionalGeneration:
+    """A two-layer Qwen2.5-VL (seeded) over `vocab_size` ids; `top`: its vision token ids and
+    any top-level fields the pipeline reads."""
     torch.manual_seed(0)
     config = Qwen2_5_VLConfig(
         text_config={
@@ -66,11 +69,11 @@ def _make_text_encoder() -> Qwen2_5_VLForConditionalGeneration:
             "num_key_value_heads": 2,
             "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
             "rope_theta": 1000000.0,
-            "vocab_size": len(vocab),
+            "vocab_size": vocab_size,
             "max_position_embeddings": 2048,
             "bos_token_id": None,
-            "eos_token_id": vocab["<|im_end|>"],
-            "pad_token_id": vocab["<|endoftext|>"],
+            "eos_token_id": eos,
+            "pad_token_id": pad,
         },
         vision_config={
             "depth": 2,
@@ -80,17 +83,28 @@ def _make_text_encoder() -> Qwen2_5_VLForConditionalGeneration:
             "out_hidden_size": TEXT_HIDDEN_SIZE,
         },
         hidden_size=TEXT_HIDDEN_SIZE,
-        vocab_size=len(vocab),
+        vocab_size=vocab_size,
+        **top,
+    )
+    return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+def _make_text_encoder() -> Qwen2_5_VLForConditionalGeneration:
+    vocab = qwen_vocab()
+    size = len(vocab)
+    return tiny_text_encoder(
+        size,
+        vocab["<|im_end|>"],
+        vocab["<|endoftext|>"],
         bos_token_id=None,
         eos_token_id=vocab["<|im_end|>"],
         # No image tokens in this vocabulary; ids past it are never looked up.
-        vision_start_token_id=len(vocab),
-        vision_end_token_id=len(vocab) + 1,
-        vision_token_id=len(vocab) + 2,
-        image_token_id=len(vocab) + 3,
-        video_token_id=len(vocab) + 4,
+        vision_start_token_id=size,
+        vision_end_token_id=size + 1,
+        vision_token_id=size + 2,
+        image_token_id=size + 3,
+        video_token_id=size + 4,
     )
-    return Qwen2_5_VLForConditionalGeneration(config).eval()
 
 
 def make_tiny_qwen_image_pipeline() -> QwenImagePipeline:
