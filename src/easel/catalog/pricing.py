@@ -118,9 +118,14 @@ def price(req: Priced) -> int:
     return req.model.credits[req.acceleration] * req.n
 
 
+def enhance_price(plan: Plan, llm_enhance: bool) -> int:
+    """The part of an order's cost for prompt enhancement (refunded when nothing was enhanced)."""
+    return plan.enhance_credits if llm_enhance else 0
+
+
 def order_price(plan: Plan, req: Priced, llm_enhance: bool) -> int:
     """What an order costs on `plan`: the quote shown before and the debit made at submit."""
-    return price(req) + (plan.enhance_credits if llm_enhance else 0)
+    return price(req) + enhance_price(plan, llm_enhance)
 
 
 def image_price(cost: int, n: int, index: int) -> int:

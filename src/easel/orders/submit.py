@@ -13,7 +13,7 @@ from easel import metrics, wakeup
 from easel.accounts import ledger
 from easel.accounts.accounts import lock_account
 from easel.catalog import Catalog
-from easel.catalog.pricing import check_plan, check_served, order_price
+from easel.catalog.pricing import check_plan, check_served, enhance_price, order_price
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
@@ -28,6 +28,7 @@ from easel.orders.inputs import plan_inputs
 from easel.orders.loras import dump_loras
 from easel.orders.queue import fair_seq, notify_new_order
 from easel.orders.request import GenerationRequest
+from easel.orders.retention import delete_keys
 from easel.orders.serving import WAITING_FOR_WORKER, is_served, waiting_message
 from easel.safety.prompt_classifier import PromptClassifier
 from easel.safety.prompts import refuse_listed
@@ -121,12 +122,10 @@ async def place_order(ctx: Placing, account: Account, req: GenerationRequest) ->
             if created and unserved:  # EASEL_UNSERVED=queue: its status says what it waits for
                 order.stage = WAITING_FOR_WORKER
     except BaseException:
-        for key in stored_keys:
-            await asyncio.to_thread(storage.delete, key)
+        await delete_keys(storage, stored_keys)
         raise
     if not created:
-        for key in stored_keys:
-            await asyncio.to_thread(storage.delete, key)
+        await delete_keys(storage, stored_keys)
     return order, created
 
 
@@ -210,7 +209,7 @@ async def submit(
         priority=plan.priority,
         fair_seq=seq,
         cost_credits=cost,
-        enhance_credits=plan.enhance_credits if req.llm_enhance else 0,
+        enhance_credits=enhance_price(plan, req.llm_enhance),
         attempts=0,
         cancel_requested=False,
         created_at=now,
