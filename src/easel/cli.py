@@ -326,8 +326,7 @@ def accounts_grant(ref: str, amount: int, note: str) -> None:
             account = await find_account(session, ref)
             await ledger.top_up(session, account.id, amount, utcnow(), note)
             plan = state.catalog.plans[account.plan]
-            await ledger.ensure_grant(session, account.id, plan, utcnow())
-            return await ledger.balance(session, account.id, utcnow())
+            return await ledger.balance_with_grant(session, account.id, plan, utcnow())
 
     bal = run_with_state(_grant)
     click.echo(f"granted {amount}; balance {bal.total} (plan {bal.plan}, top-up {bal.topup})")

@@ -677,8 +677,7 @@ async def account_info(
 ) -> dict[str, Any]:
     plan = state.catalog.plans[account.plan]
     now = utcnow()
-    await ledger.ensure_grant(session, account.id, plan, now)
-    bal = await ledger.balance(session, account.id, now)
+    bal = await ledger.balance_with_grant(session, account.id, plan, now)
     return {
         "ok": True,
         "account_id": account.id,

@@ -80,9 +80,7 @@ async def charge_release(
         return 0
     account = await lock_account(session, order.account_id)
     plan = catalog.plans.get(account.plan)
-    if plan is not None:
-        await ledger.ensure_grant(session, account.id, plan, now)
-    have = await ledger.balance(session, account.id, now)
+    have = await ledger.balance_with_grant(session, account.id, plan, now)
     if charged > have.total:
         raise QuotaExceeded(
             f"releasing output {output.id} charges account {account.id} {charged} credits but "
