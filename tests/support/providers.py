@@ -116,6 +116,9 @@ def _size(body: dict[str, Any]) -> tuple[int, int]:
 def handler_for(box: list[FakeProvider]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # The headers and the body go out in two writes: with Nagle's algorithm the body waited
+        # for the client's delayed ACK (about 40 ms on loopback), which no real provider adds.
+        disable_nagle_algorithm = True
 
         def log_message(self, *args: Any) -> None:
             pass
