@@ -147,6 +147,8 @@ class Settings(BaseSettings):
     # Local batches whose outputs are screened, stored and completed while the device generates
     # the next batch (each holds its outputs in memory); 0: screened before the next claim.
     finishing_batches: int = 1
+    # Threads per loaded model that write output files (PNG, JPEG, WebP) in the background.
+    encode_threads: int = 2
     # The optional prompt classifier (docs/safety.md): a text-classification model (repo id or
     # folder; empty: off) run by each API process after the word list; a prompt whose highest
     # score for one of `labels` reaches the threshold is refused. A check waits at most

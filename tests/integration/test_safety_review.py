@@ -198,7 +198,7 @@ async def test_a_blurred_output_can_be_released_or_confirmed(settings: Settings)
         ids = [await submit_order(state, account) for _ in range(2)]
         for order_id in ids:
             still = GeneratedImage(PNG, "image/png", 7, 512, 512)
-            screened = [Screened(replace(still, data=b"blurred"), 0.9, "blurred", PNG)]
+            screened = [Screened(replace(still, encoded=b"blurred"), 0.9, "blurred", PNG)]
             [stored] = store_outputs(state.storage, order_id, screened)
             async with state.db.transaction() as session:
                 await lifecycle.complete(session, order_id, None, [stored], utcnow())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -139,6 +140,9 @@ class LocalBackend(Backend):
     def __init__(self, model: Model, device: str, settings: Settings | None = None) -> None:
         super().__init__(model, device, settings)
         self._one_at_a_time = asyncio.Lock()
+        # Output files are written here while the device runs the next job (EASEL_ENCODE_THREADS).
+        threads = settings.encode_threads if settings is not None else 1
+        self.encoders = ThreadPoolExecutor(max(1, threads), thread_name_prefix="encode")
 
     def speed_up(self, pipe: object) -> None:
         """The worker's speedups (speedups.py), applied in place after loading."""
@@ -149,18 +153,27 @@ class LocalBackend(Backend):
 
     async def generate(self, job: Job, progress: ProgressFn) -> list[GeneratedImage]:
         loop = asyncio.get_running_loop()
+        last: list[Future[None]] = []
 
         def step(done: int, total: int) -> None:
-            asyncio.run_coroutine_threadsafe(progress(done, total), loop).result()
+            reported = asyncio.run_coroutine_threadsafe(progress(done, total), loop)
+            if done < total:
+                reported.result()
+            else:  # the last step's report is written while the pipeline decodes
+                last.append(reported)
 
         async with self._one_at_a_time:
             running = asyncio.ensure_future(asyncio.to_thread(self.run, job, step))
             try:
-                return await asyncio.shield(running)
+                images = await asyncio.shield(running)
             except asyncio.CancelledError:
                 # The thread cannot be stopped: hold the device until it has finished.
                 await asyncio.wait([running])
                 raise
+            finally:
+                for reported in last:  # a cancel seen by the last report still ends the job
+                    await asyncio.wrap_future(reported)
+            return images
 
     @abstractmethod
     def run(self, job: Job, progress: StepFn) -> list[GeneratedImage]:

@@ -22,7 +22,7 @@ from easel.catalog import Model
 from easel.catalog.capabilities import IMAGE_TO_IMAGE, INPAINT, TEXT_TO_IMAGE, model_capabilities
 from easel.catalog.schedulers import SCHEDULERS, is_flow_matching
 from easel.config import Settings
-from easel.media.encoding import GeneratedImage, encode_image
+from easel.media.encoding import GeneratedImage, encode_later
 from easel.media.video import encode_animation
 
 # Longest schedule image-to-image may stretch to so a small strength still runs one step.
@@ -320,11 +320,12 @@ class DiffusersBackend(LocalBackend):
 
     def _encode(self, job: Job, images: list[Image.Image]) -> list[GeneratedImage]:
         return [
-            encode_image(
+            encode_later(
                 crop_center(image, job.width, job.height),
                 job.output_format,
                 spec.seed,
                 metadata(self.model, job, spec),
+                self.encoders,
             )
             for image, spec in zip(images, job.images, strict=True)
         ]

@@ -31,7 +31,7 @@ from easel.backends.decoding import decode_image
 from easel.backends.loading import load_pipeline
 from easel.backends.numerics import checked_images
 from easel.backends.qwen_image import CFG_THRESHOLD
-from easel.media.encoding import GeneratedImage, encode_image
+from easel.media.encoding import GeneratedImage, encode_later
 
 PROCESSOR_FOLDER = "processor"
 SIZE_MULTIPLE = 16  # 8x VAE, then 2x2 patches
@@ -124,5 +124,5 @@ class QwenImageEditBackend(LocalBackend):
                 meta = metadata(self.model, job, spec) | {"images": len(images)}
                 meta.pop("strength", None)
                 cropped = crop_center(image, job.width, job.height)
-                out.append(encode_image(cropped, job.output_format, spec.seed, meta))
+                out.append(encode_later(cropped, job.output_format, spec.seed, meta, self.encoders))
         return out

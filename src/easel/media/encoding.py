@@ -1,9 +1,11 @@
-"""Generated outputs as files: one image encoded with its generation parameters embedded."""
+"""Generated outputs as files: one image encoded with its generation parameters embedded, now
+or in the background (`encode_later`: the device goes on while the file is written)."""
 
 from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,18 +24,49 @@ IMAGE_FORMATS = ("png", "jpeg", "webp")  # the first is the default
 
 @dataclass(frozen=True)
 class GeneratedImage:
-    data: bytes
+    encoded: bytes | Future[bytes]  # the file, or its encoding under way (`data` waits for it)
     content_type: str
     seed: int
     width: int
     height: int
     poster: bytes | None = None  # a clip's still (JPEG), stored beside it (media/video.py)
+    still: Image.Image | None = None  # the pixels a still was encoded from (no decode to check)
+
+    @property
+    def data(self) -> bytes:
+        """The file (blocks until a background encoding ends; raises what it raised)."""
+        return self.encoded if isinstance(self.encoded, bytes) else self.encoded.result()
 
 
 def encode_image(
     image: Image.Image, fmt: str, seed: int, metadata: dict[str, Any]
 ) -> GeneratedImage:
     """Encode with the generation parameters embedded (PNG text chunks, else EXIF description)."""
+    return GeneratedImage(
+        encoded=_encoded(image, fmt, seed, metadata),
+        content_type=CONTENT_TYPES[fmt],
+        seed=seed,
+        width=image.width,
+        height=image.height,
+        still=image,
+    )
+
+
+def encode_later(
+    image: Image.Image, fmt: str, seed: int, metadata: dict[str, Any], encoders: Executor
+) -> GeneratedImage:
+    """As `encode_image`, the encoding run by `encoders` while the caller goes on."""
+    return GeneratedImage(
+        encoded=encoders.submit(_encoded, image, fmt, seed, metadata),
+        content_type=CONTENT_TYPES[fmt],
+        seed=seed,
+        width=image.width,
+        height=image.height,
+        still=image,
+    )
+
+
+def _encoded(image: Image.Image, fmt: str, seed: int, metadata: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     text = json.dumps({**metadata, "seed": seed}, ensure_ascii=False)
     if fmt == "png":
@@ -49,10 +82,4 @@ def encode_image(
         # ImageDescription is ASCII-only: escape non-ASCII (a Chinese prompt) inside the JSON.
         exif[0x010E] = json.dumps({**metadata, "seed": seed}, ensure_ascii=True)
         image.convert("RGB").save(buf, format=fmt.upper(), exif=exif.tobytes(), quality=92)
-    return GeneratedImage(
-        data=buf.getvalue(),
-        content_type=CONTENT_TYPES[fmt],
-        seed=seed,
-        width=image.width,
-        height=image.height,
-    )
+    return buf.getvalue()

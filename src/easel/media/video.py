@@ -52,7 +52,7 @@ def encode_animation(
         data = _webp(rgb, fps, json.dumps(params))  # EXIF text is ASCII: JSON escapes the rest
     width, height = rgb[0].size
     return GeneratedImage(
-        data=data,
+        encoded=data,
         content_type=CONTENT_TYPES[fmt],
         seed=seed,
         width=width,

@@ -80,6 +80,9 @@ def screen(images: list[GeneratedImage], policy: SafetyPolicy | None) -> list[Sc
     frames: list[list[Image.Image]] = []
     for image in images:
         try:
+            if image.still is not None:  # checked while its file is still being written
+                frames.append([image.still.convert("RGB")])
+                continue
             frames.append(frames_of(image.data, image.content_type, policy.frame_every))
         except Undecodable as exc:
             log.warning(
@@ -104,7 +107,7 @@ def screen(images: list[GeneratedImage], policy: SafetyPolicy | None) -> list[Sc
         original = None
         if action == BLURRED:
             original = image.data
-            image = replace(image, data=blurred(image.data, image.content_type))
+            image = replace(image, encoded=blurred(image.data, image.content_type), still=None)
         screened.append(Screened(image, score, action, original))
     return screened
 
