@@ -10,6 +10,7 @@ import pytest
 
 from easel.accounts.keys import revoke_key
 from easel.config import Settings
+from easel.db.tables import Order
 from tests.support.app import app_client, auth, new_account
 from tests.support.audit import nothing_happened
 from tests.support.seeds import SEED_000_BODY
@@ -41,6 +42,20 @@ async def test_seed_000_example_verbatim(settings: Settings) -> None:
         assert isinstance(status["seed"], int)
         account = (await client.get("/api/v1/account", headers=auth(key))).json()
         assert account["credits"] == {"total": 799, "plan": 799, "topup": 0}
+
+
+async def test_a_native_order_may_turn_the_safety_check_off(settings: Settings) -> None:
+    async with app_client(settings) as (client, state):
+        _, key = await new_account(state, "pro")
+        said = []
+        for extra in ({}, {"safety_check": False}):
+            r = await client.post("/api/v1/generate", json=SEED_000_BODY | extra, headers=auth(key))
+            assert r.status_code == 200, r.text
+            async with state.db.transaction() as session:
+                order = await session.get(Order, r.json()["order_id"])
+                assert order is not None
+                said.append(order.safety_check)
+        assert said == [True, False]  # whether it is then skipped is the plan's (policy_for)
 
 
 async def test_both_key_headers_and_key_errors(settings: Settings) -> None:

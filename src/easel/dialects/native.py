@@ -86,6 +86,11 @@ class GenerateBody(BaseModel):
     width: int = 768
     height: int = 1152
     llm_enhance: bool = False
+    safety_check: bool = Field(
+        default=True,
+        description="Easel extra: false skips the output safety check where the plan allows it "
+        "(safety_optional) and the operator has not forced it (EASEL_SAFETY_FORCE)",
+    )
     webhook_url: str | None = Field(default=None, description="POSTed on completion or failure")
     seed: int | None = Field(default=None, description="Easel extra: reproducible output")
     steps: int | None = Field(default=None, description="Easel extra: denoising steps")
@@ -385,6 +390,7 @@ def to_request(state: State, body: GenerateBody, idempotency_key: str | None) ->
         seed=body.seed,
         output_format=body.output_format,
         llm_enhance=body.llm_enhance,
+        safety_check=body.safety_check,
         webhook_url=body.webhook_url,
         idempotency_key=idempotency_key,
         body=body.model_dump(),
