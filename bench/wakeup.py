@@ -7,8 +7,11 @@ device): `easel serve` (the API wakes its worker child through their socket) bes
 `easel serve --no-worker` + `easel worker` (no link: the worker polls every EASEL_POLL_INTERVAL,
 1 s), each order submitted over HTTP to an idle server after a random 0.2-1.2 s pause; the
 orders' own timestamps give submit to completed, the wait for the worker (created to started)
-and the time outside the model (submit to completed minus the raw pipeline call's p50, which is
-timed in this process on the same folder).
+and the time outside the model (submit to completed minus the raw pipeline call's p50, timed in
+this process on the same folder with the arguments the worker passes: the style's prompt and
+negative prompt, its guidance, NumPy output). `easel serve` runs twice: orders as sent (the
+output safety check on: a second model, ResNet-50 on CPU, run while the file is written) and with
+`safety_check: false` (the model alone). The raw classifier's time is printed beside them.
 
 In-process:
 The real Worker runs in this process as an asyncio task; orders are submitted one at a time from
@@ -37,6 +40,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 from sqlalchemy import select, text
@@ -212,14 +216,18 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def raw_pipeline(folder: Path, n: int) -> list[float]:
-    """Seconds per 1-step 512x512 call of the tiny pipeline, loaded as a worker loads it."""
+def raw_pipeline(folder: Path, catalog: Path, n: int) -> list[float]:
+    """Seconds per 1-step 512x512 call of the tiny pipeline, loaded and called as the worker
+    loads and calls it for STYLE (prompt template, negative prompt, guidance, NumPy output)."""
     import torch
     from diffusers import StableDiffusionXLPipeline
 
     from easel.backends.loading import pick_device
     from easel.backends.speedups import apply_speedups
+    from easel.catalog.loader import load_catalog
 
+    model = load_catalog(catalog).style(STYLE)
+    assert model is not None
     device = pick_device("auto")
     pipe = StableDiffusionXLPipeline.from_pretrained(str(folder)).to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -227,19 +235,40 @@ def raw_pipeline(folder: Path, n: int) -> list[float]:
     times = []
     for i in range(n + 1):
         started = time.perf_counter()
-        pipe(
-            "bench",
-            num_inference_steps=1,
-            width=512,
-            height=512,
-            generator=torch.Generator("cpu").manual_seed(i),
-        )
+        with torch.inference_mode():
+            pipe(
+                prompt=[model.render_prompt("bench")],
+                negative_prompt=[model.negative_prompt],
+                guidance_scale=model.guidance,
+                num_inference_steps=1,
+                width=512,
+                height=512,
+                output_type="np",
+                generator=[torch.Generator("cpu").manual_seed(i)],
+            )
         times.append(time.perf_counter() - started)
     return times[1:]  # the first call warms up
 
 
+def raw_classifier(n: int) -> list[float]:
+    """Seconds per NSFW score of one 512x512 image (the worker's default threads)."""
+    import numpy as np
+    from PIL import Image
+
+    from easel.safety.classifier import nsfw_scores
+
+    pixels = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    times = []
+    for _ in range(n + 1):
+        started = time.perf_counter()
+        nsfw_scores([image], Settings().safety_threads)
+        times.append(time.perf_counter() - started)
+    return times[1:]
+
+
 def embedded_topology(
-    name: str, commands: list[list[str]], catalog: Path, tmp: Path, n: int
+    name: str, commands: list[list[str]], catalog: Path, tmp: Path, n: int, extra: dict[str, Any]
 ) -> dict[str, list[float]]:
     import re
     import subprocess
@@ -295,6 +324,7 @@ def embedded_topology(
                 raise RuntimeError(f"{name}: never ready")
             time.sleep(0.1)
         body = {"style": STYLE, "prompt": "bench", "width": 512, "height": 512, "steps": 1}
+        body |= extra
         out: dict[str, list[float]] = {"total": [], "wait": [], "run": []}
         for i in range(n + 1):
             time.sleep(0.2 + random.random())  # idle, at a random phase of the poll cycle
@@ -335,17 +365,20 @@ def embedded(n: int) -> None:
     try:
         folder = build_tiny_sdxl(tmp / "tiny-sdxl")
         catalog = tiny_catalog(tmp / "catalog.toml", folder, steps=1)
-        before = pct(raw_pipeline(folder, n), 0.50)
-        topologies = {
-            "easel serve (socket wake-up)": [["serve"]],
-            "serve --no-worker + worker (1 s poll)": [["serve", "--no-worker"], ["worker"]],
+        before = pct(raw_pipeline(folder, catalog, n), 0.50)
+        check = pct(raw_classifier(n), 0.50)
+        off = {"safety_check": False}
+        topologies: dict[str, tuple[list[list[str]], dict[str, Any]]] = {
+            "easel serve (socket wake-up)": ([["serve"]], {}),
+            "easel serve, safety_check false": ([["serve"]], off),
+            "serve --no-worker + worker (1 s poll)": ([["serve", "--no-worker"], ["worker"]], {}),
         }
         rows = {}
-        for i, (name, commands) in enumerate(topologies.items()):
+        for i, (name, (commands, extra)) in enumerate(topologies.items()):
             (tmp / str(i)).mkdir()
-            rows[name] = embedded_topology(name, commands, catalog, tmp / str(i), n)
+            rows[name] = embedded_topology(name, commands, catalog, tmp / str(i), n, extra)
         # Timed before and after the servers: the lower p50, as the machine may be shared.
-        raw = min(before, pct(raw_pipeline(folder, n), 0.50))
+        raw = min(before, pct(raw_pipeline(folder, catalog, n), 0.50))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"embedded, SQLite, 1-step tiny SDXL at 512x512; N={n} orders per topology (ms, p50)")
@@ -355,7 +388,8 @@ def embedded(n: int) -> None:
         total, wait = pct(r["total"], 0.5), pct(r["wait"], 0.5)
         print(f"{name:<40}{total:>13.1f}{wait:>12.1f}{total - raw:>14.1f}{raw:>10.1f}")
     print(f"{'raw pipeline call (this process)':<40}{'':>13}{'':>12}{'':>14}{raw:>10.1f}")
-    woken, polled = (pct(r["wait"], 0.5) for r in rows.values())
+    print(f"raw safety classifier, one 512x512 image (this process): {check:.1f} ms")
+    woken, polled = (pct(rows[name]["wait"], 0.5) for name in list(rows)[::2])
     if woken > 0:
         print(f"ratio = poll wait p50 / socket wake-up wait p50 = {polled / woken:.0f}x")
 
