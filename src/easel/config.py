@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     # flight, and at most this many to one endpoint (an account's scheme + host + port).
     webhook_max_in_flight: int = 64
     webhook_max_per_endpoint: int = 4
+    # Deliveries a sender leases ahead, per endpoint it is sending to, beyond its slots: a
+    # delivery that ends 2xx hands its slot to the next of them at once (no database pass in
+    # between); fewer than 2 x this many wait per endpoint. 0: none.
+    webhook_claim_ahead: int = 4
     # Each attempt: seconds to connect, to the first byte of the answer after sending, and
     # webhook_timeout for all of it (redirects included); at most this much of the answer is read.
     webhook_connect_timeout: float = 5.0
@@ -251,6 +255,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "EASEL_WEBHOOK_MAX_IN_FLIGHT and EASEL_WEBHOOK_MAX_PER_ENDPOINT must be at least 1"
             )
+        if self.webhook_claim_ahead < 0:
+            raise ValueError("EASEL_WEBHOOK_CLAIM_AHEAD must be 0 or more")
         if self.webhook_endpoint_failures < 1:
             raise ValueError("EASEL_WEBHOOK_ENDPOINT_FAILURES must be at least 1")
         if self.prompt_classifier and not self.prompt_classifier_labels:

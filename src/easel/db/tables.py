@@ -302,6 +302,9 @@ class WebhookDelivery(Base):
     # Set while a sender holds the delivery in flight; a lease that ran out (the sender died)
     # is released and the delivery is due again.
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # While leased: taken ahead of a free endpoint slot (not counted in the endpoint's
+    # in_flight) until its sender hands it a finished delivery's slot (migration 0016).
+    reserved: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     last_duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 

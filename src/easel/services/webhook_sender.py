@@ -7,6 +7,13 @@ webhooks/claim.py). A receiver that hangs holds its own endpoint's slots until t
 timeouts end it, never anyone else's. Each pass records the results that came back and claims
 more in one transaction, then renders the claimed bodies in one read.
 
+A pass takes milliseconds of CPU, and a slot freed during one waits for the next. So the sender
+also leases up to EASEL_WEBHOOK_CLAIM_AHEAD more deliveries of each endpoint it is sending to
+(reserved: no slot taken, webhooks/claim.py), rendered with the rest: a delivery that ends 2xx
+hands its slot straight to the next of its endpoint's reserved deliveries, and the next pass
+writes the hand-over with its result. A failure, a stop, or a lease too short for a whole attempt
+gives the reserved deliveries back instead.
+
 Each body is rendered by the order's dialect when it is sent, so a delivery retried hours later
 carries output URLs valid for the full EASEL_URL_TTL_SECONDS from that moment. At least once: a
 claimed delivery is leased, and a sender that dies mid-way leaves it to be sent again when the
@@ -20,11 +27,11 @@ import json
 import logging
 import ssl
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 import certifi
@@ -264,14 +271,20 @@ async def claim_and_render(
     now: datetime,
     *,
     release: bool = False,
+    unreserve: Sequence[claim.Due] = (),
+    ahead: Callable[[list[claim.Due]], set[str]] | None = None,
 ) -> list[Claimed]:
-    """Record `results`, claim up to `room` due deliveries and render their bodies, in one
-    transaction."""
+    """Record `results`, give back the reserved deliveries `unreserve`, claim up to `room` due
+    deliveries (and, with `ahead`, reserved ones for the endpoints it names given those claimed)
+    and render their bodies, in one transaction."""
     async with db.transaction() as session:
         if release:
             await claim.release_expired(session, now)
         recorded = await claim.record(session, settings, results, now)
+        await claim.unreserve(session, unreserve)
         due = await claim.claim_due(session, settings, room, now)
+        if ahead is not None:
+            due += await claim.claim_ahead(session, settings, ahead(due), now)
         jobs = [Claimed(row, body) for row, body in await render_all(session, due, storage)]
     for done in recorded:
         seen(done)
@@ -365,7 +378,7 @@ async def deliver_due(
 class WebhookSender:
     """Keeps up to EASEL_WEBHOOK_MAX_IN_FLIGHT deliveries going; looks for more whenever one
     ends, and every EASEL_WEBHOOK_POLL_INTERVAL when none are due. On stop, the deliveries in
-    flight finish (each within its timeouts) and are recorded."""
+    flight finish (each within its timeouts) and are recorded, and reserved ones are given back."""
 
     name = "webhook sender"
 
@@ -373,19 +386,78 @@ class WebhookSender:
         self, settings: Settings, db: Database, storage: Storage, clock: Clock = utcnow
     ) -> None:
         self.settings, self.db, self.storage, self.clock = settings, db, storage, clock
+        self.results: list[claim.Attempt] = []
+        self.ended = asyncio.Event()  # a result is waiting to be recorded
+        self.sending: Counter[str] = Counter()  # this sender's posts in flight, by endpoint
+        self.reserved: dict[str, deque[Claimed]] = {}  # by endpoint, earliest due first
+        self.give_back: list[claim.Due] = []  # reserved deliveries to unreserve next pass
+        # A reserved delivery is sent only with this much of its lease left: its whole attempt
+        # and the margin to record it.
+        self.lease_needed = timedelta(
+            seconds=settings.webhook_timeout + settings.webhook_lease_margin
+        )
+
+    def drop_reserved(self, endpoint: str) -> None:
+        self.give_back += [job.delivery for job in self.reserved.pop(endpoint, ())]
+
+    def next_reserved(self, endpoint: str) -> Claimed | None:
+        """The endpoint's next reserved delivery with lease enough for an attempt."""
+        queue = self.reserved.get(endpoint)
+        while queue:
+            job = queue.popleft()
+            if job.delivery.lease_until - self.clock() >= self.lease_needed:
+                return job
+            self.give_back.append(job.delivery)
+        return None
+
+    def wants_ahead(self, claimed: list[claim.Due]) -> set[str]:
+        """Endpoints to claim ahead for: those this sender is sending to (or just claimed for)
+        with fewer than EASEL_WEBHOOK_CLAIM_AHEAD deliveries reserved."""
+        endpoints = {e for e, n in self.sending.items() if n} | {d.endpoint_id for d in claimed}
+        ahead = self.settings.webhook_claim_ahead
+        return {e for e in endpoints if len(self.reserved.get(e, ())) < ahead}
+
+    async def send(self, job: Claimed, pools: Pools, stop: asyncio.Event) -> None:
+        """Send on one slot of the job's endpoint: the job, then, while each ends 2xx, the
+        endpoint's reserved deliveries (the slot handed from one to the next)."""
+        endpoint = job.delivery.endpoint_id  # counted in self.sending by the caller
+        try:
+            while True:
+                result = await attempt(pools, self.settings, job, self.clock)
+                following = None
+                if result.error is not None:
+                    self.drop_reserved(endpoint)  # the next pass decides what is sent there
+                elif not stop.is_set():
+                    following = self.next_reserved(endpoint)
+                if following is not None:
+                    result = replace(result, handed_to=following.delivery)
+                self.results.append(result)
+                self.ended.set()
+                if following is None:
+                    return
+                job = following
+        finally:
+            self.sending[endpoint] -= 1
+            if not self.sending[endpoint]:
+                del self.sending[endpoint]
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
-        in_flight: set[asyncio.Task[claim.Attempt]] = set()
-        results: list[claim.Attempt] = []
+        in_flight: set[asyncio.Task[None]] = set()
         release_every = max(settings.webhook_poll_interval, 1.0)
         released_at = 0.0
         pools = Pools(settings)
         failed_while_stopping = 0
         try:
-            while not stop.is_set() or in_flight or results:
+            while not stop.is_set() or in_flight or self.results or self.reserved or self.give_back:
+                if stop.is_set():
+                    for endpoint in list(self.reserved):
+                        self.drop_reserved(endpoint)
                 room = 0 if stop.is_set() else settings.webhook_max_in_flight - len(in_flight)
                 release = time.monotonic() - released_at >= release_every
+                results, self.results = self.results, []
+                give_back, self.give_back = self.give_back, []
+                self.ended.clear()
                 try:
                     jobs = await claim_and_render(
                         self.db,
@@ -395,44 +467,53 @@ class WebhookSender:
                         room,
                         self.clock(),
                         release=release,
+                        unreserve=give_back,
+                        ahead=None if stop.is_set() else self.wants_ahead,
                     )
-                    results = []
                     if release:
                         released_at = time.monotonic()
                 except Exception:
                     log.exception("webhook pass failed", extra={"action": "webhook_error"})
                     jobs = []
+                    self.results[:0], self.give_back[:0] = results, give_back
                     if stop.is_set():
                         failed_while_stopping += 1
                         if failed_while_stopping >= STOP_RECORD_TRIES and not in_flight:
                             # Their leases run out and they are sent again, same webhook-id.
                             log.error(
                                 "stopping with %d results unrecorded",
-                                len(results),
+                                len(self.results),
                                 extra={"action": "webhook_unrecorded"},
                             )
                             return
                         await asyncio.sleep(settings.webhook_poll_interval)
                     else:
                         await wait_any(stop, timeout=settings.webhook_poll_interval)
+                started = 0
                 for job in jobs:
-                    in_flight.add(asyncio.create_task(attempt(pools, settings, job, self.clock)))
+                    if job.delivery.reserved:
+                        self.reserved.setdefault(job.delivery.endpoint_id, deque()).append(job)
+                    else:
+                        started += 1
+                        self.sending[job.delivery.endpoint_id] += 1
+                        task = asyncio.create_task(self.send(job, pools, stop))
+                        in_flight.add(task)
+                        task.add_done_callback(in_flight.discard)
+                # Reserved deliveries of an endpoint this sender no longer sends to (its last
+                # post ended during the pass) are given back by the next pass, before it claims.
+                for endpoint in [e for e in self.reserved if not self.sending.get(e)]:
+                    self.drop_reserved(endpoint)
+                if self.results or self.give_back:
+                    continue
                 if not in_flight:
-                    if not results:
-                        await wait_any(stop, timeout=settings.webhook_poll_interval)
+                    await wait_any(stop, timeout=settings.webhook_poll_interval)
                     continue
                 # Wait for a delivery to end (then record it and claim again); when the last
                 # claim found nothing more, also look again after the poll interval. No pause to
-                # gather more ends: those that end during a pass are recorded by the next one, and
-                # every moment a freed slot waits is a moment its endpoint is not sent to.
-                idle = room > len(jobs)
-                done, _ = await asyncio.wait(
-                    in_flight,
-                    timeout=settings.webhook_poll_interval if idle else None,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                for task in done:
-                    in_flight.discard(task)
-                    results.append(task.result())
+                # gather more ends: those that end during a pass are recorded by the next one.
+                if room > started:
+                    await wait_any(self.ended, timeout=settings.webhook_poll_interval)
+                else:
+                    await self.ended.wait()
         finally:
             await pools.aclose()

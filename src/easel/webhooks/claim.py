@@ -11,12 +11,19 @@ its result is recorded; a sender that died leaves leases that run out, and
 RELEASE_EXPIRED_LEASES gives their slots back and makes the deliveries due again (at least once:
 the same webhook-id may arrive twice).
 
+Claiming ahead (CLAIM_AHEAD_*, EASEL_WEBHOOK_CLAIM_AHEAD): a sender may also lease the next due
+deliveries of an endpoint it is sending to without a slot (`reserved`). Only the sender's own
+finished 2xx delivery hands its slot to one of them, so posts to an endpoint never outnumber its
+slots; the hand-over is written when the finished one is recorded (`record`: the slot stays
+taken, the reserved delivery now holds it). A reserved delivery not handed a slot is given back
+(UNRESERVE); one whose lease runs out gives back no slot.
+
 Services here never commit: the sender owns each transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -44,7 +51,7 @@ RELEASE_EXPIRED_LEASES = text(
     """
     UPDATE webhook_deliveries SET lease_until = NULL
     WHERE lease_until IS NOT NULL AND lease_until <= :now AND endpoint_id IN :ids
-    RETURNING endpoint_id
+    RETURNING endpoint_id, reserved
     """
 ).bindparams(bindparam("now", type_=UTCDateTime), bindparam("ids", expanding=True))
 GIVE_BACK_SLOTS = text(
@@ -100,7 +107,7 @@ CLAIM_DUE_POSTGRESQL = text(
         RETURNING webhook_endpoints.id
     )
     UPDATE webhook_deliveries AS d
-    SET lease_until = :lease_until, attempts = d.attempts + 1
+    SET lease_until = :lease_until, reserved = false, attempts = d.attempts + 1
     FROM chosen
     WHERE d.id = chosen.id
     RETURNING d.id, d.account_id, d.endpoint_id, d.order_id, d.url, d.event, d.attempts,
@@ -137,7 +144,7 @@ CLAIM_DUE_SQLITE = text(
             LIMIT :per_endpoint)
     )
     UPDATE webhook_deliveries
-    SET lease_until = :lease_until, attempts = attempts + 1
+    SET lease_until = :lease_until, reserved = false, attempts = attempts + 1
     WHERE id IN (
         SELECT ranked.id FROM ranked WHERE ranked.nth <= ranked.free
         ORDER BY ranked.next_attempt_at, ranked.created_at, ranked.id
@@ -152,6 +159,73 @@ CLAIM_DUE_SQLITE = text(
 TAKE_SLOTS_SQLITE = text(
     "UPDATE webhook_endpoints SET in_flight = in_flight + :count WHERE id = :endpoint_id"
 )
+
+# Claiming ahead, PostgreSQL: of the endpoints :ids (those the sender is sending to) the healthy
+# ones (no failure in a row, not disabled), each's next :ahead due deliveries not leased, leased
+# as reserved: no slot taken, no attempt counted yet. SKIP LOCKED: rows another sender is
+# claiming are left to it. Same index walk as the claim.
+CLAIM_AHEAD_POSTGRESQL = text(
+    """
+    WITH candidate AS (
+        SELECT d.id
+        FROM webhook_endpoints AS e CROSS JOIN LATERAL (
+            SELECT w.id FROM webhook_deliveries AS w
+            WHERE w.endpoint_id = e.id AND w.state = 'pending'
+              AND w.next_attempt_at <= :now AND w.lease_until IS NULL
+            ORDER BY w.state, w.next_attempt_at, w.created_at, w.id
+            LIMIT :ahead
+            FOR UPDATE OF w SKIP LOCKED
+        ) AS d
+        WHERE e.id IN :ids AND e.disabled_at IS NULL AND e.consecutive_failures = 0
+          AND (e.retry_at IS NULL OR e.retry_at <= :now)
+    )
+    UPDATE webhook_deliveries AS d
+    SET lease_until = :lease_until, reserved = true
+    FROM candidate
+    WHERE d.id = candidate.id
+    RETURNING d.id, d.account_id, d.endpoint_id, d.order_id, d.url, d.event, d.attempts,
+              d.next_attempt_at, d.created_at,
+              (SELECT a.webhook_secret FROM accounts AS a WHERE a.id = d.account_id) AS secret
+    """
+).bindparams(
+    bindparam("now", type_=UTCDateTime),
+    bindparam("lease_until", type_=UTCDateTime),
+    bindparam("ids", expanding=True),
+)
+# Claiming ahead, SQLite (alone in its BEGIN IMMEDIATE transaction): the same choice.
+CLAIM_AHEAD_SQLITE = text(
+    """
+    UPDATE webhook_deliveries
+    SET lease_until = :lease_until, reserved = 1
+    WHERE id IN (
+        SELECT w.id
+        FROM webhook_endpoints AS e JOIN webhook_deliveries AS w ON w.id IN (
+            SELECT d.id FROM webhook_deliveries AS d
+            WHERE d.endpoint_id = e.id AND d.state = 'pending'
+              AND d.next_attempt_at <= :now AND d.lease_until IS NULL
+            ORDER BY d.state, d.next_attempt_at, d.created_at, d.id
+            LIMIT :ahead)
+        WHERE e.id IN :ids AND e.disabled_at IS NULL AND e.consecutive_failures = 0
+          AND (e.retry_at IS NULL OR e.retry_at <= :now)
+    )
+    RETURNING id, account_id, endpoint_id, order_id, url, event, attempts, next_attempt_at,
+              created_at,
+              (SELECT a.webhook_secret FROM accounts AS a
+               WHERE a.id = webhook_deliveries.account_id) AS secret
+    """
+).bindparams(
+    bindparam("now", type_=UTCDateTime),
+    bindparam("lease_until", type_=UTCDateTime),
+    bindparam("ids", expanding=True),
+)
+# Reserved deliveries their sender gives back unsent (their endpoint failed, the sender stops,
+# or a lease too short for an attempt): due again at once, in their place. One executemany.
+UNRESERVE = text(
+    """
+    UPDATE webhook_deliveries SET lease_until = NULL
+    WHERE id = :b_id AND lease_until = :b_lease AND reserved
+    """
+).bindparams(bindparam("b_lease", type_=UTCDateTime))
 
 
 def lease_for(settings: Settings) -> timedelta:
@@ -169,7 +243,8 @@ async def release_expired(session: AsyncSession, now: datetime) -> int:
     rows = (await session.execute(RELEASE_EXPIRED_LEASES, {"now": now, "ids": ids})).all()
     counts: dict[str, int] = {}
     for row in rows:
-        counts[row.endpoint_id] = counts.get(row.endpoint_id, 0) + 1
+        if not row.reserved:  # a reserved delivery held no slot
+            counts[row.endpoint_id] = counts.get(row.endpoint_id, 0) + 1
     for endpoint, count in sorted(counts.items()):
         await session.execute(GIVE_BACK_SLOTS, {"endpoint_id": endpoint, "count": count})
     return len(rows)
@@ -190,6 +265,7 @@ class Due:
     created_at: datetime
     lease_until: datetime
     secret: str = field(repr=False)  # its account's webhook secret, read with the claim
+    reserved: bool = False  # leased ahead, without a slot (claim_ahead)
 
 
 async def claim_due(
@@ -207,20 +283,8 @@ async def claim_due(
         "per_endpoint": settings.webhook_max_per_endpoint,
         "probe_after": settings.webhook_endpoint_failures,
     }
-    columns = (
-        WebhookDelivery.id,
-        WebhookDelivery.account_id,
-        WebhookDelivery.endpoint_id,
-        WebhookDelivery.order_id,
-        WebhookDelivery.url,
-        WebhookDelivery.event,
-        WebhookDelivery.attempts,
-        WebhookDelivery.next_attempt_at,
-        WebhookDelivery.created_at,
-        column("secret", String),
-    )
     statement = CLAIM_DUE_POSTGRESQL if is_postgresql(session) else CLAIM_DUE_SQLITE
-    rows = (await session.execute(statement.columns(*columns), params)).all()
+    rows = (await session.execute(statement.columns(*DUE_COLUMNS), params)).all()
     if rows and not is_postgresql(session):
         counts: dict[str, int] = {}
         for row in rows:
@@ -235,6 +299,56 @@ async def claim_due(
     return sorted(claimed, key=lambda d: (d.next_attempt_at, d.created_at, d.id))
 
 
+async def claim_ahead(
+    session: AsyncSession, settings: Settings, endpoint_ids: Collection[str], now: datetime
+) -> list[Due]:
+    """Up to EASEL_WEBHOOK_CLAIM_AHEAD more due deliveries of each of these endpoints (the
+    healthy ones), leased as reserved: no slot taken, no attempt counted until one is handed a
+    slot. Earliest due first."""
+    if not endpoint_ids or settings.webhook_claim_ahead < 1:
+        return []
+    lease_until = now + lease_for(settings)
+    params: dict[str, Any] = {
+        "now": now,
+        "lease_until": lease_until,
+        "ahead": settings.webhook_claim_ahead,
+        "ids": sorted(endpoint_ids),
+    }
+    statement = CLAIM_AHEAD_POSTGRESQL if is_postgresql(session) else CLAIM_AHEAD_SQLITE
+    rows = (await session.execute(statement.columns(*DUE_COLUMNS), params)).all()
+    claimed = [
+        Due(
+            **{**row._mapping, "secret": row.secret or "", "attempts": row.attempts + 1},
+            lease_until=lease_until,
+            reserved=True,
+        )
+        for row in rows
+    ]
+    return sorted(claimed, key=lambda d: (d.next_attempt_at, d.created_at, d.id))
+
+
+async def unreserve(session: AsyncSession, deliveries: Sequence[Due]) -> None:
+    """Give back reserved deliveries that were not sent: due again, in their place."""
+    if deliveries:
+        await session.execute(
+            UNRESERVE, [{"b_id": d.id, "b_lease": d.lease_until} for d in deliveries]
+        )
+
+
+DUE_COLUMNS = (
+    WebhookDelivery.id,
+    WebhookDelivery.account_id,
+    WebhookDelivery.endpoint_id,
+    WebhookDelivery.order_id,
+    WebhookDelivery.url,
+    WebhookDelivery.event,
+    WebhookDelivery.attempts,
+    WebhookDelivery.next_attempt_at,
+    WebhookDelivery.created_at,
+    column("secret", String),
+)
+
+
 @dataclass(frozen=True)
 class Attempt:
     """One attempt's outcome, as the sender saw it."""
@@ -247,6 +361,7 @@ class Attempt:
     endpoint_fault: bool  # the receiver failed (not, e.g., our rendering of the body)
     started_at: datetime
     duration_ms: int
+    handed_to: Due | None = None  # the reserved delivery this one's slot went to when it ended
 
 
 @dataclass(frozen=True)
@@ -291,6 +406,8 @@ RECORD_DELIVERY = (
         last_error=bindparam("b_error"),
         last_attempt_at=bindparam("b_attempted", type_=UTCDateTime),
         last_duration_ms=bindparam("b_duration"),
+        attempts=bindparam("b_attempts"),
+        reserved=False,
         delivered_at=bindparam("b_delivered", type_=UTCDateTime),
         next_attempt_at=bindparam("b_next", type_=UTCDateTime),
     )
@@ -304,6 +421,12 @@ ENDPOINT_FIELDS = (
     "disabled_reason",
     "last_success_at",
     "last_failure_at",
+)
+# A reserved delivery handed a finished one's slot: it holds the slot now, its attempt counted.
+HAND_OVER = (
+    DELIVERIES.update()
+    .where(DELIVERIES.c.id == bindparam("b_id"))
+    .values(reserved=False, attempts=bindparam("b_attempts"))
 )
 RECORD_ENDPOINT = (
     ENDPOINTS.update()
@@ -323,6 +446,9 @@ async def record(
     EASEL_WEBHOOK_ENDPOINT_FAILURES failures in a row the endpoint backs off as a whole, and a run
     older than EASEL_WEBHOOK_DISABLE_AFTER_DAYS disables it. Endpoints are locked before their
     deliveries, each in id order, as `endpoints.enable` and the claim lock them.
+
+    An attempt `handed_to` a reserved delivery keeps its slot for that one, which now holds it; a
+    delivery still reserved when recorded (its hand-over was not written) held no slot.
     """
     if not attempts:
         return []
@@ -337,8 +463,9 @@ async def record(
         )
     }
     d = DELIVERIES.c
+    wanted = {a.delivery_id for a in attempts} | {a.handed_to.id for a in attempts if a.handed_to}
     held = {
-        row.id: row
+        row.id: dict(row._mapping)
         for row in await session.execute(
             select(
                 d.id,
@@ -349,49 +476,56 @@ async def record(
                 d.lease_until,
                 d.next_attempt_at,
                 d.created_at,
+                d.reserved,
             )
-            .where(d.id.in_([a.delivery_id for a in attempts]))
+            .where(d.id.in_(sorted(wanted)))
             .order_by(d.id)
             .with_for_update()
         )
     }
     disable_after = timedelta(days=settings.webhook_disable_after_days)
     updates: list[dict[str, Any]] = []
+    handed: list[dict[str, Any]] = []
     done: list[Recorded] = []
     for attempt in attempts:
         row = held.get(attempt.delivery_id)
         if (
             row is None
-            or row.lease_until != attempt.lease_until
-            or row.endpoint_id not in endpoints
+            or row["lease_until"] != attempt.lease_until
+            or row["endpoint_id"] not in endpoints
         ):
             continue  # deleted, or its lease ran out and was released: it is sent again
-        endpoint = endpoints[row.endpoint_id]
-        endpoint["in_flight"] = max(endpoint["in_flight"] - 1, 0)
+        endpoint = endpoints[row["endpoint_id"]]
+        if row["reserved"]:  # sent on a hand-over not written: it held no slot of its own
+            row["reserved"] = False
+            row["attempts"] += 1
+        elif not _hand_over(attempt.handed_to, held, handed):
+            endpoint["in_flight"] = max(endpoint["in_flight"] - 1, 0)
         state, delivered, next_at, latency, disabled = (
             "pending",
             None,
-            row.next_attempt_at,
+            row["next_attempt_at"],
             None,
             None,
         )
         if attempt.error is None:
             state, delivered = "delivered", now
-            latency = max((now - row.created_at).total_seconds(), 0.0)
+            latency = max((now - row["created_at"]).total_seconds(), 0.0)
             endpoint.update(
                 consecutive_failures=0, failing_since=None, retry_at=None, last_success_at=now
             )
         else:
-            if row.attempts >= settings.webhook_max_attempts:
+            if row["attempts"] >= settings.webhook_max_attempts:
                 state = "failed"
             else:
-                next_at = now + timedelta(seconds=retry_delay(settings, row.attempts))
+                next_at = now + timedelta(seconds=retry_delay(settings, row["attempts"]))
             if attempt.endpoint_fault:
                 disabled = _endpoint_failed(settings, endpoint, attempt, now, disable_after)
         updates.append(
             {
-                "b_id": row.id,
+                "b_id": row["id"],
                 "b_state": state,
+                "b_attempts": row["attempts"],
                 "b_status": attempt.status,
                 "b_error": attempt.error,
                 "b_attempted": attempt.started_at,
@@ -402,9 +536,9 @@ async def record(
         )
         done.append(
             Recorded(
-                row.id,
-                row.order_id,
-                row.account_id,
+                row["id"],
+                row["order_id"],
+                row["account_id"],
                 endpoint["origin"],
                 state,
                 attempt.status,
@@ -414,6 +548,8 @@ async def record(
                 disabled,
             )
         )
+    if handed:
+        await session.execute(HAND_OVER, handed)
     if updates:
         await session.execute(
             RECORD_ENDPOINT,
@@ -424,6 +560,20 @@ async def record(
         )
         await session.execute(RECORD_DELIVERY, updates)
     return done
+
+
+def _hand_over(
+    to: Due | None, held: dict[str, dict[str, Any]], handed: list[dict[str, Any]]
+) -> bool:
+    """Give a finished delivery's slot to the reserved delivery `to`, if it is still held under
+    the lease it was reserved with (its row changed in place); whether it took the slot."""
+    row = held.get(to.id) if to is not None else None
+    if to is None or row is None or not row["reserved"] or row["lease_until"] != to.lease_until:
+        return False
+    row["reserved"] = False
+    row["attempts"] += 1
+    handed.append({"b_id": to.id, "b_attempts": row["attempts"]})
+    return True
 
 
 def _endpoint_failed(

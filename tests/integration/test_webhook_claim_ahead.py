@@ -1,0 +1,118 @@
+"""Claiming ahead (EASEL_WEBHOOK_CLAIM_AHEAD), against real loopback endpoints and the real
+database (SQLite and PostgreSQL): a finished delivery's slot goes to a reserved one without
+leaving the endpoint's limit; the hand-over is written with the result, so a lease that runs out
+gives back exactly the slots held; a stopping sender gives its reserved deliveries back unsent."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from easel.clock import utcnow
+from easel.config import Settings
+from easel.db.tables import WebhookDelivery, WebhookEndpoint
+from easel.webhooks import claim
+from tests.integration.test_webhook_isolation import due_deliveries, sending
+from tests.support.app import app_client, new_account
+from tests.support.endpoints import loopback_endpoints, until
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_handing_over_keeps_the_slot_and_expiry_gives_back_only_held_slots(
+    settings: Settings,
+) -> None:
+    settings = settings.model_copy(update={"webhook_claim_ahead": 2})
+    async with app_client(settings) as (_, state):
+        account, _ = await new_account(state, "standard")
+        with loopback_endpoints() as endpoints:
+            ids = await due_deliveries(state, account, endpoints.add("ok").url, 5)
+        now = utcnow()
+        async with state.db.transaction() as session:
+            [first] = await claim.claim_due(session, settings, 1, now)
+            ahead = await claim.claim_ahead(session, settings, {first.endpoint_id}, now)
+        assert [first.id] + [d.id for d in ahead] == ids[:3]
+        assert [(d.reserved, d.attempts) for d in ahead] == [(True, 1), (True, 1)]
+        # Another sender later takes the remaining slots' worth: leased after ours.
+        later = now + timedelta(seconds=5)
+        async with state.db.transaction() as session:
+            others = await claim.claim_due(session, settings, 4, later)
+        assert [d.id for d in others] == ids[3:]
+
+        async def slots() -> int:
+            async with state.db.transaction(readonly=True) as session:
+                endpoint = await session.get(WebhookEndpoint, first.endpoint_id)
+                assert endpoint is not None
+                return endpoint.in_flight
+
+        assert await slots() == 3  # ours and the other sender's two; reserved ones take none
+        ended = claim.Attempt(
+            first.id, first.endpoint_id, first.lease_until, 200, None, True, now, 50, ahead[0]
+        )
+        async with state.db.transaction() as session:
+            [done] = await claim.record(session, settings, [ended], now)
+        assert done.state == "delivered"
+        assert await slots() == 3  # handed to ahead[0], which holds it now
+        async with state.db.transaction(readonly=True) as session:
+            rows = {
+                row.id: row
+                for row in await session.scalars(
+                    select(WebhookDelivery).where(WebhookDelivery.account_id == account.id)
+                )
+            }
+        assert (rows[ahead[0].id].reserved, rows[ahead[0].id].attempts) == (False, 1)
+        assert (rows[ahead[1].id].reserved, rows[ahead[1].id].attempts) == (True, 0)
+
+        # Our sender dies: its leases run out before the other sender's. ahead[0] gives back
+        # the slot it was handed; ahead[1] held none.
+        expired = ahead[0].lease_until + timedelta(seconds=1)
+        async with state.db.transaction() as session:
+            assert await claim.release_expired(session, expired) == 2
+        assert await slots() == 2
+
+
+async def test_a_stopping_sender_gives_back_what_it_claimed_ahead(settings: Settings) -> None:
+    settings = settings.model_copy(update={"webhook_claim_ahead": 3, "webhook_max_per_endpoint": 2})
+    async with app_client(settings) as (_, state):
+        account, _ = await new_account(state, "standard")
+        with loopback_endpoints() as endpoints:
+            endpoint = endpoints.add("ok", delay=0.1)
+            ids = await due_deliveries(state, account, endpoint.url, 40)
+            async with sending(state, settings):
+                await until(lambda: len(endpoint.accepted) >= 6, 10, "six deliveries")
+            sent = list(endpoint.received)
+        assert endpoint.max_active == 2
+        assert len(sent) == len(set(sent)) and set(sent) == set(ids[: len(sent)])  # the oldest
+        async with state.db.transaction(readonly=True) as session:
+            rows = list(
+                await session.scalars(
+                    select(WebhookDelivery).where(WebhookDelivery.account_id == account.id)
+                )
+            )
+            [row] = await session.scalars(select(WebhookEndpoint))
+        assert row.in_flight == 0
+        assert [r for r in rows if r.lease_until is not None] == []
+        assert {r.id for r in rows if r.state == "delivered"} == set(sent)
+        assert {r.id: r.attempts for r in rows} == {i: int(i in sent) for i in ids}
+
+
+async def test_claiming_ahead_stays_within_the_endpoint_limit(settings: Settings) -> None:
+    settings = settings.model_copy(update={"webhook_claim_ahead": 2})
+    async with app_client(settings) as (_, state):
+        account, _ = await new_account(state, "standard")
+        with loopback_endpoints() as endpoints:
+            endpoint = endpoints.add("ok", delay=0.03)
+            ids = await due_deliveries(state, account, endpoint.url, 60)
+            async with sending(state, settings):
+                await until(lambda: len(endpoint.accepted) == 60, 20, "every delivery")
+        assert endpoint.max_active == settings.webhook_max_per_endpoint == 4
+        assert sorted(endpoint.received) == sorted(ids)  # each once
+        async with state.db.transaction(readonly=True) as session:
+            rows = list(await session.scalars(select(WebhookDelivery)))
+            [row] = await session.scalars(select(WebhookEndpoint))
+        assert row.in_flight == 0
+        assert {(r.state, r.attempts, r.reserved, r.lease_until) for r in rows} == {
+            ("delivered", 1, False, None)
+        }
