@@ -11,7 +11,6 @@ import asyncio
 import base64
 import hashlib
 import logging
-import re
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
@@ -65,7 +64,7 @@ from easel.orders.request import (
     DialectData,
     GenerationRequest,
     build_request,
-    check_size,
+    parse_wxh,
     size_for_aspect,
 )
 from easel.orders.text import check_text
@@ -85,7 +84,6 @@ VIDEOS = "openai_videos"  # the Videos API (dialects/openai_videos.py) shares /v
 QUALITY_STEPS = {"low": 0.5, "medium": 1.0, "standard": 1.0, "auto": 1.0, "high": 1.5, "hd": 1.5}
 # style -> words added to the prompt (the order records the prompt the model was given)
 STYLE_SUFFIXES = {"vivid": ", vivid colors, dramatic lighting, high contrast", "natural": ""}
-SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
 SEED_003_EXAMPLE: dict[str, Any] = {
     "model": "qh-draw-x2-preview",
@@ -203,18 +201,7 @@ class OpenAIModelList(BaseModel):
 def parse_size(settings: Settings, value: str | None, default: tuple[int, int]) -> tuple[int, int]:
     if value is None or value == "auto":
         return default
-    match = SIZE.match(value)
-    if match is None:
-        raise InvalidRequest(
-            f"size must be WIDTHxHEIGHT such as 1024x1024 or 1280x720, or auto; got {value!r}",
-            param="size",
-        )
-    width, height = int(match.group(1)), int(match.group(2))
-    try:
-        check_size(settings, width, height)
-    except InvalidRequest as exc:
-        raise InvalidRequest(f"size {value}: {exc.message}", param="size") from None
-    return width, height
+    return parse_wxh(settings, value, "1024x1024 or 1280x720, or auto")
 
 
 def steps_for(settings: Settings, model: Model, quality: str | None) -> int:

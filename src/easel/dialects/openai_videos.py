@@ -42,7 +42,7 @@ from easel.media.bodies import declared_over
 from easel.media.references import check_image
 from easel.media.video import poster_key
 from easel.orders import lifecycle, reads, retention
-from easel.orders.request import DialectData, GenerationRequest, build_request, check_size
+from easel.orders.request import DialectData, GenerationRequest, build_request, parse_wxh
 from easel.orders.text import check_text
 from easel.storage import MissingObject, Storage
 
@@ -62,7 +62,6 @@ STATUSES: dict[str, str] = {
 DEFAULT_MODEL = "sora-2"  # OpenAI's default
 DEFAULT_SECONDS = "4"
 DEFAULT_SIZE = "720x1280"
-SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
 
 class ImageReference(BaseModel):
@@ -163,27 +162,13 @@ def parse_seconds(value: str) -> int:
     return int(value)
 
 
-def parse_size(state: AppState, value: str) -> tuple[int, int]:
-    match = SIZE.match(value)
-    if match is None:
-        raise InvalidRequest(
-            f"size must be WIDTHxHEIGHT such as 1280x720 or 720x1280, got {value!r}", param="size"
-        )
-    width, height = int(match[1]), int(match[2])
-    try:
-        check_size(state.settings, width, height)
-    except InvalidRequest as exc:
-        raise InvalidRequest(f"size {value}: {exc.message}", param="size") from None
-    return width, height
-
-
 def to_request(
     state: AppState, body: CreateVideoBody, first_frame: bool, extra: dict[str, Any]
 ) -> GenerationRequest:
     catalog = state.catalog
     need = Need((IMAGE_TO_VIDEO,), 1, "input_reference") if first_frame else Need.text(video=True)
     model = resolve_model(catalog, NAME, body.model, "model", need)
-    width, height = parse_size(state, body.size)
+    width, height = parse_wxh(state.settings, body.size, "1280x720 or 720x1280")
     seconds: int | None = parse_seconds(body.seconds or DEFAULT_SECONDS)
     if body.seconds is None and not video_length.by_length(model):
         seconds = None  # a provider's fixed-length clip (Seedance with its key set)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -123,6 +124,24 @@ def check_size(settings: Settings, width: int, height: int, multiple: int = 8) -
             f"{width}x{height} is {width * height} pixels; the limit is {settings.max_pixels}",
             param="width",
         )
+
+
+WXH = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+
+
+def parse_wxh(settings: Settings, value: str, examples: str) -> tuple[int, int]:
+    """An OpenAI-style `size` (WIDTHxHEIGHT, e.g. `examples`), checked as `check_size`."""
+    match = WXH.match(value)
+    if match is None:
+        raise InvalidRequest(
+            f"size must be WIDTHxHEIGHT such as {examples}; got {value!r}", param="size"
+        )
+    width, height = int(match[1]), int(match[2])
+    try:
+        check_size(settings, width, height)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"size {value}: {exc.message}", param="size") from None
+    return width, height
 
 
 def check_webhook_url(settings: Settings, url: str | None, param: str) -> str | None:
