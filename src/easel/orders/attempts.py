@@ -4,9 +4,9 @@ its local channel's model. The caller owns the transaction."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts.accounts import release_running_slot
@@ -15,6 +15,8 @@ from easel.db.status import OrderStatus
 from easel.db.tables import Order, OrderAttempt
 from easel.ids import new_id
 from easel.orders.queue import notify_new_order
+
+ATTEMPTS = cast(Table, OrderAttempt.__table__)  # Core statements: no ORM objects
 
 # Attempts still waiting on the provider (counted as in flight).
 OPEN_STATES = ("submitting", "accepted")
@@ -27,7 +29,7 @@ async def history(session: AsyncSession, order_id: str) -> list[OrderAttempt]:
     return list(rows)
 
 
-def begin(
+async def begin(
     session: AsyncSession,
     *,
     order_id: str,
@@ -38,25 +40,28 @@ def begin(
     images: int,
     worker_id: str,
     now: datetime,
-) -> OrderAttempt:
-    attempt = OrderAttempt(
-        id=new_id("att"),
-        order_id=order_id,
-        number=number,
-        model=model,
-        channel=channel,
-        provider=provider,
-        state="submitting",
-        handle={},
-        remote_status="",
-        images=images,
-        cost=0.0,
-        outputs=[],
-        worker_id=worker_id,
-        created_at=now,
+) -> str:
+    """A `submitting` attempt row (one INSERT, no ORM object); returns its id."""
+    attempt_id = new_id("att")
+    await session.execute(
+        insert(ATTEMPTS).values(
+            id=attempt_id,
+            order_id=order_id,
+            number=number,
+            model=model,
+            channel=channel,
+            provider=provider,
+            state="submitting",
+            handle={},
+            remote_status="",
+            images=images,
+            cost=0.0,
+            outputs=[],
+            worker_id=worker_id,
+            created_at=now,
+        )
     )
-    session.add(attempt)
-    return attempt
+    return attempt_id
 
 
 async def accepted(
@@ -85,21 +90,35 @@ async def finish(
     state: str,
     now: datetime,
     *,
+    created_at: datetime | None = None,
     cost: float = 0.0,
     error: str | None = None,
     retry_after: float | None = None,
     outputs: list[str] | None = None,
+    remote: tuple[str, dict[str, Any], datetime] | None = None,
 ) -> None:
-    attempt = await session.get(OrderAttempt, attempt_id)
-    if attempt is None:
-        return
-    attempt.state = state
-    attempt.cost = cost
-    attempt.error = error
-    attempt.retry_after = retry_after
-    attempt.outputs = list(outputs or [])
-    attempt.finished_at = now
-    attempt.latency_ms = int((now - attempt.created_at).total_seconds() * 1000)
+    """End an attempt in one UPDATE. `created_at`: the row's, when the caller knows it (else it
+    is read). `remote`: (remote id, handle, accepted at) of an acceptance written only now (a
+    synchronous provider's answer, `DatabaseAttemptLog.accepted`)."""
+    if created_at is None:
+        created_at = await session.scalar(
+            select(OrderAttempt.created_at).where(OrderAttempt.id == attempt_id)
+        )
+        if created_at is None:
+            return
+    values: dict[str, Any] = {
+        "state": state,
+        "cost": cost,
+        "error": error,
+        "retry_after": retry_after,
+        "outputs": list(outputs or []),
+        "finished_at": now,
+        "latency_ms": int((now - created_at).total_seconds() * 1000),
+    }
+    if remote is not None:
+        remote_id, handle, accepted_at = remote
+        values |= {"remote_id": remote_id[:256], "handle": handle, "accepted_at": accepted_at}
+    await session.execute(update(ATTEMPTS).where(ATTEMPTS.c.id == attempt_id).values(**values))
 
 
 async def hand_off(session: AsyncSession, order_id: str, worker_id: str, model_id: str) -> bool:

@@ -6,8 +6,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, Table, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel import metrics
@@ -19,6 +20,7 @@ from easel.db.tables import Order, Output
 from easel.errors import Conflict, NotFound
 from easel.webhooks import outbox
 
+OUTPUTS = cast(Table, Output.__table__)  # Core statements: no ORM objects
 log = logging.getLogger(__name__)
 
 
@@ -71,16 +73,15 @@ async def _finish(
         where += [Order.status == OrderStatus.RUNNING, Order.worker_id == worker_id]
     else:
         where += [Order.status.in_((OrderStatus.PENDING, OrderStatus.RUNNING))]
-    result = await session.execute(
+    # The row comes back as it is now, in the same statement (no read after the write).
+    found = await session.scalars(
         update(Order)
         .where(*where)
         .values(completed_at=now, lease_until=None, **values)
-        .returning(Order.id, Order.account_id)
+        .returning(Order),
+        execution_options={"populate_existing": True},
     )
-    row = result.first()
-    if row is None:
-        return None
-    return await session.get(Order, order_id, populate_existing=True)
+    return found.first()
 
 
 async def record_enhancement(
@@ -131,8 +132,9 @@ async def complete(
     )
     if order is None:
         return None
-    rows = [Output(order_id=order_id, created_at=now, **vars(o)) for o in outputs]
-    session.add_all(rows)
+    if outputs:  # one INSERT of plain rows: no ORM objects to track
+        rows = [{"order_id": order_id, "created_at": now, **vars(o)} for o in outputs]
+        await session.execute(insert(OUTPUTS), rows)
     await release_running_slot(session, order.account_id)
     if refund > 0:
         await ledger.refund_part(session, order_id, refund, now, "outputs blocked: content_policy")

@@ -1,7 +1,22 @@
 """The attempt log an upstream backend writes through: each call is its own transaction, so an
-attempt row exists before the provider is called and survives the worker."""
+attempt row exists before the provider is called and survives the worker.
+
+Less is written and read per order than one transaction per call: an order on its first claim
+has no attempts yet (the worker names those in `first_claims`, so `history` does not read); the
+row's created_at is kept from `begin` until its `finish` (one UPDATE, no read); a synchronous
+provider's acceptance is written with the finish; and a success is handed to the worker
+(`successes`), which writes it in the transaction that completes (or fails) the order. Until
+then the row says `submitting` or `accepted`, which a later run treats as it would a success
+whose order was not completed: it polls the job again or leaves the channel.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.backends.upstream.base import AttemptRecord, Remote
 from easel.catalog import Channel
@@ -10,13 +25,60 @@ from easel.db.engine import Database
 from easel.orders import attempts
 
 
+@dataclass(frozen=True)
+class AttemptEnd:
+    """An attempt's finish, to be written in a caller's transaction."""
+
+    attempt_id: str
+    state: str
+    at: datetime
+    created_at: datetime | None = None
+    cost: float = 0.0
+    error: str | None = None
+    retry_after: float | None = None
+    outputs: list[str] = field(default_factory=list)
+    remote: tuple[str, dict[str, Any], datetime] | None = None
+
+    async def write(self, session: AsyncSession) -> None:
+        await attempts.finish(
+            session,
+            self.attempt_id,
+            self.state,
+            self.at,
+            created_at=self.created_at,
+            cost=self.cost,
+            error=self.error,
+            retry_after=self.retry_after,
+            outputs=self.outputs,
+            remote=self.remote,
+        )
+
+
 class DatabaseAttemptLog:
-    def __init__(self, db: Database, worker_id: str, model_id: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        worker_id: str,
+        model_id: str,
+        first_claims: set[str] | None = None,
+        successes: dict[str, AttemptEnd] | None = None,
+    ) -> None:
+        """`first_claims`: the worker's set of order ids it holds on their first claim (no
+        earlier run can have written an attempt for them). `successes`: where a succeeded
+        attempt's end is left for the worker, by order id (None: written at once)."""
         self.db = db
         self.worker_id = worker_id
         self.model_id = model_id
+        self.first_claims = set() if first_claims is None else first_claims
+        self.successes = successes
+        self._begun: dict[str, tuple[str, datetime]] = {}  # attempt id -> (order id, created_at)
+        # attempt id -> an acceptance written with the finish (`accepted(..., deferred=True)`)
+        self._accepted: dict[str, tuple[str, dict[str, Any], datetime]] = {}
 
     async def history(self, order_id: str) -> list[AttemptRecord]:
+        if order_id in self.first_claims:
+            self.first_claims.discard(order_id)
+            return []
         async with self.db.transaction(readonly=True) as session:
             rows = await attempts.history(session, order_id)
             return [
@@ -36,8 +98,9 @@ class DatabaseAttemptLog:
             ]
 
     async def begin(self, order_id: str, number: int, channel: Channel, images: int) -> str:
+        now = utcnow()
         async with self.db.transaction() as session:
-            row = attempts.begin(
+            attempt_id = await attempts.begin(
                 session,
                 order_id=order_id,
                 number=number,
@@ -46,11 +109,15 @@ class DatabaseAttemptLog:
                 provider=channel.provider,
                 images=images,
                 worker_id=self.worker_id,
-                now=utcnow(),
+                now=now,
             )
-            return row.id
+        self._begun[attempt_id] = (order_id, now)
+        return attempt_id
 
-    async def accepted(self, attempt_id: str, remote: Remote) -> None:
+    async def accepted(self, attempt_id: str, remote: Remote, *, deferred: bool = False) -> None:
+        if deferred:
+            self._accepted[attempt_id] = (remote.remote_id, dict(remote.handle), utcnow())
+            return
         async with self.db.transaction() as session:
             await attempts.accepted(session, attempt_id, remote.remote_id, remote.handle, utcnow())
 
@@ -70,14 +137,20 @@ class DatabaseAttemptLog:
         retry_after: float | None = None,
         outputs: list[str] | None = None,
     ) -> None:
+        order_id, created_at = self._begun.pop(attempt_id, ("", None))
+        end = AttemptEnd(
+            attempt_id,
+            state,
+            utcnow(),
+            created_at=created_at,
+            cost=cost,
+            error=error,
+            retry_after=retry_after,
+            outputs=list(outputs or []),
+            remote=self._accepted.pop(attempt_id, None),
+        )
+        if state == "succeeded" and order_id and self.successes is not None:
+            self.successes[order_id] = end
+            return
         async with self.db.transaction() as session:
-            await attempts.finish(
-                session,
-                attempt_id,
-                state,
-                utcnow(),
-                cost=cost,
-                error=error,
-                retry_after=retry_after,
-                outputs=outputs,
-            )
+            await end.write(session)

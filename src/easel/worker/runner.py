@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel import metrics, wakeup
 from easel.accounts import ledger
@@ -48,7 +49,7 @@ from easel.safety.prompts import listed
 from easel.services.base import Periodic, Service, wait_any
 from easel.storage import MissingObject, Storage
 from easel.worker import presence
-from easel.worker.attempt_log import DatabaseAttemptLog
+from easel.worker.attempt_log import AttemptEnd, DatabaseAttemptLog
 from easel.worker.batch import BatchRun, OrderFiles, build_job, run_splitting, with_inputs
 from easel.worker.loras import resolve_loras
 from easel.worker.models import ModelCache
@@ -100,6 +101,12 @@ class Worker:
         # local batches screening and storing outputs while the device serves the next one
         self._finishing = asyncio.Semaphore(max(1, settings.finishing_batches))
         self._remote: dict[str, Backend] = {}  # remote backends: outside the model cache
+        # Read in the claim's transaction, used once by the batch: each claimed order's plan,
+        # and the remote orders on their first claim (no attempt history to read).
+        self._claimed_plans: dict[str, str] = {}
+        self._first_claims: set[str] = set()
+        # order id -> its upstream attempt's success, written with the order's end (`_settle`)
+        self._successes: dict[str, AttemptEnd] = {}
         self._reporting = asyncio.Lock()
         self._stopped = False  # the final presence report was written
         self.processed = 0
@@ -302,8 +309,11 @@ class Worker:
             )
             if leader is not None:
                 lifecycle.started(session, leader, utcnow())
+                self._claimed_plans |= await _plans_by_order(session, [leader])
         if leader is None:
             return []
+        if leader.attempts == 1 and not self._is_local(leader.model):
+            self._first_claims.add(leader.id)
         room = self.settings.max_batch_images - leader.n
         if not self._is_local(leader.model):
             room = 0  # a remote order is one provider job: in-flight caps count orders
@@ -319,6 +329,7 @@ class Worker:
                     )
                     for order in followers:
                         lifecycle.started(session, order, utcnow())
+                    self._claimed_plans |= await _plans_by_order(session, followers)
             except (DBAPIError, OSError):
                 log.exception(
                     "claiming a batch failed; running the order alone",
@@ -376,17 +387,24 @@ class Worker:
                 await heartbeat
             await self._end_failures(batch)
             self.processed += len(orders)
+            for order_id in ids:
+                self._claimed_plans.pop(order_id, None)
+                self._first_claims.discard(order_id)
+            await self._settle_alone(ids)
 
     async def _safety_policies(self, orders: list[Order]) -> dict[str, SafetyPolicy]:
         """The orders whose outputs are checked, with their plan's threshold and action: every
         order when EASEL_SAFETY_FORCE is on or its plan has no safety_optional, else those that
-        asked (safety_check)."""
-        async with self.db.transaction(readonly=True) as session:
-            plans = await plans_of(session, {o.account_id for o in orders})
+        asked (safety_check). The plans were read in the claim's transaction."""
+        claimed = {o.id: self._claimed_plans.pop(o.id, None) for o in orders}
+        plans = {k: v for k, v in claimed.items() if v is not None}
+        if len(plans) < len(orders):  # orders this worker did not claim (called directly)
+            async with self.db.transaction(readonly=True) as session:
+                plans = await _plans_by_order(session, orders)
         policies = {}
         for order in orders:
             policy = policy_for(
-                self.catalog.plans.get(plans.get(order.account_id, "")),
+                self.catalog.plans.get(plans.get(order.id) or ""),
                 order.safety_check,
                 self.settings.safety_force,
                 self.settings.safety_threads,
@@ -439,6 +457,7 @@ class Worker:
                     utcnow(),
                     refund=sum(lifecycle.output_price(order, i) for i in blocked),
                 )
+                await self._settle(session, order.id)
         except Exception as exc:
             log.exception("saving failed", extra={"action": "fail", "order_id": order.id})
             batch.drop(order.id)
@@ -481,10 +500,32 @@ class Worker:
                     status=status,
                     held=held,
                 )
+                await self._settle(session, order_id)
         except (DBAPIError, OSError):
             log.exception(
                 "could not end the order; its lease will expire",
                 extra={"action": "end_error", "order_id": order_id},
+            )
+
+    async def _settle(self, session: AsyncSession, order_id: str) -> None:
+        """Write the order's upstream attempt success in the transaction that ends the order."""
+        end = self._successes.pop(order_id, None)
+        if end is not None:
+            await end.write(session)
+
+    async def _settle_alone(self, order_ids: Sequence[str]) -> None:
+        """Successes whose order ended no other way (a database error): written on their own."""
+        ends = [e for e in (self._successes.pop(i, None) for i in order_ids) if e is not None]
+        if not ends:
+            return
+        try:
+            async with self.db.transaction() as session:
+                for end in ends:
+                    await end.write(session)
+        except (DBAPIError, OSError):
+            log.exception(
+                "could not record the attempts; they stay open for the next run",
+                extra={"action": "end_error", "order_ids": list(order_ids)},
             )
 
     async def _hand_off(self, rerouted: Rerouted) -> None:
@@ -524,7 +565,9 @@ class Worker:
             backend = backend_class(model.family)(model, "none", self.settings)
             backend.load()
             if isinstance(backend, UpstreamBackend):
-                backend.attempts = DatabaseAttemptLog(self.db, self.worker_id, model.id)
+                backend.attempts = DatabaseAttemptLog(
+                    self.db, self.worker_id, model.id, self._first_claims, self._successes
+                )
                 backend.catalog = self.catalog
             self._remote[model.id] = backend
         return backend
@@ -747,6 +790,14 @@ class Worker:
                 await self._renew(batch)
             except (DBAPIError, OSError):
                 log.exception("lease renewal failed", extra={"action": "heartbeat_error"})
+
+
+async def _plans_by_order(session: AsyncSession, orders: Sequence[Order]) -> dict[str, str]:
+    """Order id -> its account's plan id."""
+    if not orders:
+        return {}
+    plans = await plans_of(session, {o.account_id for o in orders})
+    return {o.id: plans.get(o.account_id, "") for o in orders}
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -60,6 +60,7 @@ from easel.net.check import UnsafeURL
 log = logging.getLogger(__name__)
 
 RESUMABLE = ("accepted", "succeeded")
+RUNNING = ("queued", "running")  # a job's states before its end
 LEAVES_CHANNEL = ("unbilled", "lost")  # this order never goes to that channel again
 
 
@@ -284,7 +285,9 @@ class UpstreamBackend(Backend):
                     attempt_id = await self.attempts.begin(req.order_id, number, channel, req.n)
                     started = time.monotonic()
                     remote = await self._submit(route, attempt_id, req)
-                    await self.attempts.accepted(attempt_id, remote)
+                    over = remote.done is not None and remote.done.state not in RUNNING
+                    deferred = over and not self.provider(channel).resumable
+                    await self.attempts.accepted(attempt_id, remote, deferred=deferred)
                     return await self._follow(route, attempt_id, remote, req, progress, started)
                 finally:
                     route.in_flight -= 1
@@ -368,7 +371,7 @@ class UpstreamBackend(Backend):
         status = remote.done
         seen: tuple[str, int | None] | None = None
         try:
-            while status is None or status.state in ("queued", "running"):
+            while status is None or status.state in RUNNING:
                 if status is not None:
                     await progress(*_progress(status))
                     if (status.remote_status, status.queue_position) != seen:
