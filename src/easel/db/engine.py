@@ -37,6 +37,7 @@ class Database:
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 60}
+            kwargs["pool_reset_on_return"] = None  # _sqlite_pragmas rolls back when needed
         else:
             kwargs.update(
                 pool_size=pool_size,
@@ -93,6 +94,14 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+    # The pool's rollback of every connection it takes back is off: after a commit there is
+    # nothing to roll back, and through aiosqlite each rollback is a hand-off to its thread (one
+    # per transaction). A connection that comes back inside a transaction is rolled back here.
+    @event.listens_for(engine.sync_engine.pool, "reset")
+    def _on_reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+        if state.asyncio_safe and record.driver_connection.in_transaction:
+            dbapi_connection.rollback()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
