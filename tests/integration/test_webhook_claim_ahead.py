@@ -14,9 +14,9 @@ from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.tables import WebhookDelivery, WebhookEndpoint
 from easel.webhooks import claim
-from tests.integration.test_webhook_isolation import due_deliveries, sending
 from tests.support.app import app_client, new_account
 from tests.support.endpoints import loopback_endpoints, until
+from tests.support.webhooks import due_deliveries, sending
 
 pytestmark = pytest.mark.anyio
 
