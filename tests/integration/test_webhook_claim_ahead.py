@@ -116,3 +116,35 @@ async def test_claiming_ahead_stays_within_the_endpoint_limit(settings: Settings
         assert {(r.state, r.attempts, r.reserved, r.lease_until) for r in rows} == {
             ("delivered", 1, False, None)
         }
+
+
+async def test_a_reserved_delivery_too_close_to_its_lease_end_is_not_passed(
+    settings: Settings,
+) -> None:
+    """EASEL_WEBHOOK_MAX_PER_ENDPOINT=1 sends one at a time, oldest first. A slow (2xx) receiver
+    leaves the head of the reserved queue too little lease for an attempt while deliveries
+    reserved by a later pass (later leases) wait behind it: none of them goes first."""
+    settings = settings.model_copy(
+        update={
+            "webhook_max_per_endpoint": 1,
+            "webhook_claim_ahead": 4,
+            "webhook_timeout": 1.0,
+            "webhook_first_byte_timeout": 1.0,
+            "webhook_connect_timeout": 1.0,
+            "webhook_lease_margin": 0.1,
+        }
+    )
+    async with app_client(settings) as (_, state):
+        account, _ = await new_account(state, "standard")
+        with loopback_endpoints() as endpoints:
+            endpoint = endpoints.add("ok", delay=0.3)
+            ids = await due_deliveries(state, account, endpoint.url, 16)
+            async with sending(state, settings):
+                await until(lambda: len(endpoint.accepted) >= 16, 30, "every delivery")
+        assert endpoint.max_active == 1
+        assert [ids.index(i) for i in endpoint.accepted] == list(range(16))  # oldest first
+        async with state.db.transaction(readonly=True) as session:
+            [row] = await session.scalars(select(WebhookEndpoint))
+            rows = list(await session.scalars(select(WebhookDelivery)))
+        assert row.in_flight == 0
+        assert {(r.state, r.attempts) for r in rows} == {("delivered", 1)}

@@ -401,14 +401,17 @@ class WebhookSender:
         self.give_back += [job.delivery for job in self.reserved.pop(endpoint, ())]
 
     def next_reserved(self, endpoint: str) -> Claimed | None:
-        """The endpoint's next reserved delivery with lease enough for an attempt."""
+        """The endpoint's next reserved delivery, if its lease is long enough for an attempt.
+        If not, none is sent: the endpoint's reserved deliveries are all given back (those
+        reserved later have later leases, and sending one would pass the earlier one), and the
+        next pass claims them again in their order."""
         queue = self.reserved.get(endpoint)
-        while queue:
-            job = queue.popleft()
-            if job.delivery.lease_until - self.clock() >= self.lease_needed:
-                return job
-            self.give_back.append(job.delivery)
-        return None
+        if not queue:
+            return None
+        if queue[0].delivery.lease_until - self.clock() < self.lease_needed:
+            self.drop_reserved(endpoint)
+            return None
+        return queue.popleft()
 
     def wants_ahead(self, claimed: list[claim.Due]) -> set[str]:
         """Endpoints to claim ahead for: those this sender is sending to (or just claimed for)
