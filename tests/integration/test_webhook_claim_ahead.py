@@ -5,6 +5,7 @@ gives back exactly the slots held; a stopping sender gives its reserved deliveri
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.tables import WebhookDelivery, WebhookEndpoint
+from easel.services.webhook_sender import claim_and_render
 from easel.webhooks import claim
 from tests.support.app import app_client, new_account
 from tests.support.endpoints import loopback_endpoints, until
@@ -148,3 +150,43 @@ async def test_a_reserved_delivery_too_close_to_its_lease_end_is_not_passed(
             rows = list(await session.scalars(select(WebhookDelivery)))
         assert row.in_flight == 0
         assert {(r.state, r.attempts) for r in rows} == {("delivered", 1)}
+
+
+@pytest.mark.parametrize(
+    "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_giving_back_locks_the_endpoint_before_its_deliveries(settings: Settings) -> None:
+    """Endpoints are locked before their deliveries (`record`, `endpoints.enable`,
+    `release_expired`); a pass that gives back reserved deliveries must too, or it deadlocks
+    with them. While another transaction holds the endpoint, the pass waits without having
+    touched the reserved delivery."""
+    async with app_client(settings) as (_, state):
+        account, _ = await new_account(state, "standard")
+        with loopback_endpoints() as endpoints:
+            await due_deliveries(state, account, endpoints.add("ok").url, 2)
+        now = utcnow()
+        async with state.db.transaction() as session:
+            [first] = await claim.claim_due(session, settings, 1, now)
+            [ahead] = await claim.claim_ahead(session, settings, {first.endpoint_id}, now)
+        async with state.db.transaction() as holding:
+            await holding.execute(
+                select(WebhookEndpoint.id)
+                .where(WebhookEndpoint.id == ahead.endpoint_id)
+                .with_for_update()
+            )
+            giving_back = asyncio.create_task(
+                claim_and_render(state.db, settings, state.storage, [], 0, now, unreserve=[ahead])
+            )
+            await asyncio.sleep(0.5)
+            assert not giving_back.done()  # waiting for the endpoint ...
+            async with state.db.transaction() as other:  # ... with the delivery still free
+                locked = await other.scalar(
+                    select(WebhookDelivery.id)
+                    .where(WebhookDelivery.id == ahead.id)
+                    .with_for_update(nowait=True)
+                )
+            assert locked == ahead.id
+        assert await asyncio.wait_for(giving_back, 10) == []
+        async with state.db.transaction(readonly=True) as session:
+            row = await session.get(WebhookDelivery, ahead.id)
+        assert row is not None and (row.lease_until, row.attempts) == (None, 0)

@@ -280,8 +280,7 @@ async def claim_and_render(
     async with db.transaction() as session:
         if release:
             await claim.release_expired(session, now)
-        recorded = await claim.record(session, settings, results, now)
-        await claim.unreserve(session, unreserve)
+        recorded = await claim.record(session, settings, results, now, unreserve)
         due = await claim.claim_due(session, settings, room, now)
         if ahead is not None:
             due += await claim.claim_ahead(session, settings, ahead(due), now)

@@ -219,7 +219,8 @@ CLAIM_AHEAD_SQLITE = text(
     bindparam("ids", expanding=True),
 )
 # Reserved deliveries their sender gives back unsent (their endpoint failed, the sender stops,
-# or a lease too short for an attempt): due again at once, in their place. One executemany.
+# or a lease too short for an attempt): due again at once, in their place. One executemany, run
+# by `record` with the rows already locked (endpoints first, then deliveries, each by id).
 UNRESERVE = text(
     """
     UPDATE webhook_deliveries SET lease_until = NULL
@@ -327,14 +328,6 @@ async def claim_ahead(
     return sorted(claimed, key=lambda d: (d.next_attempt_at, d.created_at, d.id))
 
 
-async def unreserve(session: AsyncSession, deliveries: Sequence[Due]) -> None:
-    """Give back reserved deliveries that were not sent: due again, in their place."""
-    if deliveries:
-        await session.execute(
-            UNRESERVE, [{"b_id": d.id, "b_lease": d.lease_until} for d in deliveries]
-        )
-
-
 DUE_COLUMNS = (
     WebhookDelivery.id,
     WebhookDelivery.account_id,
@@ -438,7 +431,11 @@ RECORD_ENDPOINT = (
 
 
 async def record(
-    session: AsyncSession, settings: Settings, attempts: Sequence[Attempt], now: datetime
+    session: AsyncSession,
+    settings: Settings,
+    attempts: Sequence[Attempt],
+    now: datetime,
+    give_back: Sequence[Due] = (),
 ) -> list[Recorded]:
     """Write the attempts' results, and their endpoints' health, in the caller's transaction.
 
@@ -449,21 +446,26 @@ async def record(
 
     An attempt `handed_to` a reserved delivery keeps its slot for that one, which now holds it; a
     delivery still reserved when recorded (its hand-over was not written) held no slot.
+
+    `give_back`: reserved deliveries the sender did not send, due again in their place (UNRESERVE).
+    Their endpoints and rows are locked with the attempts', in the same order.
     """
-    if not attempts:
+    if not attempts and not give_back:
         return []
     e = ENDPOINTS.c
+    endpoint_ids = {a.endpoint_id for a in attempts} | {g.endpoint_id for g in give_back}
     endpoints: dict[str, dict[str, Any]] = {
         row.id: dict(row._mapping)
         for row in await session.execute(
             select(e.id, e.origin, *(e[name] for name in ENDPOINT_FIELDS))
-            .where(e.id.in_({a.endpoint_id for a in attempts}))
+            .where(e.id.in_(sorted(endpoint_ids)))
             .order_by(e.id)
             .with_for_update()
         )
     }
     d = DELIVERIES.c
     wanted = {a.delivery_id for a in attempts} | {a.handed_to.id for a in attempts if a.handed_to}
+    wanted |= {g.id for g in give_back}
     held = {
         row.id: dict(row._mapping)
         for row in await session.execute(
@@ -551,14 +553,24 @@ async def record(
     if handed:
         await session.execute(HAND_OVER, handed)
     if updates:
+        recorded = {a.endpoint_id for a in attempts}
         await session.execute(
             RECORD_ENDPOINT,
             [
                 {f"b_{k}": v for k, v in endpoint.items() if k != "origin"}
-                for endpoint in endpoints.values()
+                for endpoint_id, endpoint in sorted(endpoints.items())
+                if endpoint_id in recorded
             ],
         )
-        await session.execute(RECORD_DELIVERY, updates)
+        await session.execute(RECORD_DELIVERY, sorted(updates, key=lambda u: str(u["b_id"])))
+    if give_back:
+        await session.execute(
+            UNRESERVE,
+            [
+                {"b_id": g.id, "b_lease": g.lease_until}
+                for g in sorted(give_back, key=lambda g: g.id)
+            ],
+        )
     return done
 
 
