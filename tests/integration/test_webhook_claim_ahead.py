@@ -6,6 +6,8 @@ gives back exactly the slots held; a stopping sender gives its reserved deliveri
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -14,7 +16,7 @@ from sqlalchemy import select
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.tables import WebhookDelivery, WebhookEndpoint
-from easel.services.webhook_sender import claim_and_render
+from easel.services.webhook_sender import Claimed, Pools, WebhookSender, claim_and_render
 from easel.webhooks import claim
 from tests.support.app import app_client, new_account
 from tests.support.endpoints import loopback_endpoints, until
@@ -190,3 +192,39 @@ async def test_giving_back_locks_the_endpoint_before_its_deliveries(settings: Se
         async with state.db.transaction(readonly=True) as session:
             row = await session.get(WebhookDelivery, ahead.id)
         assert row is not None and (row.lease_until, row.attempts) == (None, 0)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_slot_counted_under_a_lease_near_its_end_is_not_handed_on(
+    settings: Settings,
+) -> None:
+    """Until a pass records a hand-over, the database counts the slot under the lease of the
+    chain's earliest delivery whose result is not recorded. A post handed the slot must end
+    before that lease does, or another sender's release_expired could give the slot back while
+    it runs: with that lease too short, the chain ends, however long the next one's lease."""
+    settings = settings.model_copy(
+        update={"webhook_timeout": 1.0, "webhook_lease_margin": 0.1, "webhook_claim_ahead": 1}
+    )
+    async with app_client(settings) as (_, state):
+        account, _ = await new_account(state, "standard")
+        with loopback_endpoints() as endpoints:
+            endpoint = endpoints.add("ok")
+            await due_deliveries(state, account, endpoint.url, 2)
+            now = utcnow()
+            async with state.db.transaction() as session:
+                [first] = await claim.claim_due(session, settings, 1, now)
+                [ahead] = await claim.claim_ahead(session, settings, {first.endpoint_id}, now)
+            sender = WebhookSender(settings, state.db, state.storage)
+            sender.reserved[first.endpoint_id] = deque([Claimed(ahead, b"{}")])
+            sender.sending[first.endpoint_id] = 1
+            # Handed the slot earlier, its result unrecorded: 0.5 s of lease left, less than
+            # an attempt (1 s) and the margin.
+            short = replace(first, lease_until=utcnow() + timedelta(seconds=0.5))
+            pools = Pools(settings)
+            try:
+                await sender.send(Claimed(short, b"{}"), pools, asyncio.Event())
+            finally:
+                await pools.aclose()
+        assert endpoint.received == [first.id]
+        assert [r.handed_to for r in sender.results] == [None]
+        assert sender.give_back == [ahead] and not sender.reserved

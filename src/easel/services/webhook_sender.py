@@ -390,6 +390,10 @@ class WebhookSender:
         self.sending: Counter[str] = Counter()  # this sender's posts in flight, by endpoint
         self.reserved: dict[str, deque[Claimed]] = {}  # by endpoint, earliest due first
         self.give_back: list[claim.Due] = []  # reserved deliveries to unreserve next pass
+        # Results appended to self.results so far, and how many of them (the oldest) a pass has
+        # recorded: a handed-on slot is counted in the database under the lease of its chain's
+        # earliest delivery whose result is not recorded yet.
+        self.appended = self.recorded = 0
         # A reserved delivery is sent only with this much of its lease left: its whole attempt
         # and the margin to record it.
         self.lease_needed = timedelta(
@@ -399,15 +403,18 @@ class WebhookSender:
     def drop_reserved(self, endpoint: str) -> None:
         self.give_back += [job.delivery for job in self.reserved.pop(endpoint, ())]
 
-    def next_reserved(self, endpoint: str) -> Claimed | None:
-        """The endpoint's next reserved delivery, if its lease is long enough for an attempt.
-        If not, none is sent: the endpoint's reserved deliveries are all given back (those
-        reserved later have later leases, and sending one would pass the earlier one), and the
-        next pass claims them again in their order."""
+    def next_reserved(self, endpoint: str, booked_until: datetime) -> Claimed | None:
+        """The endpoint's next reserved delivery, if both its lease and the lease the slot is
+        counted under in the database (`booked_until`) are long enough for an attempt. If not,
+        none is sent: the endpoint's reserved deliveries are all given back (those reserved
+        later have later leases, and sending one would pass the earlier one), and the next pass
+        claims them again in their order."""
         queue = self.reserved.get(endpoint)
         if not queue:
             return None
-        if queue[0].delivery.lease_until - self.clock() < self.lease_needed:
+        now = self.clock()
+        lease_left = min(queue[0].delivery.lease_until, booked_until) - now
+        if lease_left < self.lease_needed:
             self.drop_reserved(endpoint)
             return None
         return queue.popleft()
@@ -423,6 +430,9 @@ class WebhookSender:
         """Send on one slot of the job's endpoint: the job, then, while each ends 2xx, the
         endpoint's reserved deliveries (the slot handed from one to the next)."""
         endpoint = job.delivery.endpoint_id  # counted in self.sending by the caller
+        # This chain's results not recorded yet: (number in self.results' order, the lease the
+        # slot is counted under in the database until that result is recorded).
+        unrecorded: deque[tuple[int, datetime]] = deque()
         try:
             while True:
                 result = await attempt(pools, self.settings, job, self.clock)
@@ -430,10 +440,14 @@ class WebhookSender:
                 if result.error is not None:
                     self.drop_reserved(endpoint)  # the next pass decides what is sent there
                 elif not stop.is_set():
-                    following = self.next_reserved(endpoint)
+                    unrecorded.append((self.appended, job.delivery.lease_until))
+                    while unrecorded[0][0] < self.recorded:
+                        unrecorded.popleft()
+                    following = self.next_reserved(endpoint, unrecorded[0][1])
                 if following is not None:
                     result = replace(result, handed_to=following.delivery)
                 self.results.append(result)
+                self.appended += 1
                 self.ended.set()
                 if following is None:
                     return
@@ -472,6 +486,7 @@ class WebhookSender:
                         unreserve=give_back,
                         ahead=None if stop.is_set() else self.wants_ahead,
                     )
+                    self.recorded += len(results)
                     if release:
                         released_at = time.monotonic()
                 except Exception:
