@@ -228,3 +228,52 @@ async def test_a_slot_counted_under_a_lease_near_its_end_is_not_handed_on(
         assert endpoint.received == [first.id]
         assert [r.handed_to for r in sender.results] == [None]
         assert sender.give_back == [ahead] and not sender.reserved
+
+
+async def test_a_failure_gives_back_the_reserved_deliveries_unsent(settings: Settings) -> None:
+    """A post that fails gives its endpoint's reserved deliveries back unsent (no attempt
+    counted), and so does a pass for those it claimed ahead while the post was failing."""
+    settings = settings.model_copy(update={"webhook_claim_ahead": 2})
+    async with app_client(settings) as (_, state):
+        account, _ = await new_account(state, "standard")
+        with loopback_endpoints() as endpoints:
+            endpoint = endpoints.add("fail")
+            ids = await due_deliveries(state, account, endpoint.url, 5)
+            now = utcnow()
+            async with state.db.transaction() as session:
+                [first] = await claim.claim_due(session, settings, 1, now)
+                ahead = await claim.claim_ahead(session, settings, {first.endpoint_id}, now)
+            sender = WebhookSender(settings, state.db, state.storage)
+            sender.reserved[first.endpoint_id] = deque(Claimed(d, b"{}") for d in ahead)
+            sender.sending[first.endpoint_id] = 1
+            pools = Pools(settings)
+            try:
+                await sender.send(Claimed(first, b"{}"), pools, asyncio.Event())
+            finally:
+                await pools.aclose()
+            # A pass that started before the failure claimed the next one ahead.
+            async with state.db.transaction() as session:
+                later = await claim.claim_ahead(session, settings, {first.endpoint_id}, now)
+            assert later and {d.id for d in later} <= set(ids[3:])
+            assert sender.take([Claimed(d, b"{}") for d in later]) == []
+        assert endpoint.received == [first.id]
+        assert not sender.reserved and sender.wants_ahead([]) == set()
+        assert sender.give_back == ahead + later
+        await claim_and_render(
+            state.db,
+            settings,
+            state.storage,
+            sender.results,
+            0,
+            utcnow(),
+            unreserve=sender.give_back,
+        )
+        async with state.db.transaction(readonly=True) as session:
+            rows = {r.id: r for r in await session.scalars(select(WebhookDelivery))}
+            [row] = await session.scalars(select(WebhookEndpoint))
+        assert (rows[first.id].state, rows[first.id].attempts) == ("pending", 1)
+        assert [(rows[i].state, rows[i].attempts, rows[i].lease_until) for i in ids[1:]] == [
+            ("pending", 0, None)
+        ] * 4
+        assert (row.in_flight, row.consecutive_failures) == (0, 1)
+

@@ -390,6 +390,7 @@ class WebhookSender:
         self.sending: Counter[str] = Counter()  # this sender's posts in flight, by endpoint
         self.reserved: dict[str, deque[Claimed]] = {}  # by endpoint, earliest due first
         self.give_back: list[claim.Due] = []  # reserved deliveries to unreserve next pass
+        self.failed: set[str] = set()  # endpoints with a failed post since the pass started
         # Results appended to self.results so far, and how many of them (the oldest) a pass has
         # recorded: a handed-on slot is counted in the database under the lease of its chain's
         # earliest delivery whose result is not recorded yet.
@@ -424,7 +425,22 @@ class WebhookSender:
         with fewer than EASEL_WEBHOOK_CLAIM_AHEAD deliveries reserved."""
         endpoints = {e for e, n in self.sending.items() if n} | {d.endpoint_id for d in claimed}
         ahead = self.settings.webhook_claim_ahead
-        return {e for e in endpoints if len(self.reserved.get(e, ())) < ahead}
+        return {e for e in endpoints - self.failed if len(self.reserved.get(e, ())) < ahead}
+
+    def take(self, jobs: list[Claimed]) -> list[Claimed]:
+        """A pass's claimed deliveries: those to send now (returned); reserved ones queued, or
+        given back where a post to their endpoint failed since the pass started (the database
+        did not know it when they were claimed ahead)."""
+        start = []
+        for job in jobs:
+            endpoint = job.delivery.endpoint_id
+            if not job.delivery.reserved:
+                start.append(job)
+            elif endpoint in self.failed:
+                self.give_back.append(job.delivery)
+            else:
+                self.reserved.setdefault(endpoint, deque()).append(job)
+        return start
 
     async def send(self, job: Claimed, pools: Pools, stop: asyncio.Event) -> None:
         """Send on one slot of the job's endpoint: the job, then, while each ends 2xx, the
@@ -438,6 +454,7 @@ class WebhookSender:
                 result = await attempt(pools, self.settings, job, self.clock)
                 following = None
                 if result.error is not None:
+                    self.failed.add(endpoint)
                     self.drop_reserved(endpoint)  # the next pass decides what is sent there
                 elif not stop.is_set():
                     unrecorded.append((self.appended, job.delivery.lease_until))
@@ -471,6 +488,7 @@ class WebhookSender:
                         self.drop_reserved(endpoint)
                 room = 0 if stop.is_set() else settings.webhook_max_in_flight - len(in_flight)
                 release = time.monotonic() - released_at >= release_every
+                self.failed.clear()
                 results, self.results = self.results, []
                 give_back, self.give_back = self.give_back, []
                 self.ended.clear()
@@ -506,16 +524,12 @@ class WebhookSender:
                         await asyncio.sleep(settings.webhook_poll_interval)
                     else:
                         await wait_any(stop, timeout=settings.webhook_poll_interval)
-                started = 0
-                for job in jobs:
-                    if job.delivery.reserved:
-                        self.reserved.setdefault(job.delivery.endpoint_id, deque()).append(job)
-                    else:
-                        started += 1
-                        self.sending[job.delivery.endpoint_id] += 1
-                        task = asyncio.create_task(self.send(job, pools, stop))
-                        in_flight.add(task)
-                        task.add_done_callback(in_flight.discard)
+                started = self.take(jobs)
+                for job in started:
+                    self.sending[job.delivery.endpoint_id] += 1
+                    task = asyncio.create_task(self.send(job, pools, stop))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
                 # Reserved deliveries of an endpoint this sender no longer sends to (its last
                 # post ended during the pass) are given back by the next pass, before it claims.
                 for endpoint in [e for e in self.reserved if not self.sending.get(e)]:
@@ -528,7 +542,7 @@ class WebhookSender:
                 # Wait for a delivery to end (then record it and claim again); when the last
                 # claim found nothing more, also look again after the poll interval. No pause to
                 # gather more ends: those that end during a pass are recorded by the next one.
-                if room > started:
+                if room > len(started):
                     await wait_any(self.ended, timeout=settings.webhook_poll_interval)
                 else:
                     await self.ended.wait()
