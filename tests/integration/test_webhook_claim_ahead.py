@@ -277,3 +277,36 @@ async def test_a_failure_gives_back_the_reserved_deliveries_unsent(settings: Set
         ] * 4
         assert (row.in_flight, row.consecutive_failures) == (0, 1)
 
+
+async def test_recording_a_delivery_still_reserved_counts_its_attempt_without_a_slot(
+    settings: Settings,
+) -> None:
+    """A reserved delivery sent on a hand-over that was never written (the finished one's
+    result was lost) is recorded with its attempt counted; it held no slot of its own, so the
+    endpoint's count is left alone."""
+    settings = settings.model_copy(update={"webhook_claim_ahead": 1})
+    async with app_client(settings) as (_, state):
+        account, _ = await new_account(state, "standard")
+        with loopback_endpoints() as endpoints:
+            await due_deliveries(state, account, endpoints.add("ok").url, 2)
+        now = utcnow()
+        async with state.db.transaction() as session:
+            [first] = await claim.claim_due(session, settings, 1, now)
+            [ahead] = await claim.claim_ahead(session, settings, {first.endpoint_id}, now)
+        ended = claim.Attempt(
+            ahead.id, ahead.endpoint_id, ahead.lease_until, 200, None, True, now, 20
+        )
+        async with state.db.transaction() as session:
+            [done] = await claim.record(session, settings, [ended], now)
+        assert done.state == "delivered"
+        async with state.db.transaction(readonly=True) as session:
+            row = await session.get(WebhookDelivery, ahead.id)
+            endpoint = await session.get(WebhookEndpoint, ahead.endpoint_id)
+        assert row is not None and endpoint is not None
+        assert (row.state, row.attempts, row.reserved, row.lease_until) == (
+            "delivered",
+            1,
+            False,
+            None,
+        )
+        assert endpoint.in_flight == 1  # still the first delivery's slot
