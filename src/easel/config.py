@@ -97,9 +97,10 @@ class Settings(BaseSettings):
     # flight, and at most this many to one endpoint (an account's scheme + host + port).
     webhook_max_in_flight: int = 64
     webhook_max_per_endpoint: int = 4
-    # Deliveries a sender leases ahead, per endpoint it is sending to, beyond its slots: a
-    # delivery that ends 2xx hands its slot to the next of them at once (no database pass in
-    # between); fewer than 2 x this many wait per endpoint. 0: none.
+    # Deliveries a sender leases ahead, per endpoint it is sending to, beyond its slots: this
+    # many more whenever fewer than this many wait there (so at most 2 x this - 1 wait per
+    # endpoint); a delivery that ends 2xx hands its slot to the oldest of them at once (no
+    # database pass in between). 0: none.
     webhook_claim_ahead: int = 4
     # Each attempt: seconds to connect, to the first byte of the answer after sending, and
     # webhook_timeout for all of it (redirects included); at most this much of the answer is read.

@@ -11,8 +11,10 @@ A pass takes milliseconds of CPU, and a slot freed during one waits for the next
 also leases up to EASEL_WEBHOOK_CLAIM_AHEAD more deliveries of each endpoint it is sending to
 (reserved: no slot taken, webhooks/claim.py), rendered with the rest: a delivery that ends 2xx
 hands its slot straight to the next of its endpoint's reserved deliveries, and the next pass
-writes the hand-over with its result. A failure, a stop, or a lease too short for a whole attempt
-gives the reserved deliveries back instead.
+writes the hand-over with its result; until then the slot is counted under the earlier delivery's
+lease, so it is handed on only while that lease, too, outlasts a whole attempt. A failure, a stop,
+or a lease too short for a whole attempt gives the endpoint's reserved deliveries back instead,
+and the next pass claims them again in their order.
 
 Each body is rendered by the order's dialect when it is sent, so a delivery retried hours later
 carries output URLs valid for the full EASEL_URL_TTL_SECONDS from that moment. At least once: a
