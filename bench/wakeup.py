@@ -1,14 +1,18 @@
 """Wake-up latency: how long an idle worker takes to start an order after its submit commits.
 
-    .venv/bin/python bench/wakeup.py [--orders N] [--only in-process|embedded]
+    .venv/bin/python bench/wakeup.py [--orders N] [--only in-process|embedded] [--sides 256,512]
 
-Embedded (real processes, SQLite, a 1-step tiny SDXL pipeline at 512x512 on this machine's
-device): `easel serve` (the API wakes its worker child through their socket) beside
+Embedded (real processes, SQLite, a 1-step tiny SDXL pipeline at each --sides size, 256x256 and
+512x512 by default, on this machine's device): `easel serve` (the API wakes its worker child
+through their socket) beside
 `easel serve --no-worker` + `easel worker` (no link: the worker polls every EASEL_POLL_INTERVAL,
 1 s), each order submitted over HTTP to an idle server after a random 0.2-1.2 s pause; the
-orders' own timestamps give submit to completed, the wait for the worker (created to started)
-and the time outside the model (submit to completed minus the raw pipeline call's p50, timed in
-this process on the same folder with the arguments the worker passes: the style's prompt and
+orders' own timestamps give submit to completed and the wait for the worker (created to
+started); the time outside the model is each order's submit to completed minus its generation
+time as the worker timed it (the growth of easel_generation_duration_seconds_sum in /metrics,
+read after the order: on a small machine the pipeline runs slower in the server than alone, and
+that is not time outside it). "total - raw" subtracts instead the raw pipeline call's p50, timed
+in this process on the same folder with the arguments the worker passes (the style's prompt and
 negative prompt, its guidance, NumPy output). `easel serve` runs twice: orders as sent (the
 output safety check on: a second model, ResNet-50 on CPU, run while the file is written) and with
 `safety_check: false` (the model alone). The raw classifier's time is printed beside them.
@@ -32,6 +36,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -43,6 +48,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import httpx
 from sqlalchemy import select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -216,8 +222,8 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def raw_pipeline(folder: Path, catalog: Path, n: int) -> list[float]:
-    """Seconds per 1-step 512x512 call of the tiny pipeline, loaded and called as the worker
+def raw_pipeline(folder: Path, catalog: Path, n: int, side: int) -> list[float]:
+    """Seconds per 1-step side x side call of the tiny pipeline, loaded and called as the worker
     loads and calls it for STYLE (prompt template, negative prompt, guidance, NumPy output)."""
     import torch
     from diffusers import StableDiffusionXLPipeline
@@ -241,8 +247,8 @@ def raw_pipeline(folder: Path, catalog: Path, n: int) -> list[float]:
                 negative_prompt=[model.negative_prompt],
                 guidance_scale=model.guidance,
                 num_inference_steps=1,
-                width=512,
-                height=512,
+                width=side,
+                height=side,
                 output_type="np",
                 generator=[torch.Generator("cpu").manual_seed(i)],
             )
@@ -250,14 +256,14 @@ def raw_pipeline(folder: Path, catalog: Path, n: int) -> list[float]:
     return times[1:]  # the first call warms up
 
 
-def raw_classifier(n: int) -> list[float]:
-    """Seconds per NSFW score of one 512x512 image (the worker's default threads)."""
+def raw_classifier(n: int, side: int) -> list[float]:
+    """Seconds per NSFW score of one side x side image (the worker's default threads)."""
     import numpy as np
     from PIL import Image
 
     from easel.safety.classifier import nsfw_scores
 
-    pixels = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
     image = Image.fromarray(pixels)
     times = []
     for _ in range(n + 1):
@@ -268,13 +274,17 @@ def raw_classifier(n: int) -> list[float]:
 
 
 def embedded_topology(
-    name: str, commands: list[list[str]], catalog: Path, tmp: Path, n: int, extra: dict[str, Any]
+    name: str,
+    commands: list[list[str]],
+    catalog: Path,
+    tmp: Path,
+    n: int,
+    extra: dict[str, Any],
+    side: int,
 ) -> dict[str, list[float]]:
-    import re
     import subprocess
     from datetime import datetime
 
-    import httpx
     from tests.support.app import free_port
 
     port = free_port()
@@ -285,9 +295,11 @@ def embedded_topology(
         "EASEL_PORT": str(port),
         "EASEL_LOG_LEVEL": "WARNING",
         "EASEL_POLL_INTERVAL": "1.0",
-        "EASEL_METRICS": "false",
+        "EASEL_METRICS": "true",  # the worker's own pipeline time per order (model_seconds)
+        "EASEL_METRICS_DIR": str(tmp / "metrics"),  # shared by the API and a separate worker
         "EASEL_RATE_LIMITS": "false",  # the bench polls status often
     }
+    (tmp / "metrics").mkdir()
     procs = []
     log = tmp / "serve.log"
     try:
@@ -323,9 +335,10 @@ def embedded_topology(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name}: never ready")
             time.sleep(0.1)
-        body = {"style": STYLE, "prompt": "bench", "width": 512, "height": 512, "steps": 1}
+        body = {"style": STYLE, "prompt": "bench", "width": side, "height": side, "steps": 1}
         body |= extra
-        out: dict[str, list[float]] = {"total": [], "wait": [], "run": []}
+        out: dict[str, list[float]] = {"total": [], "wait": [], "run": [], "model": []}
+        model_before = model_seconds(client)
         for i in range(n + 1):
             time.sleep(0.2 + random.random())  # idle, at a random phase of the poll cycle
             order_id = client.post("/api/v1/generate", json=body).json()["order_id"]
@@ -333,9 +346,13 @@ def embedded_topology(
                 "pending",
                 "running",
             ):
-                time.sleep(0.1)  # the timestamps are the server's: polling slower costs nothing
+                # The timestamps are the server's: polling slower costs nothing, while each poll
+                # takes CPU from the worker on a small machine.
+                time.sleep(0.25)
             if status["status"] != "completed":
                 raise RuntimeError(f"{name}: order {order_id} {status}")
+            model_after = model_seconds(client)  # after the timed part: it costs the API CPU
+            model, model_before = model_after - model_before, model_after
             if i == 0:
                 continue  # warm-up: the first load of the pipeline
             created, started, completed = (
@@ -345,6 +362,7 @@ def embedded_topology(
             out["total"].append(completed - created)
             out["wait"].append(started - created)
             out["run"].append(completed - started)
+            out["model"].append(model)
         client.close()
         return out
     finally:
@@ -357,7 +375,17 @@ def embedded_topology(
                 proc.kill()
 
 
-def embedded(n: int) -> None:
+GENERATION_SUM = re.compile(r'^easel_generation_duration_seconds_sum\{model="[^"]+"\} (\S+)$', re.M)
+
+
+def model_seconds(client: httpx.Client) -> float:
+    """The worker's generation time so far (easel_generation_duration_seconds, every model):
+    the pipeline call as the worker timed it, from its claim of the device to the images."""
+    text = client.get("/metrics").text
+    return sum(float(v) for v in GENERATION_SUM.findall(text))
+
+
+def embedded(n: int, side: int) -> None:
     from tests.support.catalogs import tiny_catalog
     from tests.support.tiny_models import build_tiny_sdxl
 
@@ -365,8 +393,8 @@ def embedded(n: int) -> None:
     try:
         folder = build_tiny_sdxl(tmp / "tiny-sdxl")
         catalog = tiny_catalog(tmp / "catalog.toml", folder, steps=1)
-        before = pct(raw_pipeline(folder, catalog, n), 0.50)
-        check = pct(raw_classifier(n), 0.50)
+        before = pct(raw_pipeline(folder, catalog, n, side), 0.50)
+        check = pct(raw_classifier(n, side), 0.50)
         off = {"safety_check": False}
         topologies: dict[str, tuple[list[list[str]], dict[str, Any]]] = {
             "easel serve (socket wake-up)": ([["serve"]], {}),
@@ -376,19 +404,24 @@ def embedded(n: int) -> None:
         rows = {}
         for i, (name, (commands, extra)) in enumerate(topologies.items()):
             (tmp / str(i)).mkdir()
-            rows[name] = embedded_topology(name, commands, catalog, tmp / str(i), n, extra)
+            rows[name] = embedded_topology(name, commands, catalog, tmp / str(i), n, extra, side)
         # Timed before and after the servers: the lower p50, as the machine may be shared.
-        raw = min(before, pct(raw_pipeline(folder, catalog, n), 0.50))
+        raw = min(before, pct(raw_pipeline(folder, catalog, n, side), 0.50))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"embedded, SQLite, 1-step tiny SDXL at 512x512; N={n} orders per topology (ms, p50)")
+    print(
+        f"embedded, SQLite, 1-step tiny SDXL at {side}x{side}; N={n} orders per topology (ms, p50)"
+    )
     head = f"{'topology':<40}{'submit->done':>13}{'wait worker':>12}{'outside model':>14}"
-    print(head + f"{'pipeline':>10}")
+    print(head + f"{'model':>8}{'total - raw':>12}")
     for name, r in rows.items():
         total, wait = pct(r["total"], 0.5), pct(r["wait"], 0.5)
-        print(f"{name:<40}{total:>13.1f}{wait:>12.1f}{total - raw:>14.1f}{raw:>10.1f}")
-    print(f"{'raw pipeline call (this process)':<40}{'':>13}{'':>12}{'':>14}{raw:>10.1f}")
-    print(f"raw safety classifier, one 512x512 image (this process): {check:.1f} ms")
+        outside = pct([t - m for t, m in zip(r["total"], r["model"], strict=True)], 0.5)
+        model = pct(r["model"], 0.5)
+        cells = f"{total:>13.1f}{wait:>12.1f}{outside:>14.1f}{model:>8.1f}{total - raw:>12.1f}"
+        print(f"{name:<40}{cells}")
+    print(f"{'raw pipeline call (this process)':<40}{'':>13}{'':>12}{'':>14}{raw:>8.1f}")
+    print(f"raw safety classifier, one {side}x{side} image (this process): {check:.1f} ms\n")
     woken, polled = (pct(rows[name]["wait"], 0.5) for name in list(rows)[::2])
     if woken > 0:
         print(f"ratio = poll wait p50 / socket wake-up wait p50 = {polled / woken:.0f}x")
@@ -398,11 +431,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--orders", type=int, default=30)
     parser.add_argument("--only", choices=("in-process", "embedded"), default=None)
+    parser.add_argument("--sides", default="256,512", help="embedded: image sides to run")
     args = parser.parse_args()
     n = args.orders
     print(f"machine: {os.cpu_count()} CPUs, {sys.platform}; N={n} orders per mode")
     if args.only != "in-process":
-        embedded(n)
+        for side in (int(x) for x in args.sides.split(",")):
+            embedded(n, side)
     if args.only == "embedded":
         return
     results = {mode.name: asyncio.run(measure(mode, n)) for mode in MODES}
