@@ -152,6 +152,10 @@ class Settings(BaseSettings):
     # Local batches whose outputs are screened, stored and completed while the device generates
     # the next batch (each holds its outputs in memory); 0: screened before the next claim.
     finishing_batches: int = 1
+    # A worker's upstream writes (attempt begins, order completions) that become ready while one
+    # of its write transactions is running wait and go in the next one together: at most this
+    # many in one transaction. 1: each in its own.
+    group_commit_max: int = 64
     # Threads per loaded model that write output files (PNG, JPEG, WebP) in the background.
     encode_threads: int = 2
     # The optional prompt classifier (docs/safety.md): a text-classification model (repo id or
@@ -256,6 +260,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "EASEL_WEBHOOK_MAX_IN_FLIGHT and EASEL_WEBHOOK_MAX_PER_ENDPOINT must be at least 1"
             )
+        if self.group_commit_max < 1:
+            raise ValueError("EASEL_GROUP_COMMIT_MAX must be at least 1")
         if self.webhook_claim_ahead < 0:
             raise ValueError("EASEL_WEBHOOK_CLAIM_AHEAD must be 0 or more")
         if self.webhook_endpoint_failures < 1:

@@ -23,6 +23,7 @@ from easel.catalog import Channel
 from easel.clock import utcnow
 from easel.db.engine import Database
 from easel.orders import attempts
+from easel.worker.group_commit import GroupCommit
 
 
 @dataclass(frozen=True)
@@ -62,15 +63,19 @@ class DatabaseAttemptLog:
         model_id: str,
         first_claims: set[str] | None = None,
         successes: dict[str, AttemptEnd] | None = None,
+        writes: GroupCommit | None = None,
     ) -> None:
         """`first_claims`: the worker's set of order ids it holds on their first claim (no
         earlier run can have written an attempt for them). `successes`: where a succeeded
-        attempt's end is left for the worker, by order id (None: written at once)."""
+        attempt's end is left for the worker, by order id (None: written at once). `writes`:
+        the worker's group commit, which writes the attempt rows begun together (None: each
+        in its own transaction); `begin` returns once its row is committed all the same."""
         self.db = db
         self.worker_id = worker_id
         self.model_id = model_id
         self.first_claims = set() if first_claims is None else first_claims
         self.successes = successes
+        self.writes = writes
         self._begun: dict[str, tuple[str, datetime]] = {}  # attempt id -> (order id, created_at)
         # attempt id -> an acceptance written with the finish (`accepted(..., deferred=True)`)
         self._accepted: dict[str, tuple[str, dict[str, Any], datetime]] = {}
@@ -99,8 +104,9 @@ class DatabaseAttemptLog:
 
     async def begin(self, order_id: str, number: int, channel: Channel, images: int) -> str:
         now = utcnow()
-        async with self.db.transaction() as session:
-            attempt_id = await attempts.begin(
+
+        async def write(session: AsyncSession) -> str:
+            return await attempts.begin(
                 session,
                 order_id=order_id,
                 number=number,
@@ -111,6 +117,12 @@ class DatabaseAttemptLog:
                 worker_id=self.worker_id,
                 now=now,
             )
+
+        if self.writes is not None:
+            attempt_id = await self.writes.write(write)
+        else:
+            async with self.db.transaction() as session:
+                attempt_id = await write(session)
         self._begun[attempt_id] = (order_id, now)
         return attempt_id
 

@@ -51,6 +51,7 @@ from easel.storage import MissingObject, Storage
 from easel.worker import presence
 from easel.worker.attempt_log import AttemptEnd, DatabaseAttemptLog
 from easel.worker.batch import BatchRun, OrderFiles, build_job, run_splitting, with_inputs
+from easel.worker.group_commit import GroupCommit
 from easel.worker.loras import resolve_loras
 from easel.worker.models import ModelCache
 from easel.worker.outputs import BLOCKED, SafetyPolicy, policy_for, screen, store_outputs
@@ -107,6 +108,8 @@ class Worker:
         self._first_claims: set[str] = set()
         # order id -> its upstream attempt's success, written with the order's end (`_settle`)
         self._successes: dict[str, AttemptEnd] = {}
+        # the remote orders' attempt begins and completions, written in groups
+        self.writes = GroupCommit(db, settings.group_commit_max)
         self._reporting = asyncio.Lock()
         self._stopped = False  # the final presence report was written
         self.processed = 0
@@ -206,6 +209,7 @@ class Worker:
                 )
         finally:
             await asyncio.gather(*batches, return_exceptions=True)
+            await self.writes.close()
             for backend in self._remote.values():
                 if isinstance(backend, UpstreamBackend):
                     await backend.aclose()
@@ -448,16 +452,7 @@ class Worker:
                     held=keys,
                 )
                 return
-            async with self.db.transaction() as session:
-                done = await lifecycle.complete(
-                    session,
-                    order.id,
-                    self.worker_id,
-                    keys,
-                    utcnow(),
-                    refund=sum(lifecycle.output_price(order, i) for i in blocked),
-                )
-                await self._settle(session, order.id)
+            done = await self._complete(order, keys, blocked)
         except Exception as exc:
             log.exception("saving failed", extra={"action": "fail", "order_id": order.id})
             batch.drop(order.id)
@@ -474,6 +469,34 @@ class Worker:
             )
         else:
             log.info("order completed", extra={"action": "complete", "order_id": order.id})
+
+    async def _complete(
+        self, order: Order, keys: list[lifecycle.NewOutput], blocked: list[int]
+    ) -> Order | None:
+        """Complete the order with its upstream attempt's success (if any) in one transaction; a
+        remote order's in a group with others ready at the same time (`GroupCommit`). None: the
+        lease was lost; the order is left as it is. On an error the success is kept for the
+        transaction that fails the order."""
+        end = self._successes.pop(order.id, None)
+        refund = sum(lifecycle.output_price(order, i) for i in blocked)
+
+        async def write(session: AsyncSession) -> Order | None:
+            done = await lifecycle.complete(
+                session, order.id, self.worker_id, keys, utcnow(), refund=refund
+            )
+            if end is not None:
+                await end.write(session)
+            return done
+
+        try:
+            if not self._is_local(order.model):
+                return await self.writes.write(write)
+            async with self.db.transaction() as session:
+                return await write(session)
+        except BaseException:
+            if end is not None:
+                self._successes[order.id] = end
+            raise
 
     async def _end_failures(self, batch: BatchRun) -> None:
         for order_id, (code, message) in batch.take_failures().items():
@@ -566,7 +589,12 @@ class Worker:
             backend.load()
             if isinstance(backend, UpstreamBackend):
                 backend.attempts = DatabaseAttemptLog(
-                    self.db, self.worker_id, model.id, self._first_claims, self._successes
+                    self.db,
+                    self.worker_id,
+                    model.id,
+                    self._first_claims,
+                    self._successes,
+                    self.writes,
                 )
                 backend.catalog = self.catalog
             self._remote[model.id] = backend

@@ -1,0 +1,142 @@
+"""The worker's group commit: writes queued together share one transaction, and one write's
+failure (a lost lease, a database error) reaches only its own caller."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from easel.api.state import AppState
+from easel.clock import utcnow
+from easel.config import Settings
+from easel.db.engine import Database
+from easel.db.tables import Order, Output
+from easel.orders import lifecycle, queue
+from easel.worker.group_commit import GroupCommit
+from tests.support.app import new_account
+from tests.support.catalogs import with_caps
+from tests.support.orders import submit_order
+
+pytestmark = pytest.mark.anyio
+
+Write = Callable[[AsyncSession], Awaitable[Order | None]]
+
+
+async def running_orders(state: AppState, count: int) -> list[str]:
+    """`count` orders, each claimed by worker w1."""
+    account, _ = await new_account(state, "mega", topup=10_000)
+    ids = [await submit_order(state, account, "turbo", prompt=f"p{i}") for i in range(count)]
+    for _ in ids:
+        async with state.db.transaction() as session:
+            assert await queue.claim_next(session, "w1", utcnow(), timedelta(seconds=60))
+    return ids
+
+
+def complete(order_id: str, worker_id: str = "w1") -> Write:
+    output = lifecycle.NewOutput(0, f"{order_id}/0.png", "image/png", 1, 8, 8, 100)
+
+    async def write(session: AsyncSession) -> Order | None:
+        return await lifecycle.complete(session, order_id, worker_id, [output], utcnow())
+
+    return write
+
+
+async def statuses(state: AppState, ids: list[str]) -> list[str]:
+    async with state.db.transaction(readonly=True) as session:
+        rows = {o.id: o.status for o in await session.scalars(select(Order))}
+    return [rows[i] for i in ids]
+
+
+async def outputs(state: AppState, order_id: str) -> int:
+    async with state.db.transaction(readonly=True) as session:
+        query = select(func.count()).select_from(Output).where(Output.order_id == order_id)
+        return int(await session.scalar(query) or 0)
+
+
+async def test_writes_queued_together_commit_in_one_transaction_and_a_lost_lease_writes_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    state = AppState.build(with_caps(settings, tmp_path, 100))
+    try:
+        a, b, c = await running_orders(state, 3)
+        writes = GroupCommit(state.db, max_group=64)
+        # b is held by w1, not w2: w2 has lost its lease
+        done = await asyncio.gather(
+            writes.write(complete(a)), writes.write(complete(b, "w2")), writes.write(complete(c))
+        )
+        assert [d is not None for d in done] == [True, False, True]
+        assert writes.groups == 1
+        assert await statuses(state, [a, b, c]) == ["completed", "running", "completed"]
+        assert [await outputs(state, i) for i in (a, b, c)] == [1, 0, 1]
+    finally:
+        await state.db.dispose()
+
+
+async def test_a_database_error_fails_only_its_own_write_and_the_others_are_written_alone(
+    settings: Settings, tmp_path: Path
+) -> None:
+    state = AppState.build(with_caps(settings, tmp_path, 100))
+    try:
+        a, b, c = await running_orders(state, 3)
+        writes = GroupCommit(state.db, max_group=64)
+        runs = 0
+
+        async def broken(session: AsyncSession) -> Order | None:
+            nonlocal runs
+            runs += 1
+            await complete(b)(session)  # written, then the statement after it fails
+            await session.execute(text("SELECT * FROM no_such_table"))
+            return None
+
+        done = await asyncio.gather(
+            writes.write(complete(a)),
+            writes.write(broken),
+            writes.write(complete(c)),
+            return_exceptions=True,
+        )
+        assert isinstance(done[0], Order) and isinstance(done[2], Order)
+        assert isinstance(done[1], DBAPIError)
+        assert runs == 2  # in the group, then alone
+        assert writes.groups == 2  # a and c, each alone; the group and b rolled back
+        assert await statuses(state, [a, b, c]) == ["completed", "running", "completed"]
+        assert await outputs(state, b) == 0
+
+        with pytest.raises(DBAPIError):  # a write failing alone is not run again
+            await writes.write(broken)
+        assert runs == 3
+    finally:
+        await state.db.dispose()
+
+
+async def test_groups_hold_at_most_max_group_writes(settings: Settings, tmp_path: Path) -> None:
+    state = AppState.build(with_caps(settings, tmp_path, 100))
+    try:
+        ids = await running_orders(state, 5)
+        writes = GroupCommit(state.db, max_group=2)
+        done = await asyncio.gather(*(writes.write(complete(i)) for i in ids))
+        assert all(d is not None for d in done)
+        assert writes.groups == 3
+        assert await statuses(state, ids) == ["completed"] * 5
+    finally:
+        await state.db.dispose()
+
+
+async def test_an_unreachable_database_fails_every_waiting_write(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'no-such-folder' / 'easel.db'}")
+    try:
+        writes = GroupCommit(db, max_group=64)
+        done = await asyncio.gather(
+            *(writes.write(complete(f"o{i}")) for i in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(d, DBAPIError) for d in done)
+        assert writes.groups == 0
+        assert not writes._waiting
+    finally:
+        await db.dispose()
