@@ -100,7 +100,7 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
     # per transaction). A connection that comes back inside a transaction is rolled back here.
     @event.listens_for(engine.sync_engine.pool, "reset")
     def _on_reset(dbapi_connection: Any, record: Any, state: Any) -> None:
-        if state.asyncio_safe and record.driver_connection.in_transaction:
+        if state.asyncio_safe and dbapi_connection.driver_connection.in_transaction:
             dbapi_connection.rollback()
 
     @event.listens_for(engine.sync_engine, "begin")

@@ -133,6 +133,10 @@ class DatabaseAttemptLog:
         async with self.db.transaction() as session:
             await attempts.accepted(session, attempt_id, remote.remote_id, remote.handle, utcnow())
 
+    def forget(self, attempt_id: str) -> None:
+        self._begun.pop(attempt_id, None)
+        self._accepted.pop(attempt_id, None)
+
     async def progress(
         self, attempt_id: str, remote_status: str, queue_position: int | None
     ) -> None:

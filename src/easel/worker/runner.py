@@ -106,7 +106,7 @@ class Worker:
         # and the remote orders on their first claim (no attempt history to read).
         self._claimed_plans: dict[str, str] = {}
         self._first_claims: set[str] = set()
-        # order id -> its upstream attempt's success, written with the order's end (`_settle`)
+        # order id -> its upstream attempt's success, written with the order's end
         self._successes: dict[str, AttemptEnd] = {}
         # the remote orders' attempt begins and completions, written in groups
         self.writes = GroupCommit(db, settings.group_commit_max)
@@ -313,9 +313,10 @@ class Worker:
             )
             if leader is not None:
                 lifecycle.started(session, leader, utcnow())
-                self._claimed_plans |= await _plans_by_order(session, [leader])
+                plans = await _plans_by_order(session, [leader])
         if leader is None:
             return []
+        self._claimed_plans |= plans  # once committed: a failed claim leaves nothing behind
         if leader.attempts == 1 and not self._is_local(leader.model):
             self._first_claims.add(leader.id)
         room = self.settings.max_batch_images - leader.n
@@ -333,7 +334,8 @@ class Worker:
                     )
                     for order in followers:
                         lifecycle.started(session, order, utcnow())
-                    self._claimed_plans |= await _plans_by_order(session, followers)
+                    plans = await _plans_by_order(session, followers)
+                self._claimed_plans |= plans
             except (DBAPIError, OSError):
                 log.exception(
                     "claiming a batch failed; running the order alone",
@@ -523,18 +525,15 @@ class Worker:
                     status=status,
                     held=held,
                 )
-                await self._settle(session, order_id)
+                end = self._successes.get(order_id)  # kept until the transaction commits
+                if end is not None:
+                    await end.write(session)
+            self._successes.pop(order_id, None)
         except (DBAPIError, OSError):
             log.exception(
                 "could not end the order; its lease will expire",
                 extra={"action": "end_error", "order_id": order_id},
             )
-
-    async def _settle(self, session: AsyncSession, order_id: str) -> None:
-        """Write the order's upstream attempt success in the transaction that ends the order."""
-        end = self._successes.pop(order_id, None)
-        if end is not None:
-            await end.write(session)
 
     async def _settle_alone(self, order_ids: Sequence[str]) -> None:
         """Successes whose order ended no other way (a database error): written on their own."""

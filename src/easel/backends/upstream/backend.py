@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import logging
 import random
 import time
@@ -281,6 +282,7 @@ class UpstreamBackend(Backend):
                 route.in_flight += 1
                 route.peak = max(route.peak, route.in_flight)
                 metrics.UPSTREAM_IN_FLIGHT.labels(label).inc()
+                attempt_id: str | None = None
                 try:
                     attempt_id = await self.attempts.begin(req.order_id, number, channel, req.n)
                     started = time.monotonic()
@@ -292,6 +294,8 @@ class UpstreamBackend(Backend):
                 finally:
                     route.in_flight -= 1
                     metrics.UPSTREAM_IN_FLIGHT.labels(label).dec()
+                    if attempt_id is not None:
+                        self.attempts.forget(attempt_id)  # after `finish`: nothing left
         finally:
             if probe and route.breaker.probing:
                 route.breaker.abandon()  # no success or failure was recorded for it
@@ -431,7 +435,11 @@ class UpstreamBackend(Backend):
         for index, output in enumerate(status.outputs[: req.n]):
             data = output.data
             if data is None and output.url and output.url.startswith("data:"):
-                data = base64.b64decode(output.url.split(",", 1)[1])
+                try:
+                    data = base64.b64decode(output.url.split(",", 1)[-1], validate=True)
+                except binascii.Error as exc:
+                    bad = f"the provider returned a malformed data: URL ({exc})"
+                    raise RemoteFailed(bad) from None
             if data is None:
                 assert output.url is not None
                 try:

@@ -232,6 +232,11 @@ class AttemptLog(Protocol):
         self, attempt_id: str, remote_status: str, queue_position: int | None
     ) -> None: ...
 
+    def forget(self, attempt_id: str) -> None:
+        """Drop what is held in memory for an attempt that ended without `finish` (an error
+        nobody handled, a stop); its row stays as written for the next worker."""
+        ...
+
     async def finish(
         self,
         attempt_id: str,
