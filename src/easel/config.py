@@ -206,6 +206,9 @@ class Settings(BaseSettings):
     # Upstream providers (docs/providers.md): each call to a provider's API, the most bytes read
     # from any answer or output, and the time to download one output.
     upstream_request_timeout: float = 60.0
+    # A remote worker spreads its connections to providers over httpx clients of about this
+    # many each (one client's pool costs CPU per request in proportion to its connections).
+    upstream_connections_per_client: int = 8
     upstream_max_output_bytes: int = 64 * 1024 * 1024
     upstream_download_timeout: float = 60.0
     # Client status bodies name the route an order took (provider and channel, never ids, URLs or

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import math
 import random
 import time
 from typing import ClassVar
@@ -42,7 +43,7 @@ from easel.backends.upstream.base import (
     Request,
     Status,
 )
-from easel.backends.upstream.http import ChannelHTTP, TooLarge, sniff
+from easel.backends.upstream.http import ChannelHTTP, Clients, TooLarge, sniff
 from easel.backends.upstream.registry import PROVIDERS
 from easel.backends.upstream.routing import Route, plan
 from easel.catalog import Catalog, Channel, Model
@@ -93,10 +94,8 @@ class UpstreamBackend(Backend):
     def load(self) -> None:
         assert self.settings is not None, "an upstream backend needs the worker's settings"
         self.rng = random.Random()
-        self.client = httpx.AsyncClient(
-            trust_env=False,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-        )
+        per_client = self.settings.upstream_connections_per_client
+        self.clients = Clients(math.ceil(self.capacity(self.model) / max(1, per_client)))
         self.routes = {c.name: Route.of(c) for c in self.model.channels}
         self._providers: dict[str, Provider] = {}
         self.attempts: AttemptLog | None = None  # the worker's (worker/attempt_log.py)
@@ -104,7 +103,7 @@ class UpstreamBackend(Backend):
 
     async def aclose(self) -> None:
         """Close the connections (the worker stops)."""
-        await self.client.aclose()
+        await self.clients.aclose()
 
     def _label(self, channel: Channel) -> str:
         return f"{self.model.id}/{channel.name}"
@@ -113,7 +112,7 @@ class UpstreamBackend(Backend):
         found = self._providers.get(channel.name)
         if found is None:
             assert self.settings is not None
-            http = ChannelHTTP(self.settings, channel.base_url, self.client)
+            http = ChannelHTTP(self.settings, channel.base_url, self.clients)
             found = PROVIDERS[channel.provider](channel, http, channel.credential or "")
             self._providers[channel.name] = found
         return found
@@ -430,7 +429,7 @@ class UpstreamBackend(Backend):
             raise RemoteFailed(f"the provider returned {len(status.outputs)} of {req.n} outputs")
         assert self.settings is not None
         settings = self.settings
-        http = ChannelHTTP(settings, "", self.client)  # output URLs: the outbound policy
+        http = ChannelHTTP(settings, "", self.clients)  # output URLs: the outbound policy
         images = []
         for index, output in enumerate(status.outputs[: req.n]):
             data = output.data

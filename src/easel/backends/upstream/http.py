@@ -6,6 +6,7 @@ URLs) must pass the outbound URL policy. Answers are read up to a byte limit."""
 from __future__ import annotations
 
 import io
+import itertools
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,14 +35,37 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme.lower(), parts.netloc.lower()
 
 
-class ChannelHTTP:
-    """One per channel: a pooled client, the trusted origin, the policy for everything else."""
+class Clients:
+    """A remote worker's pooled connections, spread over `count` httpx clients taken in turn:
+    httpx looks at every connection of a pool on each request and each response's end, so one
+    pool of many connections costs CPU per request in proportion to its size."""
 
-    def __init__(self, settings: Settings, base_url: str, client: httpx.AsyncClient) -> None:
+    def __init__(self, count: int) -> None:
+        self.all = [
+            httpx.AsyncClient(
+                trust_env=False,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            )
+            for _ in range(max(1, count))
+        ]
+        self._turns = itertools.cycle(self.all)
+
+    def pick(self) -> httpx.AsyncClient:
+        return next(self._turns)
+
+    async def aclose(self) -> None:
+        for client in self.all:
+            await client.aclose()
+
+
+class ChannelHTTP:
+    """One per channel: the pooled clients, the trusted origin, the policy for everything else."""
+
+    def __init__(self, settings: Settings, base_url: str, clients: Clients) -> None:
         self.settings = settings
         self.trusted = _origin(base_url) if base_url else None
         self.policy = url_policy(settings)
-        self.client = client
+        self.clients = clients
 
     def _policy(self, url: str) -> URLPolicy:
         if self.trusted is not None and _origin(url) == self.trusted:
@@ -71,7 +95,7 @@ class ChannelHTTP:
             send_headers.setdefault("content-type", "application/json")
         limit = timeout or self.settings.upstream_request_timeout
         response = await send_checked(
-            self.client,
+            self.clients.pick(),
             method,
             url,
             "provider URL",
