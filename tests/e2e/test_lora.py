@@ -154,7 +154,10 @@ async def test_a_lora_changes_the_image_scale_0_is_the_base_and_sets_batch_apart
         again = await order(state, account, 7)
         async with running_worker(state):
             await wait_orders(state, [again])
-        assert np.array_equal((await output_pixels(state, again))[0][1], pixels[base])
+        # Alone it may differ from base (run in a batch) by a rounding on the CPU; a LoRA left
+        # on the pipeline changes the image far more (the first assert).
+        alone = (await output_pixels(state, again))[0][1].astype(int)
+        assert np.abs(alone - pixels[base]).max() <= 2
 
         async with state.db.transaction(readonly=True) as session:
             found = await session.get(Order, ink)
