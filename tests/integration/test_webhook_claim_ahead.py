@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
+from easel.api.state import AppState
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.tables import WebhookDelivery, WebhookEndpoint
@@ -154,6 +155,19 @@ async def test_a_reserved_delivery_too_close_to_its_lease_end_is_not_passed(
         assert {(r.state, r.attempts) for r in rows} == {("delivered", 1)}
 
 
+async def one_sent_one_ahead(state: AppState, settings: Settings) -> tuple[claim.Due, datetime]:
+    """Two due deliveries to one endpoint, the first claimed with its slot: the second, claimed
+    ahead (reserved), and when it was claimed."""
+    account, _ = await new_account(state, "standard")
+    with loopback_endpoints() as endpoints:
+        await due_deliveries(state, account, endpoints.add("ok").url, 2)
+    now = utcnow()
+    async with state.db.transaction() as session:
+        [first] = await claim.claim_due(session, settings, 1, now)
+        [ahead] = await claim.claim_ahead(session, settings, {first.endpoint_id}, now)
+    return ahead, now
+
+
 @pytest.mark.parametrize(
     "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
 )
@@ -163,13 +177,7 @@ async def test_giving_back_locks_the_endpoint_before_its_deliveries(settings: Se
     with them. While another transaction holds the endpoint, the pass waits without having
     touched the reserved delivery."""
     async with app_client(settings) as (_, state):
-        account, _ = await new_account(state, "standard")
-        with loopback_endpoints() as endpoints:
-            await due_deliveries(state, account, endpoints.add("ok").url, 2)
-        now = utcnow()
-        async with state.db.transaction() as session:
-            [first] = await claim.claim_due(session, settings, 1, now)
-            [ahead] = await claim.claim_ahead(session, settings, {first.endpoint_id}, now)
+        ahead, now = await one_sent_one_ahead(state, settings)
         async with state.db.transaction() as holding:
             await holding.execute(
                 select(WebhookEndpoint.id)
@@ -286,13 +294,7 @@ async def test_recording_a_delivery_still_reserved_counts_its_attempt_without_a_
     endpoint's count is left alone."""
     settings = settings.model_copy(update={"webhook_claim_ahead": 1})
     async with app_client(settings) as (_, state):
-        account, _ = await new_account(state, "standard")
-        with loopback_endpoints() as endpoints:
-            await due_deliveries(state, account, endpoints.add("ok").url, 2)
-        now = utcnow()
-        async with state.db.transaction() as session:
-            [first] = await claim.claim_due(session, settings, 1, now)
-            [ahead] = await claim.claim_ahead(session, settings, {first.endpoint_id}, now)
+        ahead, now = await one_sent_one_ahead(state, settings)
         ended = claim.Attempt(
             ahead.id, ahead.endpoint_id, ahead.lease_until, 200, None, True, now, 20
         )
