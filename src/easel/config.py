@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     # of its write transactions is running wait and go in the next one together: at most this
     # many in one transaction. 1: each in its own.
     group_commit_max: int = 64
+    # Remote orders (one provider job each) a worker claims in one transaction, when its
+    # upstream models have that much room; 1: one claim per transaction.
+    remote_claim_max: int = 4
     # Threads per loaded model that write output files (PNG, JPEG, WebP) in the background.
     encode_threads: int = 2
     # The optional prompt classifier (docs/safety.md): a text-classification model (repo id or
@@ -265,6 +268,8 @@ class Settings(BaseSettings):
             )
         if self.group_commit_max < 1:
             raise ValueError("EASEL_GROUP_COMMIT_MAX must be at least 1")
+        if self.remote_claim_max < 1:
+            raise ValueError("EASEL_REMOTE_CLAIM_MAX must be at least 1")
         if self.webhook_claim_ahead < 0:
             raise ValueError("EASEL_WEBHOOK_CLAIM_AHEAD must be 0 or more")
         if self.webhook_endpoint_failures < 1:

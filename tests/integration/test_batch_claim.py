@@ -4,18 +4,23 @@ model filter, on SQLite and PostgreSQL, with concurrent claimers."""
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from easel.api.state import AppState
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.tables import Account, Order
 from easel.orders import queue
+from easel.orders.request import build_request
+from easel.orders.submit import submit
+from easel.worker.runner import Worker
+from tests.support import providers
 from tests.support.app import new_account
 from tests.support.catalogs import with_caps
 from tests.support.orders import submit_order
@@ -231,5 +236,106 @@ async def test_orders_with_several_images_or_a_mask_run_alone(settings: Settings
         first = await place(state, a, reference_key="d/reference.png", strength=0.5, inputs=masked)
         await place(state, a, reference_key="e/reference.png", strength=0.5)
         assert await claim_batch(state, "w3") == [first]
+    finally:
+        await state.db.dispose()
+
+
+NOWHERE = "http://127.0.0.1:9/v1"  # the orders are only claimed here
+
+
+async def submit_upstream(state: AppState, account: Account, model_id: str, prompt: str) -> str:
+    req = build_request(
+        state.settings,
+        dialect="native",
+        model=state.catalog.models[model_id],
+        model_alias=model_id,
+        product=state.catalog.products["static_image"],
+        prompt=prompt,
+        width=256,
+        height=256,
+    )
+    async with state.db.transaction() as session:
+        order, _ = await submit(session, state.catalog, account, req, utcnow())
+    return order.id
+
+
+def upstream_settings(settings: Settings, tmp_path: Path, cap: int, in_flight: int) -> Settings:
+    """Two upstream models of `in_flight` each (nothing listens at their channels), plans with
+    a running cap of `cap`."""
+    channels = "".join(
+        providers.upstream_model(
+            m,
+            providers.channel_table(
+                m, "openai", "http://127.0.0.1:9/v1", "m", max_in_flight=in_flight
+            ),
+        )
+        for m in ("up-a", "up-b")
+    )
+    path = tmp_path / "upstream.toml"
+    path.write_text(
+        channels
+        + "".join(
+            f"[plans.{p}]\nmax_running = {cap}\n" for p in ("free", "standard", "pro", "mega")
+        )
+    )
+    return settings.model_copy(update={"catalog": path, "remote_claim_max": 4})
+
+
+async def test_remote_orders_are_claimed_several_to_a_transaction_within_room_and_caps(
+    settings: Settings, tmp_path: Path
+) -> None:
+    os.environ.setdefault("EASEL_TEST_PROVIDER_KEY", providers.KEY)
+    state = AppState.build(upstream_settings(settings, tmp_path, cap=5, in_flight=3))
+    try:
+        worker = Worker(state.settings, state.catalog, state.db, state.storage)
+        a, _ = await new_account(state, "pro")
+        b, _ = await new_account(state, "pro")
+        ids = [await submit_upstream(state, a, "up-a", f"a{i}") for i in range(4)]
+        ids += [await submit_upstream(state, b, "up-b", f"b{i}") for i in range(4)]
+        commits = 0
+
+        @event.listens_for(state.db.engine.sync_engine, "commit")
+        def counted(_conn: object) -> None:
+            nonlocal commits
+            commits += 1
+
+        first = await worker.claim()
+        assert commits == 1
+        # each remote order is a batch of its own; the first transaction stops at 4 orders
+        assert [len(batch) for batch in first] == [1, 1, 1, 1]
+        assert all(o.status == "running" for batch in first for o in batch)
+        for batch in first:
+            worker._in_flight[batch[0].model] += 1
+        second = await worker.claim()
+        taken = [o for batch in first + second for o in batch]
+        # up-a has room for 3 (max_in_flight), so does up-b: 6 in all, whatever the claim size
+        assert sorted(o.model for o in taken) == ["up-a"] * 3 + ["up-b"] * 3
+        assert len({o.id for o in taken}) == 6 and {o.id for o in taken} <= set(ids)
+        assert worker._first_claims == {o.id for o in taken}
+        for batch in second:
+            worker._in_flight[batch[0].model] += 1
+        room = worker._claimable()
+        assert room is not None and not {"up-a", "up-b"} & set(room)  # both full
+    finally:
+        await state.db.dispose()
+
+
+async def test_claiming_several_remote_orders_keeps_each_accounts_running_cap(
+    settings: Settings, tmp_path: Path
+) -> None:
+    os.environ.setdefault("EASEL_TEST_PROVIDER_KEY", providers.KEY)
+    state = AppState.build(upstream_settings(settings, tmp_path, cap=1, in_flight=10))
+    try:
+        worker = Worker(state.settings, state.catalog, state.db, state.storage)
+        a, _ = await new_account(state, "pro")
+        b, _ = await new_account(state, "pro")
+        for i in range(3):
+            await submit_upstream(state, a, "up-a", f"a{i}")
+            await submit_upstream(state, b, "up-a", f"b{i}")
+        taken = [o for batch in await worker.claim() for o in batch]
+        assert sorted(o.account_id for o in taken) == sorted([a.id, b.id])
+        async with state.db.transaction(readonly=True) as s:
+            counts = list(await s.scalars(select(Account.running_count)))
+        assert sorted(counts) == [1, 1]
     finally:
         await state.db.dispose()

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,8 +17,11 @@ from easel.api.state import AppState
 from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
-from easel.db.tables import Order, Output
+from easel.db.tables import Account, Order, OrderAttempt, Output
 from easel.orders import lifecycle, queue
+from easel.orders.attempts import NewAttempt
+from easel.worker.attempt_log import AttemptBegin
+from easel.worker.completions import OrderDone
 from easel.worker.group_commit import GroupCommit
 from tests.support.app import new_account
 from tests.support.catalogs import with_caps
@@ -140,3 +143,79 @@ async def test_an_unreachable_database_fails_every_waiting_write(tmp_path: Path)
         assert not writes._waiting
     finally:
         await db.dispose()
+
+
+def done(order_id: str, worker_id: str = "w1", key: str | None = None) -> OrderDone:
+    """A worker's completion of `order_id` with one output (`key`: its storage key)."""
+    output = lifecycle.NewOutput(0, key or f"{order_id}/0.png", "image/png", 1, 8, 8, 100)
+    return OrderDone(worker_id, lifecycle.Completion(order_id, [output]))
+
+
+async def running_count(state: AppState) -> int:
+    async with state.db.transaction(readonly=True) as session:
+        return int(await session.scalar(select(func.sum(Account.running_count))) or 0)
+
+
+async def test_mergeable_writes_share_a_few_statements_whatever_the_group_size(
+    settings: Settings, tmp_path: Path
+) -> None:
+    state = AppState.build(with_caps(settings, tmp_path, 100))
+    statements: list[str] = []
+
+    @event.listens_for(state.db.engine.sync_engine, "before_cursor_execute")
+    def count(_conn: object, _cursor: object, sql: str, *_: object) -> None:
+        statements.append(sql)
+
+    try:
+        ids = await running_orders(state, 9)
+        assert await running_count(state) == 9
+        rows = [NewAttempt(ids[0], n, "m", "c1", "openai", 1, "w1", utcnow()) for n in range(8)]
+        writes = GroupCommit(state.db, max_group=64)
+        statements.clear()
+        # eight completions by w1, one by w2 (which lost its lease), eight attempt rows begun
+        results = await asyncio.gather(
+            *(writes.write(done(i)) for i in ids[:8]),
+            writes.write(done(ids[8], "w2")),
+            *(writes.write(AttemptBegin(row)) for row in rows),
+        )
+        assert writes.groups == 1
+        assert [isinstance(r, Order) for r in results[:9]] == [True] * 8 + [False]
+        assert results[8] is None
+        begun = results[9:]
+        assert len(set(begun)) == 8 and all(str(b).startswith("att") for b in begun)
+        writing = [s for s in statements if not s.lstrip().upper().startswith(("SELECT", "BEGIN"))]
+        # orders (2 UPDATEs: w1's, w2's), outputs, the account's slots, attempts: not 8 each
+        assert len(writing) <= 6, writing
+        assert await statuses(state, ids) == ["completed"] * 8 + ["running"]
+        assert [await outputs(state, i) for i in ids] == [1] * 8 + [0]
+        assert await running_count(state) == 1  # eight slots given back in one statement
+        async with state.db.transaction(readonly=True) as session:
+            rows = list(await session.scalars(select(OrderAttempt)))
+        assert sorted(r.id for r in rows) == sorted(begun)
+        assert {r.state for r in rows} == {"submitting"}
+    finally:
+        await state.db.dispose()
+
+
+async def test_a_merged_group_that_fails_is_written_one_write_at_a_time(
+    settings: Settings, tmp_path: Path
+) -> None:
+    state = AppState.build(with_caps(settings, tmp_path, 100))
+    try:
+        a, b, c = await running_orders(state, 3)
+        writes = GroupCommit(state.db, max_group=64)
+        too_long = "k" * 100_000  # over the storage key's column on PostgreSQL; SQLite: NOT NULL
+        bad = done(b, key=too_long)
+        if state.db.is_sqlite:
+            output = lifecycle.NewOutput(0, None, "image/png", 1, 8, 8, 100)  # type: ignore[arg-type]
+            bad = OrderDone("w1", lifecycle.Completion(b, [output]))
+        results = await asyncio.gather(
+            writes.write(done(a)), writes.write(bad), writes.write(done(c)), return_exceptions=True
+        )
+        assert isinstance(results[0], Order) and isinstance(results[2], Order)
+        assert isinstance(results[1], DBAPIError)
+        assert writes.groups == 2  # a and c, each alone
+        assert await statuses(state, [a, b, c]) == ["completed", "running", "completed"]
+        assert await running_count(state) == 1
+    finally:
+        await state.db.dispose()

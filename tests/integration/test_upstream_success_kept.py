@@ -14,7 +14,7 @@ from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.tables import Order, OrderAttempt
 from easel.orders import attempts, queue
-from easel.worker.attempt_log import AttemptEnd
+from easel.orders.attempts import AttemptEnd
 from easel.worker.runner import Worker
 from tests.support.app import new_account
 from tests.support.orders import submit_order

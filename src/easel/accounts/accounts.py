@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts import sessions
@@ -108,9 +108,14 @@ async def count_accounts(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(Account)) or 0)
 
 
-async def release_running_slot(session: AsyncSession, account_id: str) -> None:
+async def release_running_slot(session: AsyncSession, account_id: str, count: int = 1) -> None:
+    """`count` of the account's running slots back (never below zero)."""
     await session.execute(
         update(Account)
         .where(Account.id == account_id, Account.running_count > 0)
-        .values(running_count=Account.running_count - 1)
+        .values(
+            running_count=case(
+                (Account.running_count > count, Account.running_count - count), else_=0
+            )
+        )
     )

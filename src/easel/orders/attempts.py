@@ -3,10 +3,12 @@ its local channel's model. The caller owns the transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts.accounts import release_running_slot
@@ -29,6 +31,20 @@ async def history(session: AsyncSession, order_id: str) -> list[OrderAttempt]:
     return list(rows)
 
 
+@dataclass(frozen=True)
+class NewAttempt:
+    """A `submitting` attempt row to write (`begin_many`)."""
+
+    order_id: str
+    number: int
+    model: str
+    channel: str
+    provider: str
+    images: int
+    worker_id: str
+    created_at: datetime
+
+
 async def begin(
     session: AsyncSession,
     *,
@@ -42,26 +58,29 @@ async def begin(
     now: datetime,
 ) -> str:
     """A `submitting` attempt row (one INSERT, no ORM object); returns its id."""
-    attempt_id = new_id("att")
-    await session.execute(
-        insert(ATTEMPTS).values(
-            id=attempt_id,
-            order_id=order_id,
-            number=number,
-            model=model,
-            channel=channel,
-            provider=provider,
-            state="submitting",
-            handle={},
-            remote_status="",
-            images=images,
-            cost=0.0,
-            outputs=[],
-            worker_id=worker_id,
-            created_at=now,
-        )
-    )
+    new = NewAttempt(order_id, number, model, channel, provider, images, worker_id, now)
+    [attempt_id] = await begin_many(session, [new])
     return attempt_id
+
+
+async def begin_many(session: AsyncSession, rows: Sequence[NewAttempt]) -> list[str]:
+    """`begin` for several attempts in one INSERT; their ids, in order."""
+    ids = [new_id("att") for _ in rows]
+    values = [
+        vars(row)
+        | {
+            "id": attempt_id,
+            "state": "submitting",
+            "handle": {},
+            "remote_status": "",
+            "cost": 0.0,
+            "outputs": [],
+        }
+        for attempt_id, row in zip(ids, rows, strict=True)
+    ]
+    if values:
+        await session.execute(insert(ATTEMPTS), values)
+    return ids
 
 
 async def accepted(
@@ -84,6 +103,26 @@ async def progress(
     )
 
 
+@dataclass(frozen=True)
+class AttemptEnd:
+    """An attempt's finish, to be written in a caller's transaction (`finish_many`).
+    `created_at`: the row's, when the caller knows it (else it is read). `remote`: (remote id,
+    handle, accepted at) of an acceptance written only now (a synchronous provider's answer)."""
+
+    attempt_id: str
+    state: str
+    at: datetime
+    created_at: datetime | None = None
+    cost: float = 0.0
+    error: str | None = None
+    retry_after: float | None = None
+    outputs: list[str] = field(default_factory=list)
+    remote: tuple[str, dict[str, Any], datetime] | None = None
+
+    async def write(self, session: AsyncSession) -> None:
+        await finish_many(session, [self])
+
+
 async def finish(
     session: AsyncSession,
     attempt_id: str,
@@ -97,28 +136,54 @@ async def finish(
     outputs: list[str] | None = None,
     remote: tuple[str, dict[str, Any], datetime] | None = None,
 ) -> None:
-    """End an attempt in one UPDATE. `created_at`: the row's, when the caller knows it (else it
-    is read). `remote`: (remote id, handle, accepted at) of an acceptance written only now (a
-    synchronous provider's answer, `DatabaseAttemptLog.accepted`)."""
-    if created_at is None:
-        created_at = await session.scalar(
-            select(OrderAttempt.created_at).where(OrderAttempt.id == attempt_id)
+    """End an attempt in one UPDATE (see `AttemptEnd`)."""
+    end = AttemptEnd(
+        attempt_id, state, now, created_at, cost, error, retry_after, list(outputs or []), remote
+    )
+    await finish_many(session, [end])
+
+
+# One UPDATE run for many rows (executemany): the attempt's id is bound as `attempt_id`.
+FINISH = update(ATTEMPTS).where(ATTEMPTS.c.id == bindparam("attempt_id"))
+
+
+async def finish_many(session: AsyncSession, ends: Sequence[AttemptEnd]) -> None:
+    """End several attempts: one UPDATE run over their rows (two when only some carry their
+    acceptance), after one read of the created_at their callers did not know."""
+    unknown = [e.attempt_id for e in ends if e.created_at is None]
+    created: dict[str, datetime] = {}
+    if unknown:
+        rows = await session.execute(
+            select(OrderAttempt.id, OrderAttempt.created_at).where(OrderAttempt.id.in_(unknown))
         )
+        created = {attempt_id: at for attempt_id, at in rows.all()}
+    plain: list[dict[str, Any]] = []
+    accepted: list[dict[str, Any]] = []
+    for end in ends:
+        created_at = end.created_at or created.get(end.attempt_id)
         if created_at is None:
-            return
-    values: dict[str, Any] = {
-        "state": state,
-        "cost": cost,
-        "error": error,
-        "retry_after": retry_after,
-        "outputs": list(outputs or []),
-        "finished_at": now,
-        "latency_ms": int((now - created_at).total_seconds() * 1000),
-    }
-    if remote is not None:
-        remote_id, handle, accepted_at = remote
-        values |= {"remote_id": remote_id[:256], "handle": handle, "accepted_at": accepted_at}
-    await session.execute(update(ATTEMPTS).where(ATTEMPTS.c.id == attempt_id).values(**values))
+            continue  # no such attempt
+        values: dict[str, Any] = {
+            "attempt_id": end.attempt_id,
+            "state": end.state,
+            "cost": end.cost,
+            "error": end.error,
+            "retry_after": end.retry_after,
+            "outputs": list(end.outputs),
+            "finished_at": end.at,
+            "latency_ms": int((end.at - created_at).total_seconds() * 1000),
+        }
+        if end.remote is None:
+            plain.append(values)
+        else:
+            remote_id, handle, accepted_at = end.remote
+            accepted.append(
+                values
+                | {"remote_id": remote_id[:256], "handle": handle, "accepted_at": accepted_at}
+            )
+    for rows_ in (plain, accepted):
+        if rows_:
+            await session.execute(FINISH, rows_)
 
 
 async def hand_off(session: AsyncSession, order_id: str, worker_id: str, model_id: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -68,12 +69,23 @@ async def _finish(
     values: dict[str, object],
 ) -> Order | None:
     """Move a running (worker_id given) or pending order to a final state, once."""
-    where = [Order.id == order_id]
+    return (await _finish_many(session, [order_id], worker_id, now, values)).get(order_id)
+
+
+async def _finish_many(
+    session: AsyncSession,
+    order_ids: Sequence[str],
+    worker_id: str | None,
+    now: datetime,
+    values: dict[str, object],
+) -> dict[str, Order]:
+    """`_finish` for several orders in one statement: those it moved, by id."""
+    where: list[ColumnElement[bool]] = [Order.id.in_(list(order_ids))]
     if worker_id is not None:
         where += [Order.status == OrderStatus.RUNNING, Order.worker_id == worker_id]
     else:
         where += [Order.status.in_((OrderStatus.PENDING, OrderStatus.RUNNING))]
-    # The row comes back as it is now, in the same statement (no read after the write).
+    # The rows come back as they are now, in the same statement (no read after the write).
     found = await session.scalars(
         update(Order)
         .where(*where)
@@ -81,7 +93,7 @@ async def _finish(
         .returning(Order),
         execution_options={"populate_existing": True},
     )
-    return found.first()
+    return {order.id: order for order in found}
 
 
 async def record_enhancement(
@@ -116,10 +128,20 @@ def started(session: AsyncSession, order: Order, now: datetime) -> None:
         outbox.enqueue(session, order, outbox.STARTED, now)
 
 
+@dataclass(frozen=True)
+class Completion:
+    """One order's outputs, to complete it with (`complete_many`). `refund`: credits given back
+    for outputs the safety check blocked."""
+
+    order_id: str
+    outputs: list[NewOutput]
+    refund: int = 0
+
+
 async def complete(
     session: AsyncSession,
     order_id: str,
-    worker_id: str,
+    worker_id: str | None,
     outputs: list[NewOutput],
     now: datetime,
     *,
@@ -127,21 +149,43 @@ async def complete(
 ) -> Order | None:
     """None when the worker no longer holds the order (lease lost); nothing is written then.
     `refund`: credits given back for outputs the safety check blocked (once per order)."""
-    order = await _finish(
-        session, order_id, worker_id, now, {"status": OrderStatus.COMPLETED, "progress": 100}
+    [done] = await complete_many(session, worker_id, [Completion(order_id, outputs, refund)], now)
+    return done
+
+
+async def complete_many(
+    session: AsyncSession, worker_id: str | None, items: Sequence[Completion], now: datetime
+) -> list[Order | None]:
+    """`complete` for several orders in a few statements (one UPDATE of the orders, one INSERT
+    of their outputs, one UPDATE per account); each one's order, or None (lease lost)."""
+    done = await _finish_many(
+        session,
+        [i.order_id for i in items],
+        worker_id,
+        now,
+        {"status": OrderStatus.COMPLETED, "progress": 100},
     )
-    if order is None:
-        return None
-    if outputs:  # one INSERT of plain rows: no ORM objects to track
-        rows = [{"order_id": order_id, "created_at": now, **vars(o)} for o in outputs]
+    finished = [(i, done[i.order_id]) for i in items if i.order_id in done]
+    # one INSERT of plain rows: no ORM objects to track
+    rows = [
+        {"order_id": i.order_id, "created_at": now, **vars(o)}
+        for i, _ in finished
+        for o in i.outputs
+    ]
+    if rows:
         await session.execute(insert(OUTPUTS), rows)
-    await release_running_slot(session, order.account_id)
-    if refund > 0:
-        await ledger.refund_part(session, order_id, refund, now, "outputs blocked: content_policy")
+    for account_id, count in Counter(order.account_id for _, order in finished).items():
+        await release_running_slot(session, account_id, count)
+    for item, _ in finished:
+        if item.refund > 0:
+            await ledger.refund_part(
+                session, item.order_id, item.refund, now, "outputs blocked: content_policy"
+            )
     await session.flush()
-    outbox.enqueue(session, order, outbox.event_for(order.status), now)
-    metrics.order_finished(session, order.status, order.model)
-    return order
+    for _, order in finished:
+        outbox.enqueue(session, order, outbox.event_for(order.status), now)
+        metrics.order_finished(session, order.status, order.model)
+    return [done.get(i.order_id) for i in items]
 
 
 async def fail(

@@ -12,7 +12,8 @@ whose order was not completed: it polls the job again or leaves the channel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,36 +24,19 @@ from easel.catalog import Channel
 from easel.clock import utcnow
 from easel.db.engine import Database
 from easel.orders import attempts
-from easel.worker.group_commit import GroupCommit
+from easel.orders.attempts import AttemptEnd
+from easel.worker.group_commit import GroupCommit, Mergeable
 
 
 @dataclass(frozen=True)
-class AttemptEnd:
-    """An attempt's finish, to be written in a caller's transaction."""
+class AttemptBegin(Mergeable):
+    """An attempt row begun, written with the others begun at the same time."""
 
-    attempt_id: str
-    state: str
-    at: datetime
-    created_at: datetime | None = None
-    cost: float = 0.0
-    error: str | None = None
-    retry_after: float | None = None
-    outputs: list[str] = field(default_factory=list)
-    remote: tuple[str, dict[str, Any], datetime] | None = None
+    row: attempts.NewAttempt
 
-    async def write(self, session: AsyncSession) -> None:
-        await attempts.finish(
-            session,
-            self.attempt_id,
-            self.state,
-            self.at,
-            created_at=self.created_at,
-            cost=self.cost,
-            error=self.error,
-            retry_after=self.retry_after,
-            outputs=self.outputs,
-            remote=self.remote,
-        )
+    @classmethod
+    async def write_all(cls, session: AsyncSession, writes: Sequence[Any]) -> list[Any]:
+        return list(await attempts.begin_many(session, [w.row for w in writes]))
 
 
 class DatabaseAttemptLog:
@@ -104,25 +88,21 @@ class DatabaseAttemptLog:
 
     async def begin(self, order_id: str, number: int, channel: Channel, images: int) -> str:
         now = utcnow()
-
-        async def write(session: AsyncSession) -> str:
-            return await attempts.begin(
-                session,
-                order_id=order_id,
-                number=number,
-                model=self.model_id,
-                channel=channel.name,
-                provider=channel.provider,
-                images=images,
-                worker_id=self.worker_id,
-                now=now,
-            )
-
+        row = attempts.NewAttempt(
+            order_id,
+            number,
+            self.model_id,
+            channel.name,
+            channel.provider,
+            images,
+            self.worker_id,
+            now,
+        )
         if self.writes is not None:
-            attempt_id = await self.writes.write(write)
+            attempt_id: str = await self.writes.write(AttemptBegin(row))
         else:
             async with self.db.transaction() as session:
-                attempt_id = await write(session)
+                [attempt_id] = await attempts.begin_many(session, [row])
         self._begun[attempt_id] = (order_id, now)
         return attempt_id
 

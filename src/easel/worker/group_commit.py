@@ -7,13 +7,18 @@ function of a session; it must not change anything outside the database, because
 twice: when a group fails (a database error, one write's exception) nothing of it was committed,
 and each of its writes is run again alone, so an error reaches only the caller whose write
 raised it. A write that fails alone fails its caller, as its own transaction would have.
+
+A `Mergeable` write is written with the others of its class in the group at once, in a few
+statements for all of them rather than a few for each (`write_all`). A group's writes must not
+depend on one another's order: the plain ones run first, in turn, then each class of mergeable
+ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +30,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Write = Callable[[AsyncSession], Awaitable[Any]]
 Item = tuple[Write, "asyncio.Future[Any]"]
+
+
+class Mergeable:
+    """A write of a kind that is written together with the others of its class in a group."""
+
+    @classmethod
+    async def write_all(cls, session: AsyncSession, writes: Sequence[Any]) -> list[Any]:
+        """Write `writes` (instances of this class); each one's result, in their order."""
+        raise NotImplementedError
+
+    async def __call__(self, session: AsyncSession) -> Any:
+        [result] = await type(self).write_all(session, [self])
+        return result
 
 
 class GroupCommit:
@@ -86,7 +104,17 @@ class GroupCommit:
         async with self.db.transaction() as session:
             if take:
                 group.extend(self._take())
-            results = [await write(session) for write, _ in group]
+            results: list[Any] = [None] * len(group)
+            kinds: dict[type[Mergeable], list[int]] = {}
+            for index, (write, _) in enumerate(group):
+                if isinstance(write, Mergeable):
+                    kinds.setdefault(type(write), []).append(index)
+                else:
+                    results[index] = await write(session)
+            for kind, indexes in kinds.items():
+                written = await kind.write_all(session, [group[i][0] for i in indexes])
+                for index, result in zip(indexes, written, strict=True):
+                    results[index] = result
         if group:
             self.groups += 1
         return results

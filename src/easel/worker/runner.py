@@ -18,7 +18,7 @@ import socket
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -43,14 +43,16 @@ from easel.enhance.service import SKIPPED, Enhancing, Outcome, make_enhancer
 from easel.errors import ModelUnavailable
 from easel.media.encoding import GeneratedImage
 from easel.orders import attempts, lifecycle, queue
+from easel.orders.attempts import AttemptEnd
 from easel.orders.inputs import load_inputs
 from easel.orders.serving import GENERATING, LOADING_MODEL
 from easel.safety.prompts import listed
 from easel.services.base import Periodic, Service, wait_any
 from easel.storage import MissingObject, Storage
 from easel.worker import presence
-from easel.worker.attempt_log import AttemptEnd, DatabaseAttemptLog
+from easel.worker.attempt_log import DatabaseAttemptLog
 from easel.worker.batch import BatchRun, OrderFiles, build_job, run_splitting, with_inputs
+from easel.worker.completions import OrderDone
 from easel.worker.group_commit import GroupCommit
 from easel.worker.loras import resolve_loras
 from easel.worker.models import ModelCache
@@ -189,20 +191,21 @@ class Worker:
                     continue
                 started = time.perf_counter()
                 try:
-                    orders = await self.claim(models)
+                    claimed = await self.claim(models)
                 except (DBAPIError, OSError):
                     metrics.CLAIM_DURATION.labels("error").observe(time.perf_counter() - started)
                     log.exception("claim failed; retrying", extra={"action": "claim_error"})
                     await wait_any(stop, timeout=self.settings.poll_interval)
                     continue
-                outcome = "claimed" if orders else "empty"
+                outcome = "claimed" if claimed else "empty"
                 metrics.CLAIM_DURATION.labels(outcome).observe(time.perf_counter() - started)
-                if orders:
+                for orders in claimed:
                     self._in_flight[orders[0].model] += 1  # before the next claim looks
                     task = asyncio.create_task(self._run_batch(orders))
                     batches.add(task)
                     task.add_done_callback(batches.discard)
                     task.add_done_callback(_log_failure)
+                if claimed:
                     continue
                 await wait_any(
                     self.wake, self.batch_ended, stop, timeout=self.settings.poll_interval
@@ -298,30 +301,36 @@ class Worker:
             self._reported, self._stopped = loaded, stopped
             metrics.WORKER_HEARTBEATS.inc()
 
-    async def claim(self, models: list[str] | None = None) -> list[Order]:
-        """A leader by the claim rule, then compatible followers up to EASEL_MAX_BATCH_IMAGES."""
+    async def claim(self, models: list[str] | None = None) -> list[list[Order]]:
+        """Batches to run: a leader by the claim rule, then compatible followers up to
+        EASEL_MAX_BATCH_IMAGES; or, when the leader is a remote order (one provider job each),
+        further remote orders by the same rule in the same transaction, each a batch of its own,
+        up to their models' free room and EASEL_REMOTE_CLAIM_MAX in all."""
         prefer = timedelta(seconds=self.settings.prefer_loaded_seconds)
+        now = utcnow()
         async with self.db.transaction() as session:
             leader = await queue.claim_next(
                 session,
                 self.worker_id,
-                utcnow(),
+                now,
                 self.lease,
                 models=models,
                 loaded=self.models.loaded,
                 prefer_loaded_for=prefer,
             )
+            claimed = [] if leader is None else [leader]
             if leader is not None:
-                lifecycle.started(session, leader, utcnow())
-                plans = await _plans_by_order(session, [leader])
+                lifecycle.started(session, leader, now)
+                if not self._is_local(leader.model):
+                    claimed += await self._claim_remote(session, leader, now)
+                plans = await _plans_by_order(session, claimed)
         if leader is None:
             return []
         self._claimed_plans |= plans  # once committed: a failed claim leaves nothing behind
-        if leader.attempts == 1 and not self._is_local(leader.model):
-            self._first_claims.add(leader.id)
-        room = self.settings.max_batch_images - leader.n
         if not self._is_local(leader.model):
-            room = 0  # a remote order is one provider job: in-flight caps count orders
+            self._first_claims.update(o.id for o in claimed if o.attempts == 1)
+            return [[order] for order in claimed]
+        room = self.settings.max_batch_images - leader.n
         model = self.catalog.models.get(leader.model)
         if model is not None and runs_alone(model):
             room = 0  # video from a first frame, instruction editing: one order per call
@@ -342,7 +351,31 @@ class Worker:
                     extra={"action": "claim_error", "order_id": leader.id},
                 )
                 followers = []
-        return [leader, *followers]
+        return [[leader, *followers]]
+
+    async def _claim_remote(
+        self, session: AsyncSession, leader: Order, now: datetime
+    ) -> list[Order]:
+        """More remote orders after a remote leader, in its transaction: one claim per order by
+        the claim rule, among the remote models this worker serves that have room left."""
+        room = {
+            m.id: backend_class(m.family).capacity(m) - self._in_flight[m.id]
+            for m in self._serving()
+            if not self._is_local(m.id)
+        }
+        room[leader.model] = room.get(leader.model, 1) - 1
+        more: list[Order] = []
+        while len(more) + 1 < self.settings.remote_claim_max:
+            open_ = [m for m, free in room.items() if free > 0]
+            if not open_:
+                break
+            order = await queue.claim_next(session, self.worker_id, now, self.lease, models=open_)
+            if order is None:
+                break
+            lifecycle.started(session, order, now)
+            room[order.model] -= 1
+            more.append(order)
+        return more
 
     async def process(
         self, orders: list[Order], generated: Callable[[], Awaitable[None]] | None = None
@@ -481,20 +514,14 @@ class Worker:
         transaction that fails the order."""
         end = self._successes.pop(order.id, None)
         refund = sum(lifecycle.output_price(order, i) for i in blocked)
-
-        async def write(session: AsyncSession) -> Order | None:
-            done = await lifecycle.complete(
-                session, order.id, self.worker_id, keys, utcnow(), refund=refund
-            )
-            if end is not None:
-                await end.write(session)
-            return done
-
+        write = OrderDone(self.worker_id, lifecycle.Completion(order.id, keys, refund), end)
         try:
             if not self._is_local(order.model):
-                return await self.writes.write(write)
+                done: Order | None = await self.writes.write(write)
+                return done
             async with self.db.transaction() as session:
-                return await write(session)
+                done = await write(session)
+                return done
         except BaseException:
             if end is not None:
                 self._successes[order.id] = end
