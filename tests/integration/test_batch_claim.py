@@ -339,3 +339,31 @@ async def test_claiming_several_remote_orders_keeps_each_accounts_running_cap(
         assert sorted(counts) == [1, 1]
     finally:
         await state.db.dispose()
+
+
+async def test_a_further_remote_claim_stops_at_an_account_another_transaction_holds(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """PostgreSQL: the leader's claim holds its account's row; a further claim in the same
+    transaction that would wait for another account's row stops there, so two claimers (or a
+    claimer and a group of completions) never wait on each other."""
+    os.environ.setdefault("EASEL_TEST_PROVIDER_KEY", providers.KEY)
+    state = AppState.build(upstream_settings(settings, tmp_path, cap=10, in_flight=10))
+    if state.db.is_sqlite:
+        await state.db.dispose()
+        pytest.skip("SQLite has one writer at a time: no row locks to wait for")
+    try:
+        worker = Worker(state.settings, state.catalog, state.db, state.storage)
+        a, _ = await new_account(state, "pro")
+        b, _ = await new_account(state, "pro")
+        first = await submit_upstream(state, a, "up-a", "a0")
+        for i in range(3):
+            await submit_upstream(state, b, "up-a", f"b{i}")
+        async with state.db.transaction() as other:  # holds b's account row
+            await other.execute(select(Account).where(Account.id == b.id).with_for_update())
+            claimed = await asyncio.wait_for(worker.claim(), timeout=10)
+        assert [[o.id for o in batch] for batch in claimed] == [[first]]
+        again = await worker.claim()  # b's row is free now
+        assert sorted(o.account_id for batch in again for o in batch) == [b.id] * 3
+    finally:
+        await state.db.dispose()

@@ -219,3 +219,22 @@ async def test_a_merged_group_that_fails_is_written_one_write_at_a_time(
         assert await running_count(state) == 1
     finally:
         await state.db.dispose()
+
+
+async def test_an_order_given_twice_in_one_group_is_completed_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    state = AppState.build(with_caps(settings, tmp_path, 100))
+    try:
+        a, b = await running_orders(state, 2)
+        writes = GroupCommit(state.db, max_group=64)
+        results = await asyncio.gather(
+            writes.write(done(a)), writes.write(done(a)), writes.write(done(b))
+        )
+        assert writes.groups == 1
+        assert isinstance(results[0], Order) and results[1] is None
+        assert isinstance(results[2], Order)
+        assert [await outputs(state, i) for i in (a, b)] == [1, 1]
+        assert await running_count(state) == 0
+    finally:
+        await state.db.dispose()

@@ -165,7 +165,13 @@ async def complete_many(
         now,
         {"status": OrderStatus.COMPLETED, "progress": 100},
     )
-    finished = [(i, done[i.order_id]) for i in items if i.order_id in done]
+    results: list[Order | None] = []
+    finished: list[tuple[Completion, Order]] = []
+    for item in items:
+        order = done.pop(item.order_id, None)  # an order given twice is completed once
+        results.append(order)
+        if order is not None:
+            finished.append((item, order))
     # one INSERT of plain rows: no ORM objects to track
     rows = [
         {"order_id": i.order_id, "created_at": now, **vars(o)}
@@ -174,7 +180,8 @@ async def complete_many(
     ]
     if rows:
         await session.execute(insert(OUTPUTS), rows)
-    for account_id, count in Counter(order.account_id for _, order in finished).items():
+    # accounts in one order, so that two transactions never wait on each other's
+    for account_id, count in sorted(Counter(o.account_id for _, o in finished).items()):
         await release_running_slot(session, account_id, count)
     for item, _ in finished:
         if item.refund > 0:
@@ -185,7 +192,7 @@ async def complete_many(
     for _, order in finished:
         outbox.enqueue(session, order, outbox.event_for(order.status), now)
         metrics.order_finished(session, order.status, order.model)
-    return [done.get(i.order_id) for i in items]
+    return results
 
 
 async def fail(

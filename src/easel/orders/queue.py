@@ -61,8 +61,7 @@ FAIR_CLOCK = text(
 # on its newest version, so concurrent claimers keep the cap, and a claim holds at most one
 # account lock (no lock-order deadlocks). When the cap filled up between the snapshot and the
 # slot, `candidate_id` comes back without `claimed_id`: try again.
-CLAIM_NEXT_POSTGRESQL = text(
-    """
+CLAIM_NEXT_POSTGRESQL_SQL = """
     WITH head AS (
         SELECT o.id, o.account_id, o.priority, o.fair_seq, o.created_at, o.model
         FROM orders AS o JOIN accounts AS a ON a.id = o.account_id
@@ -91,7 +90,7 @@ CLAIM_NEXT_POSTGRESQL = text(
         LIMIT 1
     ), slot AS (
         UPDATE accounts SET running_count = accounts.running_count + 1
-        WHERE accounts.id = (SELECT account_id FROM candidate)
+        WHERE accounts.id = {account}
           AND accounts.running_count < accounts.max_running
         RETURNING accounts.id
     ), claimed AS (
@@ -105,11 +104,23 @@ CLAIM_NEXT_POSTGRESQL = text(
     SELECT candidate.id AS candidate_id, claimed.id AS claimed_id
     FROM candidate LEFT JOIN claimed ON true
     """
-).bindparams(
+# The slot's account: the candidate's, waiting for its lock (the leader's claim); or only when no
+# other transaction holds it (`wait=False`: a claim taking more orders in a transaction that
+# already holds an account lock must not wait for another, or two such claims could deadlock).
+CLAIM_BINDS = (
     bindparam("lease_until", type_=UTCDateTime),
     bindparam("now", type_=UTCDateTime),
     bindparam("passed_over_since", type_=UTCDateTime),
 )
+CLAIM_NEXT_POSTGRESQL = text(
+    CLAIM_NEXT_POSTGRESQL_SQL.format(account="(SELECT account_id FROM candidate)")
+).bindparams(*CLAIM_BINDS)
+CLAIM_NEXT_POSTGRESQL_NOWAIT = text(
+    CLAIM_NEXT_POSTGRESQL_SQL.format(
+        account="(SELECT locked.id FROM accounts AS locked"
+        " WHERE locked.id = (SELECT account_id FROM candidate) FOR UPDATE SKIP LOCKED)"
+    )
+).bindparams(*CLAIM_BINDS)
 
 # SQLite: the transaction began with BEGIN IMMEDIATE, so this pair runs alone. The same probes
 # as above; :models and :loaded are JSON arrays (:models NULL serves every model).
@@ -279,10 +290,13 @@ async def claim_next(
     models: Sequence[str] | None = None,
     loaded: Sequence[str] = (),
     prefer_loaded_for: timedelta = timedelta(0),
+    wait: bool = True,
 ) -> Order | None:
     """The next order by the claim rule above, running for `worker_id`; None when none is due.
 
     `models`: only these catalog ids (None: any). `loaded`: the models the worker holds.
+    `wait=False` (PostgreSQL): None rather than wait for the account's lock another transaction
+    holds (a further claim in a transaction that holds one already).
     """
     params: dict[str, Any] = {
         "worker_id": worker_id,
@@ -299,8 +313,9 @@ async def claim_next(
             "loaded": list(loaded),
             "probe": list(loaded) if models is None else list(models),
         }
-        for _ in range(CLAIM_RACE_RETRIES):
-            row = (await session.execute(CLAIM_NEXT_POSTGRESQL, params)).first()
+        statement = CLAIM_NEXT_POSTGRESQL if wait else CLAIM_NEXT_POSTGRESQL_NOWAIT
+        for _ in range(CLAIM_RACE_RETRIES if wait else 1):
+            row = (await session.execute(statement, params)).first()
             if row is None or row.claimed_id is not None:
                 order_id = None if row is None else row.claimed_id
                 break

@@ -28,13 +28,14 @@ class OrderDone(Mergeable):
     @classmethod
     async def write_all(cls, session: AsyncSession, writes: Sequence[Any]) -> list[Any]:
         now = utcnow()
-        mine: dict[str, list[OrderDone]] = {}
-        for write in writes:
-            mine.setdefault(write.worker_id, []).append(write)
-        done: dict[str, Order | None] = {}
+        mine: dict[str, list[tuple[int, OrderDone]]] = {}
+        for index, write in enumerate(writes):
+            mine.setdefault(write.worker_id, []).append((index, write))
+        done: list[Order | None] = [None] * len(writes)
         for worker_id, group in mine.items():
-            items = [w.completion for w in group]
+            items = [w.completion for _, w in group]
             orders = await lifecycle.complete_many(session, worker_id, items, now)
-            done |= zip((i.order_id for i in items), orders, strict=True)
+            for (index, _), order in zip(group, orders, strict=True):
+                done[index] = order
         await attempts.finish_many(session, [w.end for w in writes if w.end is not None])
-        return [done[w.completion.order_id] for w in writes]
+        return list(done)

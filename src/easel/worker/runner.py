@@ -307,8 +307,8 @@ class Worker:
         further remote orders by the same rule in the same transaction, each a batch of its own,
         up to their models' free room and EASEL_REMOTE_CLAIM_MAX in all."""
         prefer = timedelta(seconds=self.settings.prefer_loaded_seconds)
-        now = utcnow()
         async with self.db.transaction() as session:
+            now = utcnow()  # once the transaction began (SQLite: holds the writer lock)
             leader = await queue.claim_next(
                 session,
                 self.worker_id,
@@ -357,7 +357,8 @@ class Worker:
         self, session: AsyncSession, leader: Order, now: datetime
     ) -> list[Order]:
         """More remote orders after a remote leader, in its transaction: one claim per order by
-        the claim rule, among the remote models this worker serves that have room left."""
+        the claim rule, among the remote models this worker serves that have room left, until
+        one would wait for an account another transaction holds (PostgreSQL)."""
         room = {
             m.id: backend_class(m.family).capacity(m) - self._in_flight[m.id]
             for m in self._serving()
@@ -369,7 +370,9 @@ class Worker:
             open_ = [m for m, free in room.items() if free > 0]
             if not open_:
                 break
-            order = await queue.claim_next(session, self.worker_id, now, self.lease, models=open_)
+            order = await queue.claim_next(
+                session, self.worker_id, now, self.lease, models=open_, wait=False
+            )
             if order is None:
                 break
             lifecycle.started(session, order, now)
