@@ -99,9 +99,9 @@ CLAIM_NEXT_POSTGRESQL_SQL = """
             started_at = COALESCE(orders.started_at, :now), attempts = orders.attempts + 1
         FROM candidate, slot
         WHERE orders.id = candidate.id
-        RETURNING orders.id
+        RETURNING orders.id, orders.model
     )
-    SELECT candidate.id AS candidate_id, claimed.id AS claimed_id
+    SELECT candidate.id AS candidate_id, claimed.id AS claimed_id, claimed.model
     FROM candidate LEFT JOIN claimed ON true
     """
 # The slot's account: the candidate's, waiting for its lock (the leader's claim); or only when no
@@ -154,7 +154,7 @@ CLAIM_NEXT_SQLITE = text(
                  heads.fair_seq, heads.created_at, heads.id
         LIMIT 1
     )
-    RETURNING id, account_id
+    RETURNING id, account_id, model
     """
 ).bindparams(
     bindparam("lease_until", type_=UTCDateTime),
@@ -298,6 +298,33 @@ async def claim_next(
     `wait=False` (PostgreSQL): None rather than wait for the account's lock another transaction
     holds (a further claim in a transaction that holds one already).
     """
+    claimed = await claim_next_id(
+        session,
+        worker_id,
+        now,
+        lease,
+        models=models,
+        loaded=loaded,
+        prefer_loaded_for=prefer_loaded_for,
+        wait=wait,
+    )
+    if claimed is None:
+        return None
+    return await session.get(Order, claimed[0], populate_existing=True)
+
+
+async def claim_next_id(
+    session: AsyncSession,
+    worker_id: str,
+    now: datetime,
+    lease: timedelta,
+    *,
+    models: Sequence[str] | None = None,
+    loaded: Sequence[str] = (),
+    prefer_loaded_for: timedelta = timedelta(0),
+    wait: bool = True,
+) -> tuple[str, str] | None:
+    """`claim_next`'s claim without reading the order: (its id, its model)."""
     params: dict[str, Any] = {
         "worker_id": worker_id,
         "lease_until": now + lease,
@@ -306,7 +333,7 @@ async def claim_next(
     }
     if models is not None:
         loaded = [m for m in loaded if m in models]
-    order_id = None
+    claimed: tuple[str, str] | None = None
     if is_postgresql(session):
         params |= {
             "models": None if models is None else list(models),
@@ -317,7 +344,7 @@ async def claim_next(
         for _ in range(CLAIM_RACE_RETRIES if wait else 1):
             row = (await session.execute(statement, params)).first()
             if row is None or row.claimed_id is not None:
-                order_id = None if row is None else row.claimed_id
+                claimed = None if row is None else (row.claimed_id, row.model)
                 break
     else:
         params |= {
@@ -326,11 +353,9 @@ async def claim_next(
         }
         row = (await session.execute(CLAIM_NEXT_SQLITE, params)).first()
         if row is not None:
-            order_id = row.id
+            claimed = (row.id, row.model)
             await session.execute(TAKE_SLOT_SQLITE, {"account_id": row.account_id})
-    if order_id is None:
-        return None
-    return await session.get(Order, order_id, populate_existing=True)
+    return claimed
 
 
 async def claim_followers(

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -309,7 +310,7 @@ class Worker:
         prefer = timedelta(seconds=self.settings.prefer_loaded_seconds)
         async with self.db.transaction() as session:
             now = utcnow()  # once the transaction began (SQLite: holds the writer lock)
-            leader = await queue.claim_next(
+            first = await queue.claim_next_id(
                 session,
                 self.worker_id,
                 now,
@@ -318,12 +319,16 @@ class Worker:
                 loaded=self.models.loaded,
                 prefer_loaded_for=prefer,
             )
-            claimed = [] if leader is None else [leader]
-            if leader is not None:
-                lifecycle.started(session, leader, now)
-                if not self._is_local(leader.model):
-                    claimed += await self._claim_remote(session, leader, now)
+            claimed: list[Order] = []
+            if first is not None:
+                ids = [first[0]]
+                if not self._is_local(first[1]):
+                    ids += await self._claim_remote(session, first[1], now)
+                claimed = await _orders(session, ids)
+                for order in claimed:
+                    lifecycle.started(session, order, now)
                 plans = await _plans_by_order(session, claimed)
+        leader = claimed[0] if claimed else None
         if leader is None:
             return []
         self._claimed_plans |= plans  # once committed: a failed claim leaves nothing behind
@@ -353,31 +358,29 @@ class Worker:
                 followers = []
         return [[leader, *followers]]
 
-    async def _claim_remote(
-        self, session: AsyncSession, leader: Order, now: datetime
-    ) -> list[Order]:
-        """More remote orders after a remote leader, in its transaction: one claim per order by
-        the claim rule, among the remote models this worker serves that have room left, until
-        one would wait for an account another transaction holds (PostgreSQL)."""
+    async def _claim_remote(self, session: AsyncSession, model_id: str, now: datetime) -> list[str]:
+        """More remote orders after a remote leader (of `model_id`), in its transaction: one
+        claim per order by the claim rule, among the remote models this worker serves that have
+        room left, until one would wait for an account another transaction holds (PostgreSQL).
+        Their ids, in the order of their claims."""
         room = {
             m.id: backend_class(m.family).capacity(m) - self._in_flight[m.id]
             for m in self._serving()
             if not self._is_local(m.id)
         }
-        room[leader.model] = room.get(leader.model, 1) - 1
-        more: list[Order] = []
+        room[model_id] = room.get(model_id, 1) - 1
+        more: list[str] = []
         while len(more) + 1 < self.settings.remote_claim_max:
             open_ = [m for m, free in room.items() if free > 0]
             if not open_:
                 break
-            order = await queue.claim_next(
+            claimed = await queue.claim_next_id(
                 session, self.worker_id, now, self.lease, models=open_, wait=False
             )
-            if order is None:
+            if claimed is None:
                 break
-            lifecycle.started(session, order, now)
-            room[order.model] -= 1
-            more.append(order)
+            room[claimed[1]] -= 1
+            more.append(claimed[0])
         return more
 
     async def process(
@@ -847,6 +850,15 @@ class Worker:
                 await self._renew(batch)
             except (DBAPIError, OSError):
                 log.exception("lease renewal failed", extra={"action": "heartbeat_error"})
+
+
+async def _orders(session: AsyncSession, ids: list[str]) -> list[Order]:
+    """The claimed orders as they are now, in the order of `ids` (one read for all)."""
+    found = await session.scalars(
+        select(Order).where(Order.id.in_(ids)).execution_options(populate_existing=True)
+    )
+    orders = {order.id: order for order in found}
+    return [orders[i] for i in ids]
 
 
 async def _plans_by_order(session: AsyncSession, orders: Sequence[Order]) -> dict[str, str]:
