@@ -4,7 +4,6 @@ model filter, on SQLite and PostgreSQL, with concurrent claimers."""
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -281,15 +280,23 @@ def upstream_settings(settings: Settings, tmp_path: Path, cap: int, in_flight: i
     return settings.model_copy(update={"catalog": path, "remote_claim_max": 4})
 
 
+async def remote_worker(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap: int, in_flight: int
+) -> tuple[AppState, Worker, Account, Account]:
+    """A worker of the two upstream models, and two accounts on the pro plan."""
+    monkeypatch.setenv("EASEL_TEST_PROVIDER_KEY", providers.KEY)  # the channels' credential
+    state = AppState.build(upstream_settings(settings, tmp_path, cap=cap, in_flight=in_flight))
+    worker = Worker(state.settings, state.catalog, state.db, state.storage)
+    a, _ = await new_account(state, "pro")
+    b, _ = await new_account(state, "pro")
+    return state, worker, a, b
+
+
 async def test_remote_orders_are_claimed_several_to_a_transaction_within_room_and_caps(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    os.environ.setdefault("EASEL_TEST_PROVIDER_KEY", providers.KEY)
-    state = AppState.build(upstream_settings(settings, tmp_path, cap=5, in_flight=3))
+    state, worker, a, b = await remote_worker(settings, tmp_path, monkeypatch, 5, 3)
     try:
-        worker = Worker(state.settings, state.catalog, state.db, state.storage)
-        a, _ = await new_account(state, "pro")
-        b, _ = await new_account(state, "pro")
         ids = [await submit_upstream(state, a, "up-a", f"a{i}") for i in range(4)]
         ids += [await submit_upstream(state, b, "up-b", f"b{i}") for i in range(4)]
         commits = 0
@@ -321,14 +328,10 @@ async def test_remote_orders_are_claimed_several_to_a_transaction_within_room_an
 
 
 async def test_claiming_several_remote_orders_keeps_each_accounts_running_cap(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    os.environ.setdefault("EASEL_TEST_PROVIDER_KEY", providers.KEY)
-    state = AppState.build(upstream_settings(settings, tmp_path, cap=1, in_flight=10))
+    state, worker, a, b = await remote_worker(settings, tmp_path, monkeypatch, 1, 10)
     try:
-        worker = Worker(state.settings, state.catalog, state.db, state.storage)
-        a, _ = await new_account(state, "pro")
-        b, _ = await new_account(state, "pro")
         for i in range(3):
             await submit_upstream(state, a, "up-a", f"a{i}")
             await submit_upstream(state, b, "up-a", f"b{i}")
@@ -342,20 +345,16 @@ async def test_claiming_several_remote_orders_keeps_each_accounts_running_cap(
 
 
 async def test_a_further_remote_claim_stops_at_an_account_another_transaction_holds(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL: the leader's claim holds its account's row; a further claim in the same
     transaction that would wait for another account's row stops there, so two claimers (or a
     claimer and a group of completions) never wait on each other."""
-    os.environ.setdefault("EASEL_TEST_PROVIDER_KEY", providers.KEY)
-    state = AppState.build(upstream_settings(settings, tmp_path, cap=10, in_flight=10))
+    state, worker, a, b = await remote_worker(settings, tmp_path, monkeypatch, 10, 10)
     if state.db.is_sqlite:
         await state.db.dispose()
         pytest.skip("SQLite has one writer at a time: no row locks to wait for")
     try:
-        worker = Worker(state.settings, state.catalog, state.db, state.storage)
-        a, _ = await new_account(state, "pro")
-        b, _ = await new_account(state, "pro")
         first = await submit_upstream(state, a, "up-a", "a0")
         for i in range(3):
             await submit_upstream(state, b, "up-a", f"b{i}")
