@@ -146,3 +146,10 @@ def store_outputs(storage: Storage, order_id: str, outputs: list[Screened]) -> l
             )
         )
     return stored_outputs
+
+
+def screen_and_store(
+    storage: Storage, order_id: str, images: list[GeneratedImage], policy: SafetyPolicy | None
+) -> list[NewOutput]:
+    """`screen`, then `store_outputs`: one trip to a thread for both (blocking)."""
+    return store_outputs(storage, order_id, screen(images, policy))

@@ -39,7 +39,7 @@ from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
 from easel.db.status import OrderStatus
-from easel.db.tables import Order
+from easel.db.tables import Account, Order
 from easel.enhance.service import SKIPPED, Enhancing, Outcome, make_enhancer
 from easel.errors import ModelUnavailable
 from easel.media.encoding import GeneratedImage
@@ -57,7 +57,7 @@ from easel.worker.completions import OrderDone
 from easel.worker.group_commit import GroupCommit
 from easel.worker.loras import resolve_loras
 from easel.worker.models import ModelCache
-from easel.worker.outputs import BLOCKED, SafetyPolicy, policy_for, screen, store_outputs
+from easel.worker.outputs import BLOCKED, SafetyPolicy, policy_for, screen_and_store
 
 log = logging.getLogger(__name__)
 
@@ -324,10 +324,9 @@ class Worker:
                 ids = [first[0]]
                 if not self._is_local(first[1]):
                     ids += await self._claim_remote(session, first[1], now)
-                claimed = await _orders(session, ids)
+                claimed, plans = await _claimed(session, ids)
                 for order in claimed:
                     lifecycle.started(session, order, now)
-                plans = await _plans_by_order(session, claimed)
         leader = claimed[0] if claimed else None
         if leader is None:
             return []
@@ -479,8 +478,10 @@ class Worker:
             await self._end_failures(batch)
             return
         try:
-            screened = await asyncio.to_thread(screen, [i for i in images if i], policy)
-            keys = await asyncio.to_thread(store_outputs, self.storage, order.id, screened)
+            outputs = [i for i in images if i]
+            keys = await asyncio.to_thread(
+                screen_and_store, self.storage, order.id, outputs, policy
+            )
             blocked = [k.index for k in keys if k.safety == BLOCKED]
             batch.drop(order.id)  # settled: the heartbeat stops renewing it
             if len(blocked) == len(keys):
@@ -852,13 +853,17 @@ class Worker:
                 log.exception("lease renewal failed", extra={"action": "heartbeat_error"})
 
 
-async def _orders(session: AsyncSession, ids: list[str]) -> list[Order]:
-    """The claimed orders as they are now, in the order of `ids` (one read for all)."""
-    found = await session.scalars(
-        select(Order).where(Order.id.in_(ids)).execution_options(populate_existing=True)
+async def _claimed(session: AsyncSession, ids: list[str]) -> tuple[list[Order], dict[str, str]]:
+    """The claimed orders as they are now, in the order of `ids`, and each one's plan id (one
+    read for all)."""
+    rows = await session.execute(
+        select(Order, Account.plan)
+        .join(Account, Account.id == Order.account_id)
+        .where(Order.id.in_(ids))
+        .execution_options(populate_existing=True)
     )
-    orders = {order.id: order for order in found}
-    return [orders[i] for i in ids]
+    found = {order.id: (order, plan) for order, plan in rows.all()}
+    return [found[i][0] for i in ids], {i: found[i][1] for i in ids}
 
 
 async def _plans_by_order(session: AsyncSession, orders: Sequence[Order]) -> dict[str, str]:
