@@ -4,6 +4,7 @@ model filter, on SQLite and PostgreSQL, with concurrent claimers."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from sqlalchemy import event, select, update
 from easel.api.state import AppState
 from easel.clock import utcnow
 from easel.config import Settings
-from easel.db.tables import Account, Order
+from easel.db.tables import Account, Order, OrderAttempt
 from easel.orders import queue
 from easel.orders.request import build_request
 from easel.orders.submit import submit
@@ -364,5 +365,55 @@ async def test_a_further_remote_claim_stops_at_an_account_another_transaction_ho
         assert [[o.id for o in batch] for batch in claimed] == [[first]]
         again = await worker.claim()  # b's row is free now
         assert sorted(o.account_id for batch in again for o in batch) == [b.id] * 3
+    finally:
+        await state.db.dispose()
+
+
+async def attempt_rows(state: AppState) -> list[OrderAttempt]:
+    async with state.db.transaction(readonly=True) as s:
+        return list(await s.scalars(select(OrderAttempt).order_by(OrderAttempt.order_id)))
+
+
+async def test_the_claim_writes_each_upstream_orders_first_try(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One write transaction fewer per order: the first try's `submitting` row is committed
+    with the claim, before any provider is called."""
+    state, worker, a, _ = await remote_worker(settings, tmp_path, monkeypatch, 10, 10)
+    try:
+        ids = [await submit_upstream(state, a, "up-a", f"a{i}") for i in range(2)]
+        claimed = [o for batch in await worker.claim() for o in batch]
+        assert sorted(o.id for o in claimed) == sorted(ids)
+        rows = await attempt_rows(state)
+        started = {o.id: o.started_at for o in claimed}
+        assert [(r.order_id, r.number, r.state, r.channel) for r in rows] == [
+            (i, 1, "submitting", "openai") for i in sorted(ids)
+        ]
+        assert all(r.created_at == started[r.order_id] for r in rows)
+        assert set(worker._planned) == set(ids)
+    finally:
+        await state.db.dispose()
+
+
+async def test_a_first_try_written_by_the_claim_and_never_sent_leaves_no_row(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The channel cools down between the claim and the try: the order fails over (here to
+    nothing: refunded) and the row of the try that was never sent is gone."""
+    state, worker, a, _ = await remote_worker(settings, tmp_path, monkeypatch, 10, 10)
+    try:
+        order_id = await submit_upstream(state, a, "up-a", "a0")
+        [[order]] = await worker.claim()
+        assert [r.state for r in await attempt_rows(state)] == ["submitting"]
+        route = worker._remote["up-a"].routes["openai"]  # type: ignore[attr-defined]
+        route.breaker.failures = route.breaker.failures_to_cool
+        route.breaker.cooling_until = time.monotonic() + 60
+        await worker.process([order])
+        async with state.db.transaction(readonly=True) as s:
+            ended = await s.get(Order, order_id)
+        assert ended is not None and ended.status == "failed"
+        assert ended.error_code == "upstream_unavailable"
+        assert await attempt_rows(state) == []
+        assert not worker._planned
     finally:
         await state.db.dispose()

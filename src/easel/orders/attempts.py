@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts.accounts import release_running_slot
@@ -81,6 +81,16 @@ async def begin_many(session: AsyncSession, rows: Sequence[NewAttempt]) -> list[
     if values:
         await session.execute(insert(ATTEMPTS), values)
     return ids
+
+
+async def discard(session: AsyncSession, attempt_ids: Sequence[str]) -> None:
+    """Delete tries whose rows were written ahead and that were never sent (`submitting`)."""
+    if attempt_ids:
+        await session.execute(
+            delete(ATTEMPTS).where(
+                ATTEMPTS.c.id.in_(list(attempt_ids)), ATTEMPTS.c.state == "submitting"
+            )
+        )
 
 
 async def accepted(

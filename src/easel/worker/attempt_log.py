@@ -7,7 +7,8 @@ row's created_at is kept from `begin` until its `finish` (one UPDATE, no read); 
 provider's acceptance is written with the finish; and a success is handed to the worker
 (`successes`), which writes it in the transaction that completes (or fails) the order. Until
 then the row says `submitting` or `accepted`, which a later run treats as it would a success
-whose order was not completed: it polls the job again or leaves the channel.
+whose order was not completed: it polls the job again or leaves the channel. An order's first
+try on its first claim may have its row written by the claim itself (`planned`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ class AttemptBegin(Mergeable):
         return list(await attempts.begin_many(session, [w.row for w in writes]))
 
 
+@dataclass(frozen=True)
+class PlannedAttempt:
+    """An order's first try, its `submitting` row written in the claim's transaction."""
+
+    attempt_id: str
+    channel: str
+    created_at: datetime
+
+
 class DatabaseAttemptLog:
     def __init__(
         self,
@@ -48,18 +58,21 @@ class DatabaseAttemptLog:
         first_claims: set[str] | None = None,
         successes: dict[str, AttemptEnd] | None = None,
         writes: GroupCommit | None = None,
+        planned: dict[str, PlannedAttempt] | None = None,
     ) -> None:
         """`first_claims`: the worker's set of order ids it holds on their first claim (no
         earlier run can have written an attempt for them). `successes`: where a succeeded
         attempt's end is left for the worker, by order id (None: written at once). `writes`:
         the worker's group commit, which writes the attempt rows begun together (None: each
-        in its own transaction); `begin` returns once its row is committed all the same."""
+        in its own transaction); `begin` returns once its row is committed all the same.
+        `planned`: the worker's first tries whose rows its claim wrote, by order id."""
         self.db = db
         self.worker_id = worker_id
         self.model_id = model_id
         self.first_claims = set() if first_claims is None else first_claims
         self.successes = successes
         self.writes = writes
+        self.planned = {} if planned is None else planned  # the worker's, by order id
         self._begun: dict[str, tuple[str, datetime]] = {}  # attempt id -> (order id, created_at)
         # attempt id -> an acceptance written with the finish (`accepted(..., deferred=True)`)
         self._accepted: dict[str, tuple[str, dict[str, Any], datetime]] = {}
@@ -85,6 +98,18 @@ class DatabaseAttemptLog:
                 )
                 for r in rows
             ]
+
+    def take_planned(self, order_id: str) -> tuple[str, str] | None:
+        found = self.planned.pop(order_id, None)
+        if found is None:
+            return None
+        self._begun[found.attempt_id] = (order_id, found.created_at)
+        return found.attempt_id, found.channel
+
+    async def discard(self, attempt_id: str) -> None:
+        self._begun.pop(attempt_id, None)
+        async with self.db.transaction() as session:
+            await attempts.discard(session, [attempt_id])
 
     async def begin(self, order_id: str, number: int, channel: Channel, images: int) -> str:
         now = utcnow()

@@ -51,7 +51,7 @@ from easel.safety.prompts import listed
 from easel.services.base import Periodic, Service, wait_any
 from easel.storage import MissingObject, Storage
 from easel.worker import presence
-from easel.worker.attempt_log import DatabaseAttemptLog
+from easel.worker.attempt_log import DatabaseAttemptLog, PlannedAttempt
 from easel.worker.batch import BatchRun, OrderFiles, build_job, run_splitting, with_inputs
 from easel.worker.completions import OrderDone
 from easel.worker.group_commit import GroupCommit
@@ -111,6 +111,8 @@ class Worker:
         self._first_claims: set[str] = set()
         # order id -> its upstream attempt's success, written with the order's end
         self._successes: dict[str, AttemptEnd] = {}
+        # order id -> its first try's row, written by the claim (`_plan_first_tries`)
+        self._planned: dict[str, PlannedAttempt] = {}
         # the remote orders' attempt begins and completions, written in groups
         self.writes = GroupCommit(db, settings.group_commit_max)
         self._reporting = asyncio.Lock()
@@ -327,10 +329,12 @@ class Worker:
                 claimed, plans = await _claimed(session, ids)
                 for order in claimed:
                     lifecycle.started(session, order, now)
+                planned = await self._plan_first_tries(session, claimed, now)
         leader = claimed[0] if claimed else None
         if leader is None:
             return []
         self._claimed_plans |= plans  # once committed: a failed claim leaves nothing behind
+        self._planned |= planned
         if not self._is_local(leader.model):
             self._first_claims.update(o.id for o in claimed if o.attempts == 1)
             return [[order] for order in claimed]
@@ -356,6 +360,53 @@ class Worker:
                 )
                 followers = []
         return [[leader, *followers]]
+
+    async def _plan_first_tries(
+        self, session: AsyncSession, claimed: list[Order], now: datetime
+    ) -> dict[str, PlannedAttempt]:
+        """The `submitting` rows of the upstream orders' first tries, in the claim's transaction
+        (one write fewer per order): for each order on its first claim whose backend's first
+        route is a remote channel with a closed breaker (`UpstreamBackend.first_channel`)."""
+        rows: list[attempts.NewAttempt] = []
+        for order in claimed:
+            model = self.catalog.models.get(order.model)
+            if order.attempts != 1 or model is None or self._is_local(order.model):
+                continue
+            backend = await self._remote_backend(model)
+            channel = backend.first_channel() if isinstance(backend, UpstreamBackend) else None
+            if channel is not None:
+                rows.append(
+                    attempts.NewAttempt(
+                        order.id,
+                        1,
+                        model.id,
+                        channel.name,
+                        channel.provider,
+                        order.n,
+                        self.worker_id,
+                        now,
+                    )
+                )
+        ids = await attempts.begin_many(session, rows)
+        return {
+            row.order_id: PlannedAttempt(attempt_id, row.channel, now)
+            for attempt_id, row in zip(ids, rows, strict=True)
+        }
+
+    async def _unplan(self, order_ids: Sequence[str]) -> None:
+        """First tries written by the claim whose orders ended before calling the provider
+        (failed inputs, canceled, the model gone): their rows are deleted (nothing was sent)."""
+        left = [p for p in (self._planned.pop(i, None) for i in order_ids) if p is not None]
+        if not left:
+            return
+        try:
+            async with self.db.transaction() as session:
+                await attempts.discard(session, [p.attempt_id for p in left])
+        except (DBAPIError, OSError):
+            log.exception(
+                "could not delete unsent attempts; the next run leaves their channel",
+                extra={"action": "end_error", "order_ids": list(order_ids)},
+            )
 
     async def _claim_remote(self, session: AsyncSession, model_id: str, now: datetime) -> list[str]:
         """More remote orders after a remote leader (of `model_id`), in its transaction: one
@@ -435,6 +486,7 @@ class Worker:
                 self._claimed_plans.pop(order_id, None)
                 self._first_claims.discard(order_id)
             await self._settle_alone(ids)
+            await self._unplan(ids)
 
     async def _safety_policies(self, orders: list[Order]) -> dict[str, SafetyPolicy]:
         """The orders whose outputs are checked, with their plan's threshold and action: every
@@ -628,6 +680,7 @@ class Worker:
                     self._first_claims,
                     self._successes,
                     self.writes,
+                    self._planned,
                 )
                 backend.catalog = self.catalog
             self._remote[model.id] = backend

@@ -108,6 +108,16 @@ class UpstreamBackend(Backend):
     def _label(self, channel: Channel) -> str:
         return f"{self.model.id}/{channel.name}"
 
+    def first_channel(self) -> Channel | None:
+        """The channel an order's first try would go to now, when that is a remote channel
+        whose breaker is closed (no probe to reserve): the worker's claim writes that try's row
+        (`AttemptLog.take_planned`); None: the try writes its own."""
+        routes, _ = plan(self.routes.values(), set(), time.monotonic(), self.rng)
+        if not routes or routes[0].channel.is_local:
+            return None
+        breaker = routes[0].breaker
+        return routes[0].channel if breaker.failures < breaker.failures_to_cool else None
+
     def provider(self, channel: Channel) -> Provider:
         found = self._providers.get(channel.name)
         if found is None:
@@ -168,6 +178,13 @@ class UpstreamBackend(Backend):
             skip.add(open_[-1].channel)
         routes, notes = plan(self.routes.values(), skip, time.monotonic(), self.rng)
         tried += notes
+        planned = attempts.take_planned(order_id)
+        first = next((r for r in routes if planned and r.channel.name == planned[1]), None)
+        if planned is not None and (first is None or first.channel.is_local):
+            await attempts.discard(planned[0])  # its channel is no longer a route: not sent
+            planned = None
+        elif first is not None:
+            routes = [first, *(r for r in routes if r is not first)]
         hand_to = self._local_channel(routes, order_need(specs[0], job.frames))
         for route in routes:
             channel = route.channel
@@ -180,8 +197,11 @@ class UpstreamBackend(Backend):
                 raise Rerouted(order_id, channel.model)
             for retry in range(channel.retries + 1):
                 number += 1
+                written = None
+                if planned is not None and route is first and retry == 0:
+                    written = planned[0]
                 try:
-                    return await self._try(route, req, number, progress)
+                    return await self._try(route, req, number, progress, written)
                 except NotAccepted as exc:
                     tried.append(f"{channel.name} ({_short(exc.message, 160)})")
                     wait = exc.retry_after if exc.retry_after is not None else 0.5
@@ -264,26 +284,33 @@ class UpstreamBackend(Backend):
             return await self._follow(route, record.id, remote, req, progress, time.monotonic())
 
     async def _try(
-        self, route: Route, req: Request, number: int, progress: ProgressFn
+        self,
+        route: Route,
+        req: Request,
+        number: int,
+        progress: ProgressFn,
+        written: str | None = None,
     ) -> list[GeneratedImage]:
+        """`written`: the id of this try's row when the claim wrote it (else it is begun here)."""
         assert self.attempts is not None
         channel, label = route.channel, self._label(route.channel)
         # The breaker is asked again here, with no await between the question and the probe's
         # reservation: orders planned at the same time must not all be the one probe.
         if not route.breaker.allows(time.monotonic()):
-            raise NotAccepted(
-                f"{channel.name}: cooling down after {route.breaker.failures} failures",
-                channel_fault=False,
-            )
+            cooling = f"{channel.name}: cooling down after {route.breaker.failures} failures"
+            if written is not None:
+                await self.attempts.discard(written)
+            raise NotAccepted(cooling, channel_fault=False)
         probe = route.breaker.start(time.monotonic())
         try:
             async with route.slots:
                 route.in_flight += 1
                 route.peak = max(route.peak, route.in_flight)
                 metrics.UPSTREAM_IN_FLIGHT.labels(label).inc()
-                attempt_id: str | None = None
+                attempt_id: str | None = written
                 try:
-                    attempt_id = await self.attempts.begin(req.order_id, number, channel, req.n)
+                    if attempt_id is None:
+                        attempt_id = await self.attempts.begin(req.order_id, number, channel, req.n)
                     started = time.monotonic()
                     remote = await self._submit(route, attempt_id, req)
                     over = remote.done is not None and remote.done.state not in RUNNING

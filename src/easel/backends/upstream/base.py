@@ -218,6 +218,15 @@ class AttemptLog(Protocol):
 
     async def history(self, order_id: str) -> list[AttemptRecord]: ...
 
+    def take_planned(self, order_id: str) -> tuple[str, str] | None:
+        """(attempt id, channel name) of the order's first try, when the worker wrote its
+        `submitting` row in the claim's transaction; None otherwise. Once per order."""
+        ...
+
+    async def discard(self, attempt_id: str) -> None:
+        """Delete a planned try's row that was never sent (its channel is no longer a route)."""
+        ...
+
     async def begin(self, order_id: str, number: int, channel: Channel, images: int) -> str:
         """A `submitting` row, written before the provider is called; returns its id."""
         ...
