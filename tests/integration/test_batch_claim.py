@@ -382,6 +382,7 @@ async def test_the_claim_writes_each_upstream_orders_first_try(
     state, worker, a, _ = await remote_worker(settings, tmp_path, monkeypatch, 10, 10)
     try:
         ids = [await submit_upstream(state, a, "up-a", f"a{i}") for i in range(2)]
+        await worker._remote_backend(state.catalog.models["up-a"])  # as an earlier batch left it
         claimed = [o for batch in await worker.claim() for o in batch]
         assert sorted(o.id for o in claimed) == sorted(ids)
         rows = await attempt_rows(state)
@@ -395,6 +396,27 @@ async def test_the_claim_writes_each_upstream_orders_first_try(
         await state.db.dispose()
 
 
+async def test_the_first_try_is_left_to_the_batch_without_a_backend_or_a_free_slot(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, worker, a, _ = await remote_worker(settings, tmp_path, monkeypatch, 10, 2)
+    try:
+        for i in range(3):
+            await submit_upstream(state, a, "up-a", f"a{i}")
+        await worker.claim()  # no backend for up-a yet: nothing is built in the claim
+        assert await attempt_rows(state) == [] and not worker._planned
+        await submit_upstream(state, a, "up-a", "a3")
+        backend = await worker._remote_backend(state.catalog.models["up-a"])
+        backend.routes["openai"].in_flight = 1  # type: ignore[attr-defined]  # one slot busy
+        worker._in_flight.clear()
+        claimed = [o for batch in await worker.claim() for o in batch]
+        # one free slot on the channel: one first try written, the other left to its batch
+        assert len(claimed) == 2
+        assert len(await attempt_rows(state)) == 1
+    finally:
+        await state.db.dispose()
+
+
 async def test_a_first_try_written_by_the_claim_and_never_sent_leaves_no_row(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -403,6 +425,7 @@ async def test_a_first_try_written_by_the_claim_and_never_sent_leaves_no_row(
     state, worker, a, _ = await remote_worker(settings, tmp_path, monkeypatch, 10, 10)
     try:
         order_id = await submit_upstream(state, a, "up-a", "a0")
+        await worker._remote_backend(state.catalog.models["up-a"])
         [[order]] = await worker.claim()
         assert [r.state for r in await attempt_rows(state)] == ["submitting"]
         route = worker._remote["up-a"].routes["openai"]  # type: ignore[attr-defined]

@@ -45,6 +45,7 @@ class PlannedAttempt:
     """An order's first try, its `submitting` row written in the claim's transaction."""
 
     attempt_id: str
+    model: str
     channel: str
     created_at: datetime
 
@@ -103,7 +104,8 @@ class DatabaseAttemptLog:
         found = self.planned.pop(order_id, None)
         if found is None:
             return None
-        self._begun[found.attempt_id] = (order_id, found.created_at)
+        # its latency counts from now, as a try begun here would (not from the claim)
+        self._begun[found.attempt_id] = (order_id, utcnow())
         return found.attempt_id, found.channel
 
     async def discard(self, attempt_id: str) -> None:

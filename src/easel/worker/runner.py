@@ -364,32 +364,47 @@ class Worker:
     async def _plan_first_tries(
         self, session: AsyncSession, claimed: list[Order], now: datetime
     ) -> dict[str, PlannedAttempt]:
-        """The `submitting` rows of the upstream orders' first tries, in the claim's transaction
-        (one write fewer per order): for each order on its first claim whose backend's first
-        route is a remote channel with a closed breaker (`UpstreamBackend.first_channel`)."""
+        """The `submitting` rows of upstream orders' first tries, in the claim's transaction (one
+        write fewer per order): for each order on its first claim that goes straight to its
+        provider (no stored inputs, no prompt enhancement) and whose backend's first route is a
+        remote channel with a closed breaker and a free slot (`UpstreamBackend.first_channel`).
+        """
         rows: list[attempts.NewAttempt] = []
+        taken: dict[str, Counter[str]] = {}  # model id -> channel -> tries planned, not taken
+        for p in self._planned.values():
+            taken.setdefault(p.model, Counter())[p.channel] += 1
         for order in claimed:
-            model = self.catalog.models.get(order.model)
-            if order.attempts != 1 or model is None or self._is_local(order.model):
+            if order.attempts != 1:
+                self._planned.pop(order.id, None)  # an earlier run's, of this worker
                 continue
-            backend = await self._remote_backend(model)
-            channel = backend.first_channel() if isinstance(backend, UpstreamBackend) else None
-            if channel is not None:
-                rows.append(
-                    attempts.NewAttempt(
-                        order.id,
-                        1,
-                        model.id,
-                        channel.name,
-                        channel.provider,
-                        order.n,
-                        self.worker_id,
-                        now,
-                    )
+            model = self.catalog.models.get(order.model)
+            if model is None or self._is_local(model.id) or order.llm_enhance:
+                continue
+            if order.reference_key is not None or order.inputs:
+                continue
+            backend = self._remote.get(model.id)
+            if not isinstance(backend, UpstreamBackend) or backend.model != model:
+                continue  # built by the order's batch (outside this transaction)
+            planned = taken.setdefault(model.id, Counter())
+            channel = backend.first_channel(planned)
+            if channel is None:
+                continue
+            planned[channel.name] += 1
+            rows.append(
+                attempts.NewAttempt(
+                    order.id,
+                    1,
+                    model.id,
+                    channel.name,
+                    channel.provider,
+                    order.n,
+                    self.worker_id,
+                    now,
                 )
+            )
         ids = await attempts.begin_many(session, rows)
         return {
-            row.order_id: PlannedAttempt(attempt_id, row.channel, now)
+            row.order_id: PlannedAttempt(attempt_id, row.model, row.channel, now)
             for attempt_id, row in zip(ids, rows, strict=True)
         }
 
@@ -404,7 +419,7 @@ class Worker:
                 await attempts.discard(session, [p.attempt_id for p in left])
         except (DBAPIError, OSError):
             log.exception(
-                "could not delete unsent attempts; the next run leaves their channel",
+                "could not delete unsent attempts; they stay `submitting`",
                 extra={"action": "end_error", "order_ids": list(order_ids)},
             )
 
@@ -598,9 +613,13 @@ class Worker:
         status: str = OrderStatus.FAILED,
         held: Sequence[lifecycle.NewOutput] = (),
     ) -> None:
-        """Fail (or cancel) and refund; a database error leaves it to the reaper."""
+        """Fail (or cancel) and refund; a database error leaves it to the reaper. A first try
+        the claim wrote and nobody sent is deleted with it."""
+        planned = self._planned.get(order_id)
         try:
             async with self.db.transaction() as session:
+                if planned is not None:
+                    await attempts.discard(session, [planned.attempt_id])
                 await lifecycle.fail(
                     session,
                     order_id,
@@ -615,6 +634,8 @@ class Worker:
                 if end is not None:
                     await end.write(session)
             self._successes.pop(order_id, None)
+            if planned is not None:
+                self._planned.pop(order_id, None)
         except (DBAPIError, OSError):
             log.exception(
                 "could not end the order; its lease will expire",

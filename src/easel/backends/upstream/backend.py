@@ -19,6 +19,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Mapping
 from typing import ClassVar
 
 import httpx
@@ -108,15 +109,20 @@ class UpstreamBackend(Backend):
     def _label(self, channel: Channel) -> str:
         return f"{self.model.id}/{channel.name}"
 
-    def first_channel(self) -> Channel | None:
+    def first_channel(self, planned: Mapping[str, int]) -> Channel | None:
         """The channel an order's first try would go to now, when that is a remote channel
-        whose breaker is closed (no probe to reserve): the worker's claim writes that try's row
+        whose breaker is closed (no probe to reserve) and that has a free slot beside the tries
+        `planned` for it (by channel name) already: the worker's claim writes that try's row
         (`AttemptLog.take_planned`); None: the try writes its own."""
         routes, _ = plan(self.routes.values(), set(), time.monotonic(), self.rng)
         if not routes or routes[0].channel.is_local:
             return None
-        breaker = routes[0].breaker
-        return routes[0].channel if breaker.failures < breaker.failures_to_cool else None
+        route, name = routes[0], routes[0].channel.name
+        if route.breaker.failures >= route.breaker.failures_to_cool:
+            return None
+        if route.in_flight + planned.get(name, 0) >= route.channel.max_in_flight:
+            return None  # it would wait for a slot with its row written
+        return route.channel
 
     def provider(self, channel: Channel) -> Provider:
         found = self._providers.get(channel.name)
@@ -169,7 +175,7 @@ class UpstreamBackend(Backend):
                     "job, so this order does not go to this channel again",
                 )
                 skip.add(record.channel)
-        number = len(history)
+        number = max((a.number for a in history), default=0)  # numbers may have gaps
         open_ = [a for a in history if a.state in RESUMABLE]
         if open_:
             resumed = await self._resume(open_[-1], req, progress)
@@ -178,7 +184,7 @@ class UpstreamBackend(Backend):
             skip.add(open_[-1].channel)
         routes, notes = plan(self.routes.values(), skip, time.monotonic(), self.rng)
         tried += notes
-        planned = attempts.take_planned(order_id)
+        planned = None if history else attempts.take_planned(order_id)
         first = next((r for r in routes if planned and r.channel.name == planned[1]), None)
         if planned is not None and (first is None or first.channel.is_local):
             await attempts.discard(planned[0])  # its channel is no longer a route: not sent
