@@ -440,3 +440,24 @@ async def test_a_first_try_written_by_the_claim_and_never_sent_leaves_no_row(
         assert not worker._planned
     finally:
         await state.db.dispose()
+
+
+async def test_an_order_ended_before_its_first_try_takes_the_planned_row_with_it(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Canceled (or failed) before the provider call: the row the claim wrote goes in the
+    transaction that ends the order, and the batch can no longer take it."""
+    state, worker, a, _ = await remote_worker(settings, tmp_path, monkeypatch, 10, 10)
+    try:
+        order_id = await submit_upstream(state, a, "up-a", "a0")
+        await worker._remote_backend(state.catalog.models["up-a"])
+        await worker.claim()
+        assert [r.state for r in await attempt_rows(state)] == ["submitting"]
+        await worker._end(order_id, "canceled", "canceled by the client", status="canceled")
+        assert await attempt_rows(state) == []
+        assert worker._remote["up-a"].attempts.take_planned(order_id) is None  # type: ignore[attr-defined]
+        async with state.db.transaction(readonly=True) as s:
+            ended = await s.get(Order, order_id)
+        assert ended is not None and ended.status == "canceled"
+    finally:
+        await state.db.dispose()

@@ -370,12 +370,15 @@ class Worker:
         remote channel with a closed breaker and a free slot (`UpstreamBackend.first_channel`).
         """
         rows: list[attempts.NewAttempt] = []
+        stale: list[str] = []
         taken: dict[str, Counter[str]] = {}  # model id -> channel -> tries planned, not taken
         for p in self._planned.values():
             taken.setdefault(p.model, Counter())[p.channel] += 1
         for order in claimed:
             if order.attempts != 1:
-                self._planned.pop(order.id, None)  # an earlier run's, of this worker
+                earlier = self._planned.pop(order.id, None)  # an earlier run's, of this worker
+                if earlier is not None:
+                    stale.append(earlier.attempt_id)
                 continue
             model = self.catalog.models.get(order.model)
             if model is None or self._is_local(model.id) or order.llm_enhance:
@@ -402,6 +405,7 @@ class Worker:
                     now,
                 )
             )
+        await attempts.discard(session, stale)  # never sent: that run lost the order first
         ids = await attempts.begin_many(session, rows)
         return {
             row.order_id: PlannedAttempt(attempt_id, row.model, row.channel, now)
@@ -615,7 +619,7 @@ class Worker:
     ) -> None:
         """Fail (or cancel) and refund; a database error leaves it to the reaper. A first try
         the claim wrote and nobody sent is deleted with it."""
-        planned = self._planned.get(order_id)
+        planned = self._planned.pop(order_id, None)  # not taken by the batch from now on
         try:
             async with self.db.transaction() as session:
                 if planned is not None:
@@ -634,9 +638,9 @@ class Worker:
                 if end is not None:
                     await end.write(session)
             self._successes.pop(order_id, None)
-            if planned is not None:
-                self._planned.pop(order_id, None)
         except (DBAPIError, OSError):
+            if planned is not None:
+                self._planned[order_id] = planned  # its row stands: `_unplan` tries again
             log.exception(
                 "could not end the order; its lease will expire",
                 extra={"action": "end_error", "order_id": order_id},

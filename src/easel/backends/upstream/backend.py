@@ -120,7 +120,8 @@ class UpstreamBackend(Backend):
         route, name = routes[0], routes[0].channel.name
         if route.breaker.failures >= route.breaker.failures_to_cool:
             return None
-        if route.in_flight + planned.get(name, 0) >= route.channel.max_in_flight:
+        busy = route.in_flight + planned.get(name, 0) >= route.channel.max_in_flight
+        if busy or route.slots.locked():
             return None  # it would wait for a slot with its row written
         return route.channel
 
