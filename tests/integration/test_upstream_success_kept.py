@@ -14,7 +14,7 @@ from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.tables import Order, OrderAttempt
 from easel.orders import attempts, queue
-from easel.orders.attempts import AttemptEnd
+from easel.orders.attempts import AttemptEnd, NewAttempt
 from easel.worker.runner import Worker
 from tests.support.app import new_account
 from tests.support.orders import submit_order
@@ -36,17 +36,8 @@ async def test_a_success_outlives_a_failed_commit_of_the_orders_end(
             catalog_model = order.model
         now = utcnow()
         async with state.db.transaction() as s:  # the attempt as the upstream backend left it
-            attempt_id = await attempts.begin(
-                s,
-                order_id=order_id,
-                number=1,
-                model=catalog_model,
-                channel="c1",
-                provider="fal",
-                images=1,
-                worker_id=worker.worker_id,
-                now=now,
-            )
+            row = NewAttempt(order_id, 1, catalog_model, "c1", "fal", 1, worker.worker_id, now)
+            [attempt_id] = await attempts.begin_many(s, [row])
             await attempts.accepted(s, attempt_id, "remote-1", {}, now)
         # what DatabaseAttemptLog.finish("succeeded") hands to the worker
         worker._successes[order_id] = AttemptEnd(

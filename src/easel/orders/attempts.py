@@ -45,26 +45,8 @@ class NewAttempt:
     created_at: datetime
 
 
-async def begin(
-    session: AsyncSession,
-    *,
-    order_id: str,
-    number: int,
-    model: str,
-    channel: str,
-    provider: str,
-    images: int,
-    worker_id: str,
-    now: datetime,
-) -> str:
-    """A `submitting` attempt row (one INSERT, no ORM object); returns its id."""
-    new = NewAttempt(order_id, number, model, channel, provider, images, worker_id, now)
-    [attempt_id] = await begin_many(session, [new])
-    return attempt_id
-
-
 async def begin_many(session: AsyncSession, rows: Sequence[NewAttempt]) -> list[str]:
-    """`begin` for several attempts in one INSERT; their ids, in order."""
+    """`submitting` attempt rows in one INSERT (no ORM objects); their ids, in order."""
     ids = [new_id("att") for _ in rows]
     values = [
         vars(row)
@@ -131,26 +113,6 @@ class AttemptEnd:
 
     async def write(self, session: AsyncSession) -> None:
         await finish_many(session, [self])
-
-
-async def finish(
-    session: AsyncSession,
-    attempt_id: str,
-    state: str,
-    now: datetime,
-    *,
-    created_at: datetime | None = None,
-    cost: float = 0.0,
-    error: str | None = None,
-    retry_after: float | None = None,
-    outputs: list[str] | None = None,
-    remote: tuple[str, dict[str, Any], datetime] | None = None,
-) -> None:
-    """End an attempt in one UPDATE (see `AttemptEnd`)."""
-    end = AttemptEnd(
-        attempt_id, state, now, created_at, cost, error, retry_after, list(outputs or []), remote
-    )
-    await finish_many(session, [end])
 
 
 # One UPDATE run for many rows (executemany): the attempt's id is bound as `attempt_id`.

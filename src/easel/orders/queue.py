@@ -290,13 +290,10 @@ async def claim_next(
     models: Sequence[str] | None = None,
     loaded: Sequence[str] = (),
     prefer_loaded_for: timedelta = timedelta(0),
-    wait: bool = True,
 ) -> Order | None:
     """The next order by the claim rule above, running for `worker_id`; None when none is due.
 
     `models`: only these catalog ids (None: any). `loaded`: the models the worker holds.
-    `wait=False` (PostgreSQL): None rather than wait for the account's lock another transaction
-    holds (a further claim in a transaction that holds one already).
     """
     claimed = await claim_next_id(
         session,
@@ -306,7 +303,6 @@ async def claim_next(
         models=models,
         loaded=loaded,
         prefer_loaded_for=prefer_loaded_for,
-        wait=wait,
     )
     if claimed is None:
         return None
@@ -324,7 +320,9 @@ async def claim_next_id(
     prefer_loaded_for: timedelta = timedelta(0),
     wait: bool = True,
 ) -> tuple[str, str] | None:
-    """`claim_next`'s claim without reading the order: (its id, its model)."""
+    """`claim_next`'s claim without reading the order: (its id, its model). `wait=False`
+    (PostgreSQL): None rather than wait for the account's lock another transaction holds (a
+    further claim in a transaction that holds one already)."""
     params: dict[str, Any] = {
         "worker_id": worker_id,
         "lease_until": now + lease,

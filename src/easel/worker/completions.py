@@ -38,4 +38,4 @@ class OrderDone(Mergeable):
             for (index, _), order in zip(group, orders, strict=True):
                 done[index] = order
         await attempts.finish_many(session, [w.end for w in writes if w.end is not None])
-        return list(done)
+        return done

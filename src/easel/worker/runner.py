@@ -153,6 +153,10 @@ class Worker:
         model = self.catalog.models.get(model_id)
         return model is None or model.family not in FAMILIES or backend_class(model.family).local
 
+    def _remote_room(self, model: Model) -> int:
+        """Batches a remote model's backend can take beside those it runs."""
+        return backend_class(model.family).capacity(model) - self._in_flight[model.id]
+
     def _claimable(self) -> list[str] | None:
         """Models with room for another batch (None: every model, no filter)."""
         local_busy = any(self._is_local(m) for m in +self._in_flight)
@@ -160,11 +164,7 @@ class Worker:
         room = [
             m.id
             for m in serving
-            if (
-                not local_busy
-                if self._is_local(m.id)
-                else self._in_flight[m.id] < backend_class(m.family).capacity(m)
-            )
+            if (not local_busy if self._is_local(m.id) else self._remote_room(m) > 0)
         ]
         return None if self.served is None and len(room) == len(serving) else room
 
@@ -432,11 +432,7 @@ class Worker:
         claim per order by the claim rule, among the remote models this worker serves that have
         room left, until one would wait for an account another transaction holds (PostgreSQL).
         Their ids, in the order of their claims."""
-        room = {
-            m.id: backend_class(m.family).capacity(m) - self._in_flight[m.id]
-            for m in self._serving()
-            if not self._is_local(m.id)
-        }
+        room = {m.id: self._remote_room(m) for m in self._serving() if not self._is_local(m.id)}
         room[model_id] = room.get(model_id, 1) - 1
         more: list[str] = []
         while len(more) + 1 < self.settings.remote_claim_max:
