@@ -97,6 +97,7 @@ class UpstreamBackend(Backend):
         self.rng = random.Random()
         per_client = self.settings.upstream_connections_per_client
         self.clients = Clients(math.ceil(self.capacity(self.model) / max(1, per_client)))
+        self.outputs_http = ChannelHTTP(self.settings, "", self.clients)  # the outbound policy
         self.routes = {c.name: Route.of(c) for c in self.model.channels}
         self._providers: dict[str, Provider] = {}
         self.attempts: AttemptLog | None = None  # the worker's (worker/attempt_log.py)
@@ -186,12 +187,17 @@ class UpstreamBackend(Backend):
         routes, notes = plan(self.routes.values(), skip, time.monotonic(), self.rng)
         tried += notes
         planned = None if history else attempts.take_planned(order_id)
-        first = next((r for r in routes if planned and r.channel.name == planned[1]), None)
-        if planned is not None and (first is None or first.channel.is_local):
-            await attempts.discard(planned[0])  # its channel is no longer a route: not sent
-            planned = None
-        elif first is not None:
-            routes = [first, *(r for r in routes if r is not first)]
+        first = None
+        if planned is not None:
+            first = next(
+                (r for r in routes if r.channel.name == planned[1] and not r.channel.is_local),
+                None,
+            )
+            if first is None:
+                await attempts.discard(planned[0])  # its channel is no longer a route: not sent
+                planned = None
+            else:
+                routes = [first, *(r for r in routes if r is not first)]
         hand_to = self._local_channel(routes, order_need(specs[0], job.frames))
         for route in routes:
             channel = route.channel
@@ -463,7 +469,6 @@ class UpstreamBackend(Backend):
             raise RemoteFailed(f"the provider returned {len(status.outputs)} of {req.n} outputs")
         assert self.settings is not None
         settings = self.settings
-        http = ChannelHTTP(settings, "", self.clients)  # output URLs: the outbound policy
         images = []
         for index, output in enumerate(status.outputs[: req.n]):
             data = output.data
@@ -477,7 +482,9 @@ class UpstreamBackend(Backend):
                 assert output.url is not None
                 try:
                     async with asyncio.timeout(settings.upstream_download_timeout):
-                        response = await http.call("GET", output.url, headers={"accept": "*/*"})
+                        response = await self.outputs_http.call(
+                            "GET", output.url, headers={"accept": "*/*"}
+                        )
                 except (httpx.HTTPError, TooLarge, UnsafeURL, TimeoutError) as exc:
                     raise RemoteFailed(
                         f"output {index + 1} could not be downloaded ({type(exc).__name__}: "
