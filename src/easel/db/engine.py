@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from easel.db.sqlite_driver import OneTripDBAPI
+
 NOTIFY_CHANNEL = "easel_orders"  # a new order: wakes idle workers
 # Every change of an order: its id (migration 0007's trigger), followed by the change feeds
 ORDER_CHANGES_CHANNEL = "easel_order_changes"
@@ -38,6 +40,8 @@ class Database:
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 60}
             kwargs["pool_reset_on_return"] = None  # _sqlite_pragmas rolls back when needed
+            if self.url.get_driver_name() == "aiosqlite":
+                kwargs["module"] = OneTripDBAPI()  # one hand-off per statement
         else:
             kwargs.update(
                 pool_size=pool_size,
