@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import case, func, or_, select, update
+from typing import cast
+
+from sqlalchemy import Table, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts import sessions
@@ -12,6 +14,8 @@ from easel.db.tables import Account
 from easel.errors import Conflict, InvalidRequest, NotFound
 from easel.ids import new_id
 from easel.webhooks.signing import new_secret
+
+ACCOUNTS = cast(Table, Account.__table__)
 
 
 def _plan_or_raise(catalog: Catalog, plan: str) -> int:
@@ -110,12 +114,11 @@ async def count_accounts(session: AsyncSession) -> int:
 
 async def release_running_slot(session: AsyncSession, account_id: str, count: int = 1) -> None:
     """`count` of the account's running slots back (never below zero)."""
-    await session.execute(
-        update(Account)
-        .where(Account.id == account_id, Account.running_count > 0)
+    table = ACCOUNTS.c
+    await session.execute(  # Core: no ORM session bookkeeping for a counter
+        update(ACCOUNTS)
+        .where(table.id == account_id, table.running_count > 0)
         .values(
-            running_count=case(
-                (Account.running_count > count, Account.running_count - count), else_=0
-            )
+            running_count=case((table.running_count > count, table.running_count - count), else_=0)
         )
     )

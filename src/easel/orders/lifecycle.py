@@ -22,6 +22,7 @@ from easel.errors import Conflict, NotFound
 from easel.webhooks import outbox
 
 OUTPUTS = cast(Table, Output.__table__)  # Core statements: no ORM objects
+ORDERS = cast(Table, Order.__table__)
 log = logging.getLogger(__name__)
 
 
@@ -80,18 +81,21 @@ async def _finish_many(
     values: dict[str, object],
 ) -> dict[str, Order]:
     """`_finish` for several orders in one statement: those it moved, by id."""
-    where: list[ColumnElement[bool]] = [Order.id.in_(list(order_ids))]
+    where: list[ColumnElement[bool]] = [ORDERS.c.id.in_(list(order_ids))]
     if worker_id is not None:
-        where += [Order.status == OrderStatus.RUNNING, Order.worker_id == worker_id]
+        where += [ORDERS.c.status == OrderStatus.RUNNING, ORDERS.c.worker_id == worker_id]
     else:
-        where += [Order.status.in_((OrderStatus.PENDING, OrderStatus.RUNNING))]
-    # The rows come back as they are now, in the same statement (no read after the write).
-    found = await session.scalars(
-        update(Order)
+        where += [ORDERS.c.status.in_((OrderStatus.PENDING, OrderStatus.RUNNING))]
+    # The rows come back as they are now, in the same statement (no read after the write); a
+    # Core UPDATE read into orders skips the ORM's bulk-update bookkeeping.
+    changed = (
+        update(ORDERS)
         .where(*where)
         .values(completed_at=now, lease_until=None, **values)
-        .returning(Order),
-        execution_options={"populate_existing": True},
+        .returning(*ORDERS.c)
+    )
+    found = await session.scalars(
+        select(Order).from_statement(changed), execution_options={"populate_existing": True}
     )
     return {order.id: order for order in found}
 
