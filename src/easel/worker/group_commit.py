@@ -103,6 +103,7 @@ class GroupCommit:
         it holds the writer lock), so that writes queued while it waited go in it too."""
         async with self.db.transaction() as session:
             if take:
+                await session.connection()  # begun (the session's own BEGIN is lazy)
                 group.extend(self._take())
             results: list[Any] = [None] * len(group)
             kinds: dict[type[Mergeable], list[int]] = {}

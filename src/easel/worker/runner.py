@@ -182,6 +182,9 @@ class Worker:
         try:
             if self.preload:
                 await self._preload(stop)
+            for model in self._serving():  # no weights: built now, the first claim plans tries
+                if not self._is_local(model.id):
+                    await self._remote_backend(model)
             self._listen_to_link()
             while not stop.is_set():
                 if listener is not None and listener.done():
@@ -311,7 +314,8 @@ class Worker:
         up to their models' free room and EASEL_REMOTE_CLAIM_MAX in all."""
         prefer = timedelta(seconds=self.settings.prefer_loaded_seconds)
         async with self.db.transaction() as session:
-            now = utcnow()  # once the transaction began (SQLite: holds the writer lock)
+            await session.connection()  # begin now (SQLite: take the writer lock)
+            now = utcnow()  # once the transaction began: the orders leave the queue now
             first = await queue.claim_next_id(
                 session,
                 self.worker_id,
