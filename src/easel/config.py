@@ -157,8 +157,9 @@ class Settings(BaseSettings):
     # many in one transaction. 1: each in its own.
     group_commit_max: int = 64
     # Remote orders (one provider job each) a worker claims in one transaction, when its
-    # upstream models have that much room; 1: one claim per transaction.
-    remote_claim_max: int = 4
+    # upstream models have that much room; 1: one claim per transaction (the lowest latency:
+    # several send the provider calls out in bursts).
+    remote_claim_max: int = 1
     # Threads per loaded model that write output files (PNG, JPEG, WebP) in the background.
     encode_threads: int = 2
     # The optional prompt classifier (docs/safety.md): a text-classification model (repo id or
