@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, make_url
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -18,6 +20,10 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from easel.db.sqlite_driver import OneTripDBAPI
+
+# A pooled connection idle longer than this is pinged before use (PostgreSQL).
+PING_IDLE_SECONDS = 1.0
+LAST_USED = "easel_last_used"
 
 NOTIFY_CHANNEL = "easel_orders"  # a new order: wakes idle workers
 # Every change of an order: its id (migration 0007's trigger), followed by the change feeds
@@ -43,15 +49,12 @@ class Database:
             if self.url.get_driver_name() == "aiosqlite":
                 kwargs["module"] = OneTripDBAPI()  # one hand-off per statement
         else:
-            kwargs.update(
-                pool_size=pool_size,
-                max_overflow=max_overflow,
-                pool_timeout=pool_timeout,
-                pool_pre_ping=True,
-            )
+            kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _sqlite_pragmas(self.engine)
+        else:
+            _ping_idle_connections(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessions = async_sessionmaker(
             self.engine.execution_options(easel_readonly=True), expire_on_commit=False
@@ -111,6 +114,27 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
     def _on_begin(conn: Any) -> None:
         readonly = conn.get_execution_options().get("easel_readonly")
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """The pool's pre-ping, for connections idle longer than PING_IDLE_SECONDS only: one that
+    was in use a moment ago is alive as far as a ping could tell (with asyncpg a ping is three
+    round trips, on every transaction of a busy worker). A dead one is replaced and the pool's
+    older connections with it, as pre-ping does."""
+
+    @event.listens_for(engine.sync_engine.pool, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        used = record.info.get(LAST_USED)
+        if used is None or time.monotonic() - used <= PING_IDLE_SECONDS:
+            return  # new, or back in the pool a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise InvalidatePoolError(f"the connection failed its ping ({exc})") from exc
 
 
 def is_postgresql(session: AsyncSession) -> bool:
