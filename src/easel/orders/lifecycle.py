@@ -17,12 +17,11 @@ from easel.accounts import ledger
 from easel.accounts.accounts import release_running_slot
 from easel.catalog.pricing import image_price
 from easel.db.status import OrderStatus
-from easel.db.tables import Order, Output
+from easel.db.tables import ORDERS, Order, Output
 from easel.errors import Conflict, NotFound
 from easel.webhooks import outbox
 
 OUTPUTS = cast(Table, Output.__table__)  # Core statements: no ORM objects
-ORDERS = cast(Table, Order.__table__)
 log = logging.getLogger(__name__)
 
 

@@ -25,12 +25,24 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, text, update
+from sqlalchemy import (
+    ColumnClause,
+    Executable,
+    String,
+    and_,
+    bindparam,
+    column,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.db.engine import NOTIFY_CHANNEL, is_postgresql
 from easel.db.status import OrderStatus
-from easel.db.tables import Account, Order, UTCDateTime
+from easel.db.tables import ORDERS, Account, Order, UTCDateTime
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +104,16 @@ CLAIM_NEXT_POSTGRESQL_SQL = """
         UPDATE accounts SET running_count = accounts.running_count + 1
         WHERE accounts.id = {account}
           AND accounts.running_count < accounts.max_running
-        RETURNING accounts.id
+        RETURNING accounts.id, accounts.plan
     ), claimed AS (
         UPDATE orders
         SET status = 'running', worker_id = :worker_id, lease_until = :lease_until,
             started_at = COALESCE(orders.started_at, :now), attempts = orders.attempts + 1
         FROM candidate, slot
         WHERE orders.id = candidate.id
-        RETURNING orders.id, orders.model
+        RETURNING {returning}, slot.plan AS claimed_plan
     )
-    SELECT candidate.id AS candidate_id, claimed.id AS claimed_id, claimed.model
+    SELECT {selected}, claimed.claimed_plan, candidate.id AS candidate_id
     FROM candidate LEFT JOIN claimed ON true
     """
 # The slot's account: the candidate's, waiting for its lock (the leader's claim); or only when no
@@ -112,20 +124,35 @@ CLAIM_BINDS = (
     bindparam("now", type_=UTCDateTime),
     bindparam("passed_over_since", type_=UTCDateTime),
 )
-CLAIM_NEXT_POSTGRESQL = text(
-    CLAIM_NEXT_POSTGRESQL_SQL.format(account="(SELECT account_id FROM candidate)")
-).bindparams(*CLAIM_BINDS)
-CLAIM_NEXT_POSTGRESQL_NOWAIT = text(
-    CLAIM_NEXT_POSTGRESQL_SQL.format(
-        account="(SELECT locked.id FROM accounts AS locked"
-        " WHERE locked.id = (SELECT account_id FROM candidate) FOR UPDATE SKIP LOCKED)"
+# The claimed order comes back whole, with its account's plan, as an Order (no read after it).
+CLAIMED_PLAN = column("claimed_plan", String)
+CANDIDATE_ID = column("candidate_id", String)
+
+
+def _claimed_orders(sql: str, *extra: ColumnClause[Any]) -> Executable:
+    columns = [*ORDERS.c, CLAIMED_PLAN, *extra]
+    textual = text(sql).bindparams(*CLAIM_BINDS).columns(*columns)
+    return select(Order, CLAIMED_PLAN, *extra).from_statement(textual)
+
+
+def _postgresql_claim(account: str) -> Executable:
+    sql = CLAIM_NEXT_POSTGRESQL_SQL.format(
+        account=account,
+        returning=", ".join(f"orders.{c.name}" for c in ORDERS.c),
+        selected=", ".join(f"claimed.{c.name}" for c in ORDERS.c),
     )
-).bindparams(*CLAIM_BINDS)
+    return _claimed_orders(sql, CANDIDATE_ID)
+
+
+CLAIM_NEXT_POSTGRESQL = _postgresql_claim("(SELECT account_id FROM candidate)")
+CLAIM_NEXT_POSTGRESQL_NOWAIT = _postgresql_claim(
+    "(SELECT locked.id FROM accounts AS locked"
+    " WHERE locked.id = (SELECT account_id FROM candidate) FOR UPDATE SKIP LOCKED)"
+)
 
 # SQLite: the transaction began with BEGIN IMMEDIATE, so this pair runs alone. The same probes
 # as above; :models and :loaded are JSON arrays (:models NULL serves every model).
-CLAIM_NEXT_SQLITE = text(
-    """
+CLAIM_NEXT_SQLITE_SQL = """
     UPDATE orders
     SET status = 'running', worker_id = :worker_id, lease_until = :lease_until,
         started_at = COALESCE(started_at, :now), attempts = attempts + 1
@@ -154,12 +181,11 @@ CLAIM_NEXT_SQLITE = text(
                  heads.fair_seq, heads.created_at, heads.id
         LIMIT 1
     )
-    RETURNING id, account_id, model
+    RETURNING {returning},
+        (SELECT plan FROM accounts WHERE accounts.id = orders.account_id) AS claimed_plan
     """
-).bindparams(
-    bindparam("lease_until", type_=UTCDateTime),
-    bindparam("now", type_=UTCDateTime),
-    bindparam("passed_over_since", type_=UTCDateTime),
+CLAIM_NEXT_SQLITE = _claimed_orders(
+    CLAIM_NEXT_SQLITE_SQL.format(returning=", ".join(c.name for c in ORDERS.c))
 )
 TAKE_SLOT_SQLITE = text(
     "UPDATE accounts SET running_count = running_count + 1 WHERE id = :account_id"
@@ -295,7 +321,7 @@ async def claim_next(
 
     `models`: only these catalog ids (None: any). `loaded`: the models the worker holds.
     """
-    claimed = await claim_next_id(
+    claimed = await claim_one(
         session,
         worker_id,
         now,
@@ -304,12 +330,10 @@ async def claim_next(
         loaded=loaded,
         prefer_loaded_for=prefer_loaded_for,
     )
-    if claimed is None:
-        return None
-    return await session.get(Order, claimed[0], populate_existing=True)
+    return None if claimed is None else claimed[0]
 
 
-async def claim_next_id(
+async def claim_one(
     session: AsyncSession,
     worker_id: str,
     now: datetime,
@@ -319,10 +343,10 @@ async def claim_next_id(
     loaded: Sequence[str] = (),
     prefer_loaded_for: timedelta = timedelta(0),
     wait: bool = True,
-) -> tuple[str, str] | None:
-    """`claim_next`'s claim without reading the order: (its id, its model). `wait=False`
-    (PostgreSQL): None rather than wait for the account's lock another transaction holds (a
-    further claim in a transaction that holds one already)."""
+) -> tuple[Order, str] | None:
+    """`claim_next`'s order, as the claim's own statement returned it, and its account's plan.
+    `wait=False` (PostgreSQL): None rather than wait for the account's lock another
+    transaction holds (a further claim in a transaction that holds one already)."""
     params: dict[str, Any] = {
         "worker_id": worker_id,
         "lease_until": now + lease,
@@ -331,7 +355,7 @@ async def claim_next_id(
     }
     if models is not None:
         loaded = [m for m in loaded if m in models]
-    claimed: tuple[str, str] | None = None
+    fresh = {"populate_existing": True}
     if is_postgresql(session):
         params |= {
             "models": None if models is None else list(models),
@@ -340,20 +364,23 @@ async def claim_next_id(
         }
         statement = CLAIM_NEXT_POSTGRESQL if wait else CLAIM_NEXT_POSTGRESQL_NOWAIT
         for _ in range(CLAIM_RACE_RETRIES if wait else 1):
-            row = (await session.execute(statement, params)).first()
-            if row is None or row.claimed_id is not None:
-                claimed = None if row is None else (row.claimed_id, row.model)
-                break
-    else:
-        params |= {
-            "models": None if models is None else json.dumps(list(models)),
-            "loaded": json.dumps(list(loaded)),
-        }
-        row = (await session.execute(CLAIM_NEXT_SQLITE, params)).first()
-        if row is not None:
-            claimed = (row.id, row.model)
-            await session.execute(TAKE_SLOT_SQLITE, {"account_id": row.account_id})
-    return claimed
+            row = (await session.execute(statement, params, execution_options=fresh)).first()
+            if row is None:
+                return None
+            order, plan, _candidate = row
+            if order is not None:
+                return order, plan or ""
+        return None
+    params |= {
+        "models": None if models is None else json.dumps(list(models)),
+        "loaded": json.dumps(list(loaded)),
+    }
+    row = (await session.execute(CLAIM_NEXT_SQLITE, params, execution_options=fresh)).first()
+    if row is None:
+        return None
+    order, plan = row
+    await session.execute(TAKE_SLOT_SQLITE, {"account_id": order.account_id})
+    return order, plan or ""
 
 
 async def claim_followers(

@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,7 +38,7 @@ from easel.clock import utcnow
 from easel.config import Settings
 from easel.db.engine import Database
 from easel.db.status import OrderStatus
-from easel.db.tables import Account, Order
+from easel.db.tables import Order
 from easel.enhance.service import SKIPPED, Enhancing, Outcome, make_enhancer
 from easel.errors import ModelUnavailable
 from easel.media.encoding import GeneratedImage
@@ -316,7 +315,7 @@ class Worker:
         async with self.db.transaction() as session:
             await session.connection()  # begin now (SQLite: take the writer lock)
             now = utcnow()  # once the transaction began: the orders leave the queue now
-            first = await queue.claim_next_id(
+            first = await queue.claim_one(
                 session,
                 self.worker_id,
                 now,
@@ -327,10 +326,11 @@ class Worker:
             )
             claimed: list[Order] = []
             if first is not None:
-                ids = [first[0]]
-                if not self._is_local(first[1]):
-                    ids += await self._claim_remote(session, first[1], now)
-                claimed, plans = await _claimed(session, ids)
+                found = [first]
+                if not self._is_local(first[0].model):
+                    found += await self._claim_remote(session, first[0].model, now)
+                claimed = [order for order, _ in found]
+                plans = {order.id: plan for order, plan in found}
                 for order in claimed:
                     lifecycle.started(session, order, now)
                 planned = await self._plan_first_tries(session, claimed, now)
@@ -431,25 +431,27 @@ class Worker:
                 extra={"action": "end_error", "order_ids": list(order_ids)},
             )
 
-    async def _claim_remote(self, session: AsyncSession, model_id: str, now: datetime) -> list[str]:
+    async def _claim_remote(
+        self, session: AsyncSession, model_id: str, now: datetime
+    ) -> list[tuple[Order, str]]:
         """More remote orders after a remote leader (of `model_id`), in its transaction: one
         claim per order by the claim rule, among the remote models this worker serves that have
         room left, until one would wait for an account another transaction holds (PostgreSQL).
-        Their ids, in the order of their claims."""
+        Each with its plan, in the order of their claims."""
         room = {m.id: self._remote_room(m) for m in self._serving() if not self._is_local(m.id)}
         room[model_id] = room.get(model_id, 1) - 1
-        more: list[str] = []
+        more: list[tuple[Order, str]] = []
         while len(more) + 1 < self.settings.remote_claim_max:
             open_ = [m for m, free in room.items() if free > 0]
             if not open_:
                 break
-            claimed = await queue.claim_next_id(
+            claimed = await queue.claim_one(
                 session, self.worker_id, now, self.lease, models=open_, wait=False
             )
             if claimed is None:
                 break
-            room[claimed[1]] -= 1
-            more.append(claimed[0])
+            room[claimed[0].model] -= 1
+            more.append(claimed)
         return more
 
     async def process(
@@ -929,19 +931,6 @@ class Worker:
                 await self._renew(batch)
             except (DBAPIError, OSError):
                 log.exception("lease renewal failed", extra={"action": "heartbeat_error"})
-
-
-async def _claimed(session: AsyncSession, ids: list[str]) -> tuple[list[Order], dict[str, str]]:
-    """The claimed orders as they are now, in the order of `ids`, and each one's plan id (one
-    read for all)."""
-    rows = await session.execute(
-        select(Order, Account.plan)
-        .join(Account, Account.id == Order.account_id)
-        .where(Order.id.in_(ids))
-        .execution_options(populate_existing=True)
-    )
-    found = {order.id: (order, plan) for order, plan in rows.all()}
-    return [found[i][0] for i in ids], {i: found[i][1] for i in ids}
 
 
 async def _plans_by_order(session: AsyncSession, orders: Sequence[Order]) -> dict[str, str]:
