@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/upstream.py [--db sqlite|postgresql|both] [--in-flight 1,16,64]
                                        [--orders-per-slot 6] [--ms 500] [--safety-check]
+                                       [--repeat 1]
 
 A loopback OpenAI-compatible provider (tests/support/providers.py, in a process of its own so it
 does not share this one's interpreter lock) answers every image request after a fixed 500 ms,
@@ -197,22 +198,45 @@ def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1]
 
 
-async def row(db: str, url: str, level: int, n: int, seconds: float, safety_check: bool) -> str:
-    direct_rate, direct_ms = await direct_round(url, level, n)
-    easel_rate, easel_ms = await easel_round(db, url, level, n, safety_check)
-    direct_p50 = statistics.median(direct_ms)
-    added = [ms - direct_p50 for ms in easel_ms]  # over the same call made directly
-    provider = [ms - seconds * 1000 for ms in direct_ms]  # the provider's own overhead
+async def row(
+    db: str, url: str, level: int, n: int, seconds: float, safety_check: bool, repeat: int
+) -> str:
+    """One line: each figure the median over `repeat` pairs of rounds (direct, then Easel)."""
+    figures: list[tuple[float, ...]] = []
+    for _ in range(repeat):
+        direct_rate, direct_ms = await direct_round(url, level, n)
+        easel_rate, easel_ms = await easel_round(db, url, level, n, safety_check)
+        direct_p50 = statistics.median(direct_ms)
+        added = [ms - direct_p50 for ms in easel_ms]  # over the same call made directly
+        provider = [ms - seconds * 1000 for ms in direct_ms]  # the provider's own overhead
+        figures.append(
+            (
+                easel_rate,
+                direct_rate,
+                easel_rate / direct_rate,
+                statistics.median(added),
+                p95(added),
+                statistics.median(provider),
+                p95(provider),
+            )
+        )
+    rate, direct, ratio, added_p50, added_p95, own_p50, own_p95 = (
+        statistics.median(f[i] for f in figures) for i in range(7)
+    )
     return (
-        f"{db:<11}{level:>9}{n:>8}{'on' if safety_check else 'off':>8}{easel_rate:>10.1f}"
-        f"{direct_rate:>11.1f}{easel_rate / direct_rate:>7.2f}"
-        f"{statistics.median(added):>15.1f}{p95(added):>7.1f}"
-        f"{statistics.median(provider):>16.1f}{p95(provider):>7.1f}"
+        f"{db:<11}{level:>9}{n:>8}{'on' if safety_check else 'off':>8}{rate:>10.1f}"
+        f"{direct:>11.1f}{ratio:>7.2f}{added_p50:>15.1f}{added_p95:>7.1f}"
+        f"{own_p50:>16.1f}{own_p95:>7.1f}"
     )
 
 
 async def run(
-    dbs: list[str], levels: list[int], per_slot: int, seconds: float, safety_check: bool
+    dbs: list[str],
+    levels: list[int],
+    per_slot: int,
+    seconds: float,
+    safety_check: bool,
+    repeat: int,
 ) -> None:
     os.environ["EASEL_TEST_PROVIDER_KEY"] = providers.KEY  # the channel's api_key_env
     root = ROOT
@@ -235,10 +259,11 @@ async def run(
         )
         for db in dbs:
             for level in levels:
-                print(await row(db, url, level, max(20, level * per_slot), seconds, safety_check))
+                n = max(20, level * per_slot)
+                print(await row(db, url, level, n, seconds, safety_check, repeat))
             if not safety_check:  # the product's cost of the check, shown beside it
                 top = max(levels)
-                print(await row(db, url, top, max(20, top * per_slot), seconds, True))
+                print(await row(db, url, top, max(20, top * per_slot), seconds, True, 1))
         print(
             "\n(added: Easel's claim-to-completion time minus a direct call's median at the same"
             " concurrency;\n provider +ms: a direct call's time over the provider's fixed wait;"
@@ -259,10 +284,15 @@ def main() -> None:
     parser.add_argument(
         "--safety-check", action="store_true", help="every row with the output safety check on"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="pairs of rounds per row; each figure their median"
+    )
     args = parser.parse_args()
     levels = [int(x) for x in args.in_flight.split(",")]
     dbs = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    asyncio.run(run(dbs, levels, args.orders_per_slot, args.ms / 1000, args.safety_check))
+    asyncio.run(
+        run(dbs, levels, args.orders_per_slot, args.ms / 1000, args.safety_check, args.repeat)
+    )
 
 
 if __name__ == "__main__":
