@@ -1,9 +1,10 @@
 """PostgreSQL's pooled connections are pinged before use only after they sat idle a while
 (db/engine.py): a busy worker's transactions skip the ping's round trips, and a connection the
-server dropped while idle is still replaced before a transaction uses it."""
+server dropped is still replaced before a transaction uses it."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -56,9 +57,11 @@ async def test_a_connection_used_a_moment_ago_is_not_pinged(
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-async def test_an_idle_connection_the_server_dropped_is_replaced(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("idle", [False, True], ids=["just-used", "idle"])
+async def test_a_connection_the_server_dropped_is_replaced(
+    db: Database, monkeypatch: pytest.MonkeyPatch, idle: bool
 ) -> None:
+    """Idle: its ping fails. Used a moment ago: the close the event loop has read already."""
     async with db.transaction() as session:
         pid = await session.scalar(text("SELECT pg_backend_pid()"))
     dsn = db.url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -67,6 +70,9 @@ async def test_an_idle_connection_the_server_dropped_is_replaced(
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
     finally:
         await admin.close()
-    monkeypatch.setattr(engine_module, "PING_IDLE_SECONDS", 0.0)
+    if idle:
+        monkeypatch.setattr(engine_module, "PING_IDLE_SECONDS", 0.0)
+    else:
+        await asyncio.sleep(0.2)  # the loop reads the server's close
     async with db.transaction() as session:
         assert await session.scalar(text("SELECT pg_backend_pid()")) != pid

@@ -126,14 +126,22 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
         record.info[LAST_USED] = time.monotonic()
 
+    dialect = engine.dialect
+
     @event.listens_for(engine.sync_engine.pool, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         used = record.info.get(LAST_USED)
-        if used is None or time.monotonic() - used <= PING_IDLE_SECONDS:
-            return  # new, or back in the pool a moment ago
+        if used is None:
+            return  # new
+        if dbapi_connection.driver_connection.is_closed():  # the server's close was read
+            raise InvalidatePoolError("the server closed the connection")
+        if time.monotonic() - used <= PING_IDLE_SECONDS:
+            return  # back in the pool a moment ago
         try:
-            engine.dialect.do_ping(dbapi_connection)
-        except Exception as exc:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if not dialect.is_disconnect(exc, dbapi_connection, None):
+                raise
             raise InvalidatePoolError(f"the connection failed its ping ({exc})") from exc
 
 

@@ -125,6 +125,8 @@ CLAIM_BINDS = (
     bindparam("passed_over_since", type_=UTCDateTime),
 )
 # The claimed order comes back whole, with its account's plan, as an Order (no read after it).
+# On SQLite its change_seq is the one from before the claim (RETURNING runs before the trigger
+# that stamps it); nothing reads a claimed order's change_seq.
 CLAIMED_PLAN = column("claimed_plan", String)
 CANDIDATE_ID = column("candidate_id", String)
 

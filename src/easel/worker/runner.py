@@ -183,7 +183,13 @@ class Worker:
                 await self._preload(stop)
             for model in self._serving():  # no weights: built now, the first claim plans tries
                 if not self._is_local(model.id):
-                    await self._remote_backend(model)
+                    try:
+                        await self._remote_backend(model)
+                    except Exception:  # its orders fail when they build it again
+                        log.exception(
+                            "could not build a remote model's backend",
+                            extra={"action": "load_error", "model": model.id},
+                        )
             self._listen_to_link()
             while not stop.is_set():
                 if listener is not None and listener.done():

@@ -5,8 +5,10 @@ URLs) must pass the outbound URL policy. Answers are read up to a byte limit."""
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
+import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,17 +37,23 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme.lower(), parts.netloc.lower()
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every provider client of the process (each takes tens of ms to
+    build), from certifi as httpx's own default (no SSL_CERT_* from the environment)."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 class Clients:
     """A remote worker's pooled connections, spread over `count` httpx clients taken in turn:
     httpx looks at every connection of a pool on each request and each response's end, so one
     pool of many connections costs CPU per request in proportion to its size."""
 
     def __init__(self, count: int) -> None:
-        tls = httpx.create_ssl_context()  # one for all: each takes tens of ms to build
         self.all = [
             httpx.AsyncClient(
                 trust_env=False,
-                verify=tls,
+                verify=_tls(),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
             )
             for _ in range(max(1, count))
