@@ -111,7 +111,7 @@ def _breakers(channel: Channel, rows: Sequence[_Row], now: datetime) -> list[dic
         state = "ok"
         if breaker.cooling(_epoch(now)):
             state = "cooling"
-        elif breaker.failures >= breaker.failures_to_cool and any(
+        elif breaker.tripped and any(
             r.state in OPEN and _epoch(r.created_at) >= breaker.cooling_until for r in own
         ):
             state = "probing"  # its one try after the cool-down is in flight

@@ -119,7 +119,7 @@ class UpstreamBackend(Backend):
         if not routes or routes[0].channel.is_local:
             return None
         route, name = routes[0], routes[0].channel.name
-        if route.breaker.failures >= route.breaker.failures_to_cool:
+        if route.breaker.tripped:
             return None
         busy = route.in_flight + planned.get(name, 0) >= route.channel.max_in_flight
         if busy or route.slots.locked():

@@ -27,15 +27,20 @@ class Breaker:
     cooling_until: float = 0.0  # a clock value (time.time() or monotonic: the caller's choice)
     probing: bool = False  # the one probe after a cool-down is in flight
 
+    @property
+    def tripped(self) -> bool:
+        """Failed `failures_to_cool` times in a row: cooling, or waiting for its probe."""
+        return self.failures >= self.failures_to_cool
+
     def allows(self, now: float) -> bool:
-        if self.failures < self.failures_to_cool:
+        if not self.tripped:
             return True
         return now >= self.cooling_until and not self.probing
 
     def start(self, now: float) -> bool:
         """A try begins (call it with no await since `allows`); True when it is the probe that
         follows a cool-down."""
-        if self.failures >= self.failures_to_cool and now >= self.cooling_until:
+        if self.tripped and now >= self.cooling_until:
             self.probing = True
             return True
         return False
@@ -50,11 +55,11 @@ class Breaker:
     def failure(self, now: float, retry_after: float | None = None) -> None:
         self.failures += 1
         self.probing = False
-        if self.failures >= self.failures_to_cool:
+        if self.tripped:
             self.cooling_until = now + max(self.cool_seconds, retry_after or 0.0)
 
     def cooling(self, now: float) -> bool:
-        return self.failures >= self.failures_to_cool and now < self.cooling_until
+        return self.tripped and now < self.cooling_until
 
 
 @dataclass
