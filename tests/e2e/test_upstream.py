@@ -308,6 +308,40 @@ async def test_each_async_provider_protocol(
             await state.db.dispose()
 
 
+@pytest.mark.parametrize("protocol", ["kie", "easel-tasks"])
+async def test_a_task_refused_after_the_first_was_accepted_fails_the_order(
+    protocol: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An order of two images is two tasks: once the first is accepted, a refusal of the second
+    is final (the provider may bill the first): no other channel, refunded once."""
+    monkeypatch.setenv(KEY_ENV, providers.KEY)
+    fake_protocol = "tasks" if protocol == "easel-tasks" else protocol
+    with (
+        providers.provider(fake_protocol, job_seconds=0.3, script=[200, 503]) as fake,
+        providers.provider("openai", job_seconds=0.1) as spare,
+    ):
+        extra = providers.upstream_model(
+            "up-t",
+            providers.channel_table("up-t", protocol, fake.url, "owner/model"),
+            providers.channel_table("up-t", "openai", f"{spare.url}/v1", "m", priority=2),
+        )
+        state = upstream_state(settings, tmp_path, "unused", extra)
+        try:
+            account, _ = await new_account(state, "mega")
+            order_id = await place_model(state, account, "up-t", n=2)
+            async with running_worker(state, models=["up-t"]):
+                [order] = await wait_orders(state, [order_id], timeout=60)
+            assert order.status == "failed"
+            assert order.error_code == "upstream_failed"
+            [attempt] = await attempts_of(state, order_id)
+            assert attempt.state == "failed"
+            assert "task 2 of 2 was refused after the first were accepted" in (attempt.error or "")
+            assert (fake.submits, fake.refused, spare.submits) == (1, 1, 0)
+            assert await refunds(state, order_id) == 1
+        finally:
+            await state.db.dispose()
+
+
 async def test_cancel_reaches_the_provider(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

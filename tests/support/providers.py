@@ -50,7 +50,7 @@ class FakeProvider:
     url: str = ""
     job_seconds: float = 0.3
     job_seconds_max: float | None = None  # each job takes a random time in [job_seconds, this]
-    script: list[int] = field(default_factory=list)  # statuses for the next submits (429, 503)
+    script: list[int] = field(default_factory=list)  # the next submits' statuses (200, 429, 503)
     retry_after: str = "0"
     fail_jobs: bool = False  # accepted jobs end failed
     submits: int = 0  # accepted submits
@@ -70,9 +70,10 @@ class FakeProvider:
     def new_job(self, width: int, height: int, n: int, prompt: str = "") -> tuple[Job | None, int]:
         """A job, or the scripted refusal status."""
         with self.lock:
-            if self.script:
+            status = self.script.pop(0) if self.script else 200
+            if status != 200:
                 self.refused += 1
-                return None, self.script.pop(0)
+                return None, status
             seconds = self.job_seconds
             if self.job_seconds_max is not None:
                 seconds = random.uniform(self.job_seconds, self.job_seconds_max)

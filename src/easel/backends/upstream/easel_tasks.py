@@ -19,7 +19,7 @@ from easel.backends.upstream.base import (
     Request,
     Status,
 )
-from easel.backends.upstream.tasks_common import combine, envelope
+from easel.backends.upstream.tasks_common import combine, create_tasks, envelope
 
 RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3")
 
@@ -44,28 +44,18 @@ class EaselTasksProvider(Provider):
             "aspect_ratio": ratio,
         }
         body.update(self.channel.options)
-        tasks: list[str] = []
-        for index in range(req.n):
-            try:
-                response = await self.http.call(
-                    "POST",
-                    f"{self.base_url}/api/v1/tasks/create",
-                    json=body,
-                    headers=self._headers(),
-                )
-                if response.status != 200:
-                    refused = self.refusal(response, "tasks/create")
-                    if refused is not None:
-                        raise refused
-                tasks.append(str(envelope(response, f"{self.channel.name}: create")["task_id"]))
-            except (NotAccepted, KeyError) as exc:
-                if not tasks:
-                    raise
-                raise RemoteFailed(
-                    f"{self.channel.name}: task {index + 1} of {req.n} was refused after the "
-                    f"first were accepted ({exc})"
-                ) from exc
-        return Remote(tasks[0], handle={"tasks": tasks})
+
+        async def create(_index: int) -> str:
+            response = await self.http.call(
+                "POST", f"{self.base_url}/api/v1/tasks/create", json=body, headers=self._headers()
+            )
+            if response.status != 200:
+                refused = self.refusal(response, "tasks/create")
+                if refused is not None:
+                    raise refused
+            return str(envelope(response, f"{self.channel.name}: create")["task_id"])
+
+        return await create_tasks(self.channel.name, req.n, create)
 
     async def _one(self, task_id: str) -> Status:
         response = await self.http.call(

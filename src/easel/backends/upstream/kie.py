@@ -19,7 +19,7 @@ from easel.backends.upstream.base import (
     Request,
     Status,
 )
-from easel.backends.upstream.tasks_common import combine, envelope
+from easel.backends.upstream.tasks_common import combine, create_tasks, envelope
 
 # Seed 001's image_size values by aspect ratio (its names: portrait_* are W:H above 1 as listed).
 QWEN_SIZES = {
@@ -71,29 +71,18 @@ class KieProvider(Provider):
                 f"{self.channel.name}: kie takes reference images by URL only", channel_fault=False
             )
         path = "/api/v1/qwen/generate" if self.qwen else "/api/v1/jobs/createTask"
-        tasks: list[str] = []
-        for index in range(req.n):
-            try:
-                response = await self.http.call(
-                    "POST",
-                    self.base_url + path,
-                    json=self._body(req, index),
-                    headers=self._headers(),
-                )
-                if response.status != 200 and response.status not in (401, 402, 403, 429):
-                    refused = self.refusal(response, "createTask")
-                    if refused is not None:
-                        raise refused
-                data = envelope(response, f"{self.channel.name}: createTask")
-                tasks.append(str(data["taskId"]))
-            except (NotAccepted, KeyError) as exc:
-                if not tasks:
-                    raise
-                raise RemoteFailed(
-                    f"{self.channel.name}: task {index + 1} of {req.n} was refused after the "
-                    f"first were accepted ({exc})"
-                ) from exc
-        return Remote(tasks[0], handle={"tasks": tasks})
+
+        async def create(index: int) -> str:
+            response = await self.http.call(
+                "POST", self.base_url + path, json=self._body(req, index), headers=self._headers()
+            )
+            if response.status != 200 and response.status not in (401, 402, 403, 429):
+                refused = self.refusal(response, "createTask")
+                if refused is not None:
+                    raise refused
+            return str(envelope(response, f"{self.channel.name}: createTask")["taskId"])
+
+        return await create_tasks(self.channel.name, req.n, create)
 
     async def _one(self, task_id: str) -> Status:
         path = "/api/v1/qwen/record-info" if self.qwen else "/api/v1/jobs/recordInfo"

@@ -3,9 +3,10 @@ images is n tasks, all in one attempt's handle."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from easel.backends.upstream.base import NotAccepted, Response, Status
+from easel.backends.upstream.base import NotAccepted, Remote, RemoteFailed, Response, Status
 
 
 def envelope(response: Response, who: str) -> dict[str, Any]:
@@ -24,6 +25,22 @@ def envelope(response: Response, who: str) -> dict[str, Any]:
     if code in (401, 402, 403):
         raise NotAccepted(message)
     raise NotAccepted(message, channel_fault=False)
+
+
+async def create_tasks(who: str, n: int, create: Callable[[int], Awaitable[str]]) -> Remote:
+    """n tasks, each made by `create(index)` (its task id); all their ids in one handle. A refusal
+    of the first is the order's refusal; of a later one, a failure (the first were accepted)."""
+    tasks: list[str] = []
+    for index in range(n):
+        try:
+            tasks.append(await create(index))
+        except (NotAccepted, KeyError) as exc:
+            if not tasks:
+                raise
+            raise RemoteFailed(
+                f"{who}: task {index + 1} of {n} was refused after the first were accepted ({exc})"
+            ) from exc
+    return Remote(tasks[0], handle={"tasks": tasks})
 
 
 def combine(statuses: list[Status]) -> Status:
