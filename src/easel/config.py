@@ -214,6 +214,7 @@ class Settings(BaseSettings):
     # many each (one client's pool costs CPU per request in proportion to its connections).
     upstream_connections_per_client: int = 8
     upstream_max_output_bytes: int = 64 * 1024 * 1024
+    upstream_max_output_pixels: int = 50_000_000  # an output image's width x height, checked first
     upstream_download_timeout: float = 60.0
     # Client status bodies name the route an order took (provider and channel, never ids, URLs or
     # costs); admin accounts always see it.

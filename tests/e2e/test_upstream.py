@@ -10,10 +10,12 @@ import signal
 import subprocess
 import sys
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from easel.api.state import AppState
 from easel.clock import utcnow
@@ -32,6 +34,7 @@ from tests.support.worker import poll_until, running_worker
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 KEY_ENV = "EASEL_TEST_PROVIDER_KEY"
 
 
@@ -338,6 +341,158 @@ async def test_a_task_refused_after_the_first_was_accepted_fails_the_order(
             assert "task 2 of 2 was refused after the first were accepted" in (attempt.error or "")
             assert (fake.submits, fake.refused, spare.submits) == (1, 1, 0)
             assert await refunds(state, order_id) == 1
+        finally:
+            await state.db.dispose()
+
+
+@pytest.mark.parametrize("protocol", ["fal", "kie", "replicate", "easel-tasks"])
+async def test_unreadable_status_answers_are_polled_again(
+    protocol: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A status read that answers a proxy's error page is read again: the accepted job is
+    followed to its end, never sent elsewhere (one submit, no other channel)."""
+    if settings.db_url.startswith("postgresql") and protocol != "fal":
+        pytest.skip("the protocol is the same on PostgreSQL; fal covers it there")
+    monkeypatch.setenv(KEY_ENV, providers.KEY)
+    fake_protocol = "tasks" if protocol == "easel-tasks" else protocol
+    with (
+        providers.provider(fake_protocol, job_seconds=0.5, garbled_polls=3) as fake,
+        providers.provider("openai", job_seconds=0.1) as spare,
+    ):
+        base = f"{fake.url}/v1" if protocol == "replicate" else fake.url
+        extra = providers.upstream_model(
+            "up-g",
+            providers.channel_table("up-g", protocol, base, "owner/model"),
+            providers.channel_table("up-g", "openai", f"{spare.url}/v1", "m", priority=2),
+        )
+        state = upstream_state(settings, tmp_path, "unused", extra)
+        try:
+            account, _ = await new_account(state, "mega")
+            order_id = await place_model(state, account, "up-g")
+            async with running_worker(state, models=["up-g"]):
+                [order] = await wait_orders(state, [order_id], timeout=60)
+            assert order.status == "completed", order.error_message
+            assert [a.state for a in await attempts_of(state, order_id)] == ["succeeded"]
+            assert (fake.submits, fake.garbled_polls, spare.submits) == (1, 0, 0)
+        finally:
+            await state.db.dispose()
+
+
+@pytest.mark.parametrize("job_fails_unbilled", [False, True])
+async def test_a_lost_lease_leaves_the_job_to_the_orders_next_run(
+    job_fails_unbilled: bool, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker takes the order while this one polls its job: this one leaves the job
+    running and its attempt `accepted` (no cancel at the provider). The order's next run polls
+    that job by its id (one submit in all); a job that then fails unbilled goes on to the next
+    channel."""
+    monkeypatch.setenv(KEY_ENV, providers.KEY)
+    with (
+        providers.provider("tasks", job_seconds=4.0, fail_jobs=job_fails_unbilled) as fake,
+        providers.provider("openai", job_seconds=0.1) as spare,
+    ):
+        extra = providers.upstream_model(
+            "up-l",
+            providers.channel_table("up-l", "easel-tasks", fake.url, "m"),
+            providers.channel_table("up-l", "openai", f"{spare.url}/v1", "m", priority=2),
+        )
+        state = upstream_state(settings, tmp_path, "unused", extra)
+        try:
+            account, _ = await new_account(state, "mega")
+            order_id = await place_model(state, account, "up-l")
+            async with running_worker(state, models=["up-l"]) as worker:
+                await poll_until(lambda: _value(fake.polls), lambda polls: polls > 0)
+                async with state.db.transaction() as session:  # held by another, briefly
+                    await session.execute(
+                        update(Order)
+                        .where(Order.id == order_id)
+                        .values(
+                            worker_id="another-worker",
+                            lease_until=utcnow() + timedelta(seconds=1.5),
+                        )
+                    )
+                await poll_until(lambda: _value(worker.processed), lambda n: n == 1)
+                [left] = await attempts_of(state, order_id)
+                assert (left.state, fake.cancels) == ("accepted", 0)
+                [order] = await wait_orders(state, [order_id], timeout=60)  # reaped, run again
+            assert order.status == "completed", order.error_message
+            tries = [(a.provider, a.state) for a in await attempts_of(state, order_id)]
+            if job_fails_unbilled:
+                assert tries == [("easel-tasks", "unbilled"), ("openai", "succeeded")]
+            else:
+                assert tries == [("easel-tasks", "succeeded")]
+            assert (fake.submits, fake.cancels, spare.submits) == (1, 0, int(job_fails_unbilled))
+        finally:
+            await state.db.dispose()
+
+
+async def _value(value: T) -> T:
+    return value
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_outputs_on_the_channels_own_private_origin_are_downloaded(
+    host: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider on the LAN (here loopback, with no private network allowed for other URLs)
+    hands back output URLs on its own origin: trusted as its API is (the operator's base_url).
+    The same server by another name is another origin: the outbound URL policy refuses it."""
+    monkeypatch.setenv(KEY_ENV, providers.KEY)
+    with providers.provider("tasks", job_seconds=0.2) as fake:
+        fake.files_url = fake.url.replace("127.0.0.1", host)
+        extra = providers.upstream_model(
+            "up-o", providers.channel_table("up-o", "easel-tasks", fake.url, "m")
+        )
+        state = upstream_state(
+            settings.model_copy(update={"allowed_networks": []}), tmp_path, "unused", extra
+        )
+        try:
+            account, _ = await new_account(state, "mega")
+            order_id = await place_model(state, account, "up-o")
+            async with running_worker(state, models=["up-o"]):
+                [order] = await wait_orders(state, [order_id], timeout=60)
+            if host == "localhost":
+                assert (order.status, order.error_code) == ("failed", "upstream_failed")
+                [attempt] = await attempts_of(state, order_id)
+                assert "could not be downloaded (UnsafeURL" in (attempt.error or "")
+                return
+            assert order.status == "completed", order.error_message
+            assert len(await output_pixels(state, order_id)) == 1
+        finally:
+            await state.db.dispose()
+
+
+async def test_an_order_canceled_while_it_waits_for_a_slot_is_not_sent(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first channel has one slot: the second order waits for it (before the channel of
+    priority 2). Canceled meanwhile, it is never sent once the slot frees."""
+    from easel.orders import lifecycle
+
+    monkeypatch.setenv(KEY_ENV, providers.KEY)
+    with (
+        providers.provider("openai", job_seconds=3.0) as fake,
+        providers.provider("openai", job_seconds=0.1) as spare,
+    ):
+        extra = providers.upstream_model(
+            "up-w",
+            providers.channel_table("up-w", "openai", f"{fake.url}/v1", "m", max_in_flight=1),
+            providers.channel_table("up-w", "openai", f"{spare.url}/v1", "m", priority=2),
+        )
+        state = upstream_state(settings, tmp_path, "unused", extra)
+        try:
+            account, _ = await new_account(state, "mega")
+            first = await place_model(state, account, "up-w")
+            waiting = await place_model(state, account, "up-w")
+            async with running_worker(state, models=["up-w"]):
+                await wait_orders(state, [first, waiting], until=("running",), timeout=30)
+                async with state.db.transaction() as session:
+                    await lifecycle.cancel(session, account.id, waiting, utcnow())
+                done = await wait_orders(state, [first, waiting], timeout=60)
+            assert [o.status for o in done] == ["completed", "canceled"]
+            assert (fake.submits, spare.submits) == (1, 0)
+            assert await attempts_of(state, waiting) == []
+            assert await refunds(state, waiting) == 1
         finally:
             await state.db.dispose()
 

@@ -53,6 +53,8 @@ class FakeProvider:
     script: list[int] = field(default_factory=list)  # the next submits' statuses (200, 429, 503)
     retry_after: str = "0"
     fail_jobs: bool = False  # accepted jobs end failed
+    garbled_polls: int = 0  # the next status reads answer 200 with a proxy's HTML page
+    files_url: str = ""  # where output URLs point (default: this server's own URL)
     submits: int = 0  # accepted submits
     refused: int = 0
     polls: int = 0
@@ -101,7 +103,8 @@ class FakeProvider:
         return "failed" if self.fail_jobs else "done"
 
     def image_urls(self, job: Job) -> list[str]:
-        return [f"{self.url}/files/{job.id}-{i}.png" for i in range(job.n)]
+        base = self.files_url or self.url
+        return [f"{base}/files/{job.id}-{i}.png" for i in range(job.n)]
 
 
 def _size(body: dict[str, Any]) -> tuple[int, int]:
@@ -169,6 +172,11 @@ def handler_for(box: list[FakeProvider]) -> type[BaseHTTPRequestHandler]:
                 return
             with p.lock:
                 p.polls += 1
+                garbled = p.garbled_polls > 0
+                p.garbled_polls -= garbled
+            if garbled:
+                self._send(200, b"<html><body>502 Bad Gateway</body></html>")
+                return
             query = parse_qs(path.query)
             if p.protocol == "fal":
                 parts = path.path.strip("/").split("/")

@@ -28,6 +28,11 @@ class Canceled(Exception):
     """The order was canceled while it ran."""
 
 
+class LeaseLost(Canceled):
+    """The worker no longer holds the order (the reaper or another worker took it back): stop
+    without ending anything; whatever was started for it stays for whoever holds it now."""
+
+
 class Rerouted(Exception):
     """The order goes on elsewhere: to the queue of catalog model `model_id` (an upstream
     model's local channel). The worker hands it over and delivers nothing for it."""

@@ -13,11 +13,13 @@ try on its first claim may have its row written by the claim itself (`planned`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.backends.upstream.base import AttemptRecord, Remote
@@ -27,6 +29,8 @@ from easel.db.engine import Database
 from easel.orders import attempts
 from easel.orders.attempts import AttemptEnd
 from easel.worker.group_commit import GroupCommit, Mergeable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -147,8 +151,16 @@ class DatabaseAttemptLog:
     async def progress(
         self, attempt_id: str, remote_status: str, queue_position: int | None
     ) -> None:
-        async with self.db.transaction() as session:
-            await attempts.progress(session, attempt_id, remote_status, queue_position)
+        """The provider's word on the job, for the operator: a database error is logged and the
+        job followed on (the next change is written again)."""
+        try:
+            async with self.db.transaction() as session:
+                await attempts.progress(session, attempt_id, remote_status, queue_position)
+        except (DBAPIError, OSError):
+            log.warning(
+                "could not record the job's status",
+                extra={"action": "upstream_progress_error", "attempt_id": attempt_id},
+            )
 
     async def finish(
         self,

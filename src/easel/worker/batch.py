@@ -14,7 +14,15 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from easel.backends.base import Backend, ImageSpec, Job, LoraWeights, ProgressFn
+from easel.backends.base import (
+    Backend,
+    Canceled,
+    ImageSpec,
+    Job,
+    LeaseLost,
+    LoraWeights,
+    ProgressFn,
+)
 from easel.backends.numerics import NumericalFailure
 from easel.catalog import Model
 from easel.db.tables import Order
@@ -42,6 +50,7 @@ class BatchRun:
         self.orders = list(orders)
         self._live = {o.id for o in orders}
         self._failures: dict[str, Failure] = {}
+        self._lost: set[str] = set()
         self._lock = threading.Lock()
 
     @property
@@ -57,6 +66,19 @@ class BatchRun:
         """Deliver nothing for this order (it was canceled, or its lease was lost)."""
         with self._lock:
             self._live.discard(order_id)
+
+    def lose(self, order_id: str) -> None:
+        """Deliver nothing for this order: the worker no longer holds it (lease lost)."""
+        with self._lock:
+            self._live.discard(order_id)
+            self._lost.add(order_id)
+
+    def stopped(self) -> Canceled:
+        """What stops the batch once no order is left: LeaseLost when every order was taken
+        back (nothing of theirs is to be canceled), else Canceled."""
+        with self._lock:
+            lost = all(o.id in self._lost for o in self.orders)
+        return (LeaseLost if lost else Canceled)(self.orders[0].id)
 
     def fail(self, order_id: str, code: str, message: str) -> None:
         """Fail this order (once the call returns); the others go on."""

@@ -892,7 +892,7 @@ class Worker:
         async def progress(step: int, total: int) -> None:
             nonlocal last
             if not batch.live:
-                raise Canceled(batch.orders[0].id)
+                raise batch.stopped()
             now = time.monotonic()
             if step < total and now - last < self.settings.progress_interval:
                 return
@@ -903,7 +903,7 @@ class Worker:
             except (DBAPIError, OSError):
                 log.exception("progress report failed", extra={"action": "heartbeat_error"})
             if not batch.live:
-                raise Canceled(batch.orders[0].id)
+                raise batch.stopped()
 
         return progress
 
@@ -918,7 +918,7 @@ class Worker:
         for order_id in live:
             if order_id not in held:
                 if batch.is_live(order_id):
-                    batch.drop(order_id)
+                    batch.lose(order_id)
                     log.warning(
                         "lease lost; leaving the order",
                         extra={"action": "lost", "order_id": order_id},

@@ -31,6 +31,7 @@ from easel.backends.base import (
     Canceled,
     ImageSpec,
     Job,
+    LeaseLost,
     ProgressFn,
     Rerouted,
 )
@@ -39,6 +40,7 @@ from easel.backends.upstream.base import (
     AttemptRecord,
     NotAccepted,
     Provider,
+    ProviderHTTP,
     Remote,
     RemoteFailed,
     Request,
@@ -57,6 +59,7 @@ from easel.catalog.capabilities import (
     first_capable,
 )
 from easel.catalog.loader import UPSTREAM
+from easel.clock import utcnow
 from easel.media.encoding import GeneratedImage
 from easel.net.check import UnsafeURL
 
@@ -65,6 +68,20 @@ log = logging.getLogger(__name__)
 RESUMABLE = ("accepted", "succeeded")
 RUNNING = ("queued", "running")  # a job's states before its end
 LEAVES_CHANNEL = ("unbilled", "lost")  # this order never goes to that channel again
+# A poll that failed this way is tried again until the channel's timeout: the transport, and
+# answers that cannot be read (a provider's or a proxy's error page, a malformed status).
+POLL_ERRORS = (
+    httpx.HTTPError,
+    NotAccepted,
+    RemoteFailed,
+    TooLarge,
+    UnsafeURL,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    TimeoutError,
+)
 
 
 def order_need(spec: ImageSpec, frames: int) -> Need:
@@ -97,7 +114,6 @@ class UpstreamBackend(Backend):
         self.rng = random.Random()
         per_client = self.settings.upstream_connections_per_client
         self.clients = Clients(math.ceil(self.capacity(self.model) / max(1, per_client)))
-        self.outputs_http = ChannelHTTP(self.settings, "", self.clients)  # the outbound policy
         self.routes = {c.name: Route.of(c) for c in self.model.channels}
         self._providers: dict[str, Provider] = {}
         self.attempts: AttemptLog | None = None  # the worker's (worker/attempt_log.py)
@@ -180,7 +196,18 @@ class UpstreamBackend(Backend):
         number = max((a.number for a in history), default=0)  # numbers may have gaps
         open_ = [a for a in history if a.state in RESUMABLE]
         if open_:
-            resumed = await self._resume(open_[-1], req, progress)
+            try:
+                resumed = await self._resume(open_[-1], req, progress)
+            except RemoteFailed as exc:  # its row is written: failed, or unbilled
+                if exc.billed:
+                    raise self._failure(
+                        "upstream_failed",
+                        order_id,
+                        f"the provider failed the job ({_short(exc.message, 300)})",
+                        number,
+                    ) from exc
+                tried.append(f"{open_[-1].channel} ({_short(exc.message, 160)}, not billed)")
+                resumed = None
             if resumed is not None:
                 return resumed
             skip.add(open_[-1].channel)
@@ -225,6 +252,7 @@ class UpstreamBackend(Backend):
                     if not route.breaker.allows(time.monotonic()):
                         break
                     await asyncio.sleep(wait)
+                    await progress(0, 100)  # raises Canceled if the order ended meanwhile
                 except RemoteFailed as exc:
                     if exc.billed:
                         raise self._failure(
@@ -293,8 +321,12 @@ class UpstreamBackend(Backend):
             },
         )
         remote = Remote(record.remote_id, handle=dict(record.handle))
+        # The channel's timeout counts from the try's start, not from this resume.
+        began = time.monotonic()
+        if record.created_at is not None:
+            began -= max(0.0, (utcnow() - record.created_at).total_seconds())
         async with route.slots:
-            return await self._follow(route, record.id, remote, req, progress, time.monotonic())
+            return await self._follow(route, record.id, remote, req, progress, began)
 
     async def _try(
         self,
@@ -316,7 +348,10 @@ class UpstreamBackend(Backend):
             raise NotAccepted(cooling, channel_fault=False)
         probe = route.breaker.start(time.monotonic())
         try:
+            waited = route.slots.locked()
             async with route.slots:
+                if waited:  # time passed: the order may have ended, the channel tripped
+                    await self._still_wanted(route, progress, probe, written)
                 route.in_flight += 1
                 route.peak = max(route.peak, route.in_flight)
                 metrics.UPSTREAM_IN_FLIGHT.labels(label).inc()
@@ -339,11 +374,30 @@ class UpstreamBackend(Backend):
             if probe and route.breaker.probing:
                 route.breaker.abandon()  # no success or failure was recorded for it
 
+    async def _still_wanted(
+        self, route: Route, progress: ProgressFn, probe: bool, written: str | None
+    ) -> None:
+        """After waiting for a slot: Canceled when the order ended meanwhile, NotAccepted when
+        the channel began cooling (this try is not its probe); a planned row is deleted then."""
+        try:
+            await progress(0, 100)
+            if not probe and route.breaker.cooling(time.monotonic()):
+                raise NotAccepted(
+                    f"{route.channel.name}: cooling down after {route.breaker.failures} failures",
+                    channel_fault=False,
+                )
+        except (Canceled, NotAccepted):
+            if written is not None:
+                assert self.attempts is not None
+                await self.attempts.discard(written)
+            raise
+
     async def _submit(self, route: Route, attempt_id: str, req: Request) -> Remote:
         assert self.attempts is not None
         channel = route.channel
         try:
-            return await self.provider(channel).submit(req)
+            async with asyncio.timeout(channel.timeout_seconds):
+                return await self.provider(channel).submit(req)
         except NotAccepted as exc:
             await self._refused(route, attempt_id, exc)
             raise
@@ -351,7 +405,7 @@ class UpstreamBackend(Backend):
             refusal = NotAccepted(f"{channel.name}: cannot connect ({type(exc).__name__}: {exc})")
             await self._refused(route, attempt_id, refusal)
             raise refusal from exc
-        except (httpx.HTTPError, TooLarge, RemoteFailed, ValueError) as exc:
+        except (httpx.HTTPError, TooLarge, RemoteFailed, ValueError, TimeoutError) as exc:
             # Sent, and no clear answer: the provider may have taken it. Final for this order.
             message = f"{channel.name}: no clear answer to the submit ({type(exc).__name__}: {exc})"
             await self._failed(route, attempt_id, message, billed=True)
@@ -392,6 +446,17 @@ class UpstreamBackend(Backend):
                 },
             )
 
+    async def _cancel(self, provider: Provider, remote: Remote) -> None:
+        """Ask the provider to stop the job; a failure (or no answer in time) is logged."""
+        assert self.settings is not None
+        try:
+            async with asyncio.timeout(self.settings.upstream_request_timeout):
+                await provider.cancel(remote)
+        except Exception:
+            log.warning(
+                "the provider's cancel call failed", extra={"action": "upstream_cancel_error"}
+            )
+
     def _count(self, route: Route, outcome: str) -> None:
         channel = route.channel
         metrics.UPSTREAM_ATTEMPTS.labels(
@@ -423,14 +488,15 @@ class UpstreamBackend(Backend):
                 else:
                     await progress(0, 100)
                 if time.monotonic() > deadline:
-                    await _quietly(provider.cancel(remote))
+                    await self._cancel(provider, remote)
                     message = f"{channel.name}: no result within {channel.timeout_seconds:g} s"
                     await self._failed(route, attempt_id, message, billed=True)
                     raise RemoteFailed(message)
                 await asyncio.sleep(channel.poll_interval)
                 try:
-                    status = await provider.poll(remote)
-                except (httpx.HTTPError, RemoteFailed, TooLarge, UnsafeURL, ValueError) as exc:
+                    async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                        status = await provider.poll(remote)
+                except POLL_ERRORS as exc:
                     log.warning(
                         "polling failed; trying again",
                         extra={
@@ -440,17 +506,41 @@ class UpstreamBackend(Backend):
                             "error": f"{type(exc).__name__}: {_short(str(exc))}",
                         },
                     )
+        except LeaseLost:
+            # Taken back: the job and its `accepted` row stay for the worker that holds the
+            # order now, which polls it by its id.
+            log.warning(
+                "lease lost; leaving the provider's job to the order's new holder",
+                extra={"action": "upstream_lost", "order_id": req.order_id},
+            )
+            raise
         except Canceled:
-            await _quietly(provider.cancel(remote))
+            await self._cancel(provider, remote)
             await self.attempts.finish(attempt_id, "canceled", error="canceled by the client")
             self._count(route, "canceled")
+            raise
+        except RemoteFailed:
+            raise  # its row is written
+        except Exception as exc:
+            # Easel's own failure (the database): the order fails, so the job is stopped and
+            # its row ended where that can still be written.
+            await self._cancel(provider, remote)
+            try:
+                await self.attempts.finish(
+                    attempt_id,
+                    "failed",
+                    error=f"the worker failed while following the job ({type(exc).__name__})",
+                    cost=channel.cost_per_image * req.n,
+                )
+            except Exception:
+                log.exception("could not end the attempt", extra={"action": "upstream_error"})
             raise
         if status.state == "failed":
             message = f"{channel.name}: {status.error or 'the job failed'}"
             await self._failed(route, attempt_id, message, billed=status.billed)
             raise RemoteFailed(message, billed=status.billed)
         try:
-            images = await self._download(status, req)
+            images = await self._download(status, req, provider.http)
         except RemoteFailed as exc:
             await self._failed(route, attempt_id, f"{channel.name}: {exc.message}", billed=True)
             raise
@@ -464,7 +554,11 @@ class UpstreamBackend(Backend):
         metrics.UPSTREAM_COST.labels(label).inc(cost)
         return images
 
-    async def _download(self, status: Status, req: Request) -> list[GeneratedImage]:
+    async def _download(
+        self, status: Status, req: Request, http: ProviderHTTP
+    ) -> list[GeneratedImage]:
+        """The outputs, each fetched through the channel's HTTP (its own origin is trusted as
+        for its API calls; any other passes the outbound URL policy) and checked."""
         if len(status.outputs) < req.n:
             raise RemoteFailed(f"the provider returned {len(status.outputs)} of {req.n} outputs")
         assert self.settings is not None
@@ -482,9 +576,7 @@ class UpstreamBackend(Backend):
                 assert output.url is not None
                 try:
                     async with asyncio.timeout(settings.upstream_download_timeout):
-                        response = await self.outputs_http.call(
-                            "GET", output.url, headers={"accept": "*/*"}
-                        )
+                        response = await http.call("GET", output.url, headers={"accept": "*/*"})
                 except (httpx.HTTPError, TooLarge, UnsafeURL, TimeoutError) as exc:
                     raise RemoteFailed(
                         f"output {index + 1} could not be downloaded ({type(exc).__name__}: "
@@ -497,7 +589,13 @@ class UpstreamBackend(Backend):
                 raise RemoteFailed(f"output {index + 1} is over the size limit")
             images.append(
                 await asyncio.to_thread(
-                    sniff, data, req.seed + index, req.width, req.height, req.output_format
+                    sniff,
+                    data,
+                    req.seed + index,
+                    req.width,
+                    req.height,
+                    req.output_format,
+                    settings.upstream_max_output_pixels,
                 )
             )
         return images
@@ -508,10 +606,3 @@ def _progress(status: Status) -> tuple[int, int]:
     if status.state == "queued":
         return 0, 100
     return max(10, min(99, status.progress or 0)), 100
-
-
-async def _quietly(call: object) -> None:
-    try:
-        await call  # type: ignore[misc]
-    except Exception:
-        log.warning("the provider's cancel call failed", extra={"action": "upstream_cancel_error"})

@@ -26,6 +26,8 @@ USER_AGENT = "easel-upstream/1"
 MAX_REDIRECTS = 3
 IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "WEBP": "image/webp"}
 SAVE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
+# ISO media files that hold still images (HEIF, AVIF), not clips: they must decode as images.
+STILL_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif"}
 
 
 class TooLarge(Exception):
@@ -134,16 +136,23 @@ async def _read(response: httpx.Response, limit: int) -> bytes:
     return bytes(body)
 
 
-def sniff(data: bytes, seed: int, width: int, height: int, fmt: str) -> GeneratedImage:
-    """An output as Easel stores it: a clip (MP4, GIF) as is; an image decoded completely and,
-    when the order asked for another format, encoded again in that one."""
-    if len(data) >= 12 and data[4:8] == b"ftyp":
+def sniff(
+    data: bytes, seed: int, width: int, height: int, fmt: str, max_pixels: int
+) -> GeneratedImage:
+    """An output as Easel stores it: a clip (MP4, GIF) as is; an image of at most `max_pixels`
+    decoded completely and, when the order asked for another format, encoded again in that one."""
+    if len(data) >= 12 and data[4:8] == b"ftyp" and data[8:12] not in STILL_BRANDS:
         return GeneratedImage(data, "video/mp4", seed, width, height)
     if data[:6] in (b"GIF87a", b"GIF89a") and fmt == "gif":
         return GeneratedImage(data, "image/gif", seed, width, height)
     try:
         with Image.open(io.BytesIO(data)) as image:
             kind = image.format or "unknown"
+            if image.size[0] * image.size[1] > max_pixels:
+                raise RemoteFailed(
+                    f"the provider's output is {image.size[0]}x{image.size[1]} pixels, over "
+                    f"{max_pixels} (EASEL_UPSTREAM_MAX_OUTPUT_PIXELS)"
+                )
             image.load()
             size = image.size
             wanted = SAVE_FORMATS.get(fmt, "PNG")
@@ -151,6 +160,8 @@ def sniff(data: bytes, seed: int, width: int, height: int, fmt: str) -> Generate
                 buf = io.BytesIO()
                 image.convert("RGB" if wanted == "JPEG" else "RGBA").save(buf, wanted)
                 data, kind = buf.getvalue(), wanted
+    except RemoteFailed:
+        raise
     except Exception as exc:  # Pillow raises many types on bad input
         raise RemoteFailed(
             f"the provider's output is not a readable image or clip ({type(exc).__name__})"

@@ -29,16 +29,21 @@ def envelope(response: Response, who: str) -> dict[str, Any]:
 
 async def create_tasks(who: str, n: int, create: Callable[[int], Awaitable[str]]) -> Remote:
     """n tasks, each made by `create(index)` (its task id); all their ids in one handle. A refusal
-    of the first is the order's refusal; of a later one, a failure (the first were accepted)."""
+    of the first is the order's refusal; any error on a later one is a failure (the first were
+    accepted and may be billed: the order must not go to another channel), as is an answer
+    without a task id."""
     tasks: list[str] = []
     for index in range(n):
         try:
             tasks.append(await create(index))
-        except (NotAccepted, KeyError) as exc:
+        except KeyError as exc:  # a 200 without an id: the task may have been taken
+            raise RemoteFailed(f"{who}: task {index + 1} of {n}: no task id ({exc})") from exc
+        except Exception as exc:
             if not tasks:
                 raise
             raise RemoteFailed(
-                f"{who}: task {index + 1} of {n} was refused after the first were accepted ({exc})"
+                f"{who}: task {index + 1} of {n} was refused after the first were accepted "
+                f"({type(exc).__name__}: {exc})"
             ) from exc
     return Remote(tasks[0], handle={"tasks": tasks})
 
