@@ -426,6 +426,49 @@ async def test_a_lost_lease_leaves_the_job_to_the_orders_next_run(
             await state.db.dispose()
 
 
+@pytest.mark.parametrize("ending", ["canceled", "failed"])
+async def test_a_job_whose_order_ended_unfollowed_is_canceled_at_the_provider(
+    ending: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker following a job loses the order's lease; the reaper then cancels the order
+    (the client asked meanwhile) or fails it (its last attempt). The job still runs at the
+    provider, billed, with nobody to follow it: the worker's orphan sweep cancels it there
+    and marks its attempt `canceled`, once."""
+    monkeypatch.setenv(KEY_ENV, providers.KEY)
+    with providers.provider("fal", job_seconds=60) as fake:
+        extra = providers.upstream_model(
+            "up-x", providers.channel_table("up-x", "fal", fake.url, "fal-ai/x")
+        )
+        state = upstream_state(settings, tmp_path, "unused", extra)
+        try:
+            account, _ = await new_account(state, "mega")
+            order_id = await place_model(state, account, "up-x")
+            async with running_worker(state, models=["up-x"]) as worker:
+                await poll_until(lambda: _value(fake.polls), lambda polls: polls > 0)
+                async with state.db.transaction() as session:
+                    await session.execute(
+                        update(Order)
+                        .where(Order.id == order_id)
+                        .values(
+                            worker_id="another-worker",
+                            lease_until=utcnow() - timedelta(seconds=1),
+                            cancel_requested=ending == "canceled",
+                            attempts=state.settings.max_attempts,
+                        )
+                    )
+                [order] = await wait_orders(state, [order_id], timeout=30)
+                await poll_until(lambda: _value(fake.cancels), lambda n: n > 0, timeout=30)
+                assert await worker.cancel_orphans() == 0  # swept once
+            assert order.status == ending
+            [attempt] = await attempts_of(state, order_id)
+            assert attempt.state == "canceled"
+            assert "no worker followed this job" in (attempt.error or "")
+            assert (fake.submits, fake.cancels) == (1, 1)
+            assert await refunds(state, order_id) == 1
+        finally:
+            await state.db.dispose()
+
+
 async def _value(value: T) -> T:
     return value
 

@@ -95,6 +95,44 @@ async def progress(
     )
 
 
+async def orphaned(
+    session: AsyncSession, model: str, channels: Sequence[str], since: datetime, limit: int
+) -> list[OrderAttempt]:
+    """Jobs a provider accepted whose order ended while no worker followed them (the reaper
+    canceled or failed it after its worker stopped): `accepted` rows of `model`'s `channels`
+    begun since `since` (ix_order_attempts_channel_created), of failed or canceled orders."""
+    rows = await session.scalars(
+        select(OrderAttempt)
+        .join(Order, Order.id == OrderAttempt.order_id)
+        .where(
+            OrderAttempt.model == model,
+            OrderAttempt.channel.in_(list(channels)),
+            OrderAttempt.created_at >= since,
+            OrderAttempt.state == "accepted",
+            Order.status.in_((OrderStatus.FAILED, OrderStatus.CANCELED)),
+        )
+        .order_by(OrderAttempt.created_at)
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def abandon(session: AsyncSession, row: OrderAttempt, error: str, now: datetime) -> bool:
+    """An orphaned job's row `canceled`, once: False when another worker took it first."""
+    result = await session.execute(
+        update(ATTEMPTS)
+        .where(ATTEMPTS.c.id == row.id, ATTEMPTS.c.state == "accepted")
+        .values(
+            state="canceled",
+            error=error,
+            finished_at=now,
+            latency_ms=int((now - row.created_at).total_seconds() * 1000),
+        )
+        .returning(ATTEMPTS.c.id)
+    )
+    return result.first() is not None
+
+
 @dataclass(frozen=True)
 class AttemptEnd:
     """An attempt's finish, to be written in a caller's transaction (`finish_many`).

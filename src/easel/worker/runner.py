@@ -56,6 +56,7 @@ from easel.worker.completions import OrderDone
 from easel.worker.group_commit import GroupCommit
 from easel.worker.loras import resolve_loras
 from easel.worker.models import ModelCache
+from easel.worker.orphans import cancel_orphans
 from easel.worker.outputs import BLOCKED, SafetyPolicy, policy_for, screen_and_store
 
 log = logging.getLogger(__name__)
@@ -143,9 +144,18 @@ class Worker:
         return pick_device(self.settings.device)
 
     def services(self) -> list[Service]:
-        """This worker's loop and its presence heartbeat, for `run_services`."""
+        """This worker's loop and its presence heartbeat, for `run_services`; with remote
+        models, the sweep of their orphaned provider jobs (worker/orphans.py)."""
         beat = Periodic("presence", self.settings.worker_heartbeat_seconds, self.report_presence)
-        return [self, beat]
+        found: list[Service] = [self, beat]
+        if any(not self._is_local(m.id) for m in self._serving()):
+            found.append(Periodic("orphans", self.settings.reaper_interval, self.cancel_orphans))
+        return found
+
+    async def cancel_orphans(self) -> int:
+        """Jobs of this worker's remote models whose orders ended unfollowed: canceled there."""
+        built = [b for b in self._remote.values() if isinstance(b, UpstreamBackend)]
+        return await cancel_orphans(self.db, built)
 
     def _is_local(self, model_id: str) -> bool:
         """Runs on this worker's device; so does a model gone from the catalog (it fails)."""

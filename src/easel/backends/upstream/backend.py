@@ -446,6 +446,16 @@ class UpstreamBackend(Backend):
                 },
             )
 
+    async def cancel_orphan(self, channel_name: str, remote: Remote) -> bool:
+        """Cancel at the provider a job whose order ended while no worker followed it (the
+        worker's orphan sweep); False when its channel is gone or its provider cannot cancel."""
+        route = self.routes.get(channel_name)
+        if route is None or not PROVIDERS[route.channel.provider].resumable:
+            return False
+        await self._cancel(self.provider(route.channel), remote)
+        self._count(route, "canceled")
+        return True
+
     async def _cancel(self, provider: Provider, remote: Remote) -> None:
         """Ask the provider to stop the job; a failure (or no answer in time) is logged."""
         assert self.settings is not None
