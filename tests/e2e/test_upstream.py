@@ -12,7 +12,7 @@ import sys
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import func, select, update
@@ -402,15 +402,7 @@ async def test_a_lost_lease_leaves_the_job_to_the_orders_next_run(
             order_id = await place_model(state, account, "up-l")
             async with running_worker(state, models=["up-l"]) as worker:
                 await poll_until(lambda: _value(fake.polls), lambda polls: polls > 0)
-                async with state.db.transaction() as session:  # held by another, briefly
-                    await session.execute(
-                        update(Order)
-                        .where(Order.id == order_id)
-                        .values(
-                            worker_id="another-worker",
-                            lease_until=utcnow() + timedelta(seconds=1.5),
-                        )
-                    )
+                await _take_over(state, order_id, 1.5)
                 await poll_until(lambda: _value(worker.processed), lambda n: n == 1)
                 [left] = await attempts_of(state, order_id)
                 assert (left.state, fake.cancels) == ("accepted", 0)
@@ -426,14 +418,15 @@ async def test_a_lost_lease_leaves_the_job_to_the_orders_next_run(
             await state.db.dispose()
 
 
-@pytest.mark.parametrize("ending", ["canceled", "failed"])
+@pytest.mark.parametrize("ending", ["canceled", "failed", "completed"])
 async def test_a_job_whose_order_ended_unfollowed_is_canceled_at_the_provider(
     ending: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The worker following a job loses the order's lease; the reaper then cancels the order
-    (the client asked meanwhile) or fails it (its last attempt). The job still runs at the
-    provider, billed, with nobody to follow it: the worker's orphan sweep cancels it there
-    and marks its attempt `canceled`, once."""
+    (the client asked meanwhile) or fails it (its last attempt), or the order's next holder
+    completes it another way. The job still runs at the provider, billed, with nobody to
+    follow it: the worker's orphan sweep cancels it there and marks its attempt `canceled`,
+    once."""
     monkeypatch.setenv(KEY_ENV, providers.KEY)
     with providers.provider("fal", job_seconds=60) as fake:
         extra = providers.upstream_model(
@@ -445,16 +438,15 @@ async def test_a_job_whose_order_ended_unfollowed_is_canceled_at_the_provider(
             order_id = await place_model(state, account, "up-x")
             async with running_worker(state, models=["up-x"]) as worker:
                 await poll_until(lambda: _value(fake.polls), lambda polls: polls > 0)
-                async with state.db.transaction() as session:
-                    await session.execute(
-                        update(Order)
-                        .where(Order.id == order_id)
-                        .values(
-                            worker_id="another-worker",
-                            lease_until=utcnow() - timedelta(seconds=1),
-                            cancel_requested=ending == "canceled",
-                            attempts=state.settings.max_attempts,
-                        )
+                if ending == "completed":  # as another run would, on another channel
+                    await _take_over(state, order_id, 60, status="completed", completed_at=utcnow())
+                else:  # expired: the reaper ends it
+                    await _take_over(
+                        state,
+                        order_id,
+                        -1,
+                        cancel_requested=ending == "canceled",
+                        attempts=state.settings.max_attempts,
                     )
                 [order] = await wait_orders(state, [order_id], timeout=30)
                 await poll_until(lambda: _value(fake.cancels), lambda n: n > 0, timeout=30)
@@ -464,7 +456,71 @@ async def test_a_job_whose_order_ended_unfollowed_is_canceled_at_the_provider(
             assert attempt.state == "canceled"
             assert "no worker followed this job" in (attempt.error or "")
             assert (fake.submits, fake.cancels) == (1, 1)
-            assert await refunds(state, order_id) == 1
+            assert await refunds(state, order_id) == int(ending != "completed")
+        finally:
+            await state.db.dispose()
+
+
+async def test_a_job_accepted_after_its_order_was_taken_back_is_canceled(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order is taken back while its submit is on the way, and its next holder leaves the
+    try's channel (the row no longer says `submitting`). When the provider's acceptance comes,
+    nobody would follow that job: the worker cancels it at once and touches nothing else."""
+    monkeypatch.setenv(KEY_ENV, providers.KEY)
+    with providers.provider("fal", job_seconds=30, submit_seconds=1.5) as fake:
+        extra = providers.upstream_model(
+            "up-a", providers.channel_table("up-a", "fal", fake.url, "fal-ai/x")
+        )
+        state = upstream_state(settings, tmp_path, "unused", extra)
+        try:
+            account, _ = await new_account(state, "mega")
+            order_id = await place_model(state, account, "up-a")
+            async with running_worker(state, models=["up-a"]) as worker:
+                await poll_until(lambda: _value(fake.submits), lambda n: n == 1)
+                await _take_over(state, order_id, 60)
+                async with state.db.transaction() as session:  # as the next holder does
+                    await session.execute(
+                        update(OrderAttempt)
+                        .where(OrderAttempt.order_id == order_id)
+                        .values(state="lost")
+                    )
+                await poll_until(lambda: _value(worker.processed), lambda n: n == 1)
+                await poll_until(lambda: _value(fake.cancels), lambda n: n == 1, timeout=10)
+            [attempt] = await attempts_of(state, order_id)
+            assert (attempt.state, attempt.remote_id) == ("lost", None)
+            [order] = await wait_orders(state, [order_id], until=("running",), timeout=5)
+            assert order.worker_id == "another-worker"  # nothing ended by the first worker
+            assert (fake.submits, fake.polls) == (1, 0)
+        finally:
+            await state.db.dispose()
+
+
+async def test_a_resume_past_the_channels_timeout_polls_the_job_once(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order's next run resumes its job after the channel's timeout has passed (counted
+    from the try's start): it polls once before giving up, and the job, done meanwhile, is
+    delivered."""
+    monkeypatch.setenv(KEY_ENV, providers.KEY)
+    with providers.provider("tasks", job_seconds=1.0) as fake:
+        extra = providers.upstream_model(
+            "up-r",
+            providers.channel_table("up-r", "easel-tasks", fake.url, "m", timeout_seconds=1.5),
+        )
+        state = upstream_state(settings, tmp_path, "unused", extra)
+        try:
+            account, _ = await new_account(state, "mega")
+            order_id = await place_model(state, account, "up-r")
+            async with running_worker(state, models=["up-r"]):
+                await poll_until(lambda: _value(fake.polls), lambda polls: polls > 0)
+                await _take_over(state, order_id, 2.0)  # reaped and resumed after 1.5 s
+                [order] = await wait_orders(state, [order_id], timeout=30)
+            assert order.status == "completed", order.error_message
+            [attempt] = await attempts_of(state, order_id)
+            assert attempt.state == "succeeded"
+            assert order.attempts == 2  # claimed again, 2 s on: the try's 1.5 s had passed
+            assert (fake.submits, fake.cancels) == (1, 0)
         finally:
             await state.db.dispose()
 
@@ -473,16 +529,35 @@ async def _value(value: T) -> T:
     return value
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def _take_over(state: AppState, order_id: str, seconds: float, **values: Any) -> None:
+    """Another worker holds the order now, for `seconds` (negative: its lease has expired)."""
+    async with state.db.transaction() as session:
+        await session.execute(
+            update(Order)
+            .where(Order.id == order_id)
+            .values(
+                worker_id="another-worker",
+                lease_until=utcnow() + timedelta(seconds=seconds),
+                **values,
+            )
+        )
+
+
+@pytest.mark.parametrize("where", ["own origin", "another name", "redirected"])
 async def test_outputs_on_the_channels_own_private_origin_are_downloaded(
-    host: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    where: str, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A provider on the LAN (here loopback, with no private network allowed for other URLs)
     hands back output URLs on its own origin: trusted as its API is (the operator's base_url).
-    The same server by another name is another origin: the outbound URL policy refuses it."""
+    The same server by another name is another origin, and so is where the trusted origin
+    redirects to: the outbound URL policy refuses both."""
     monkeypatch.setenv(KEY_ENV, providers.KEY)
     with providers.provider("tasks", job_seconds=0.2) as fake:
-        fake.files_url = fake.url.replace("127.0.0.1", host)
+        other = fake.url.replace("127.0.0.1", "localhost")
+        if where == "another name":
+            fake.files_url = other
+        if where == "redirected":
+            fake.files_redirect = other
         extra = providers.upstream_model(
             "up-o", providers.channel_table("up-o", "easel-tasks", fake.url, "m")
         )
@@ -494,7 +569,7 @@ async def test_outputs_on_the_channels_own_private_origin_are_downloaded(
             order_id = await place_model(state, account, "up-o")
             async with running_worker(state, models=["up-o"]):
                 [order] = await wait_orders(state, [order_id], timeout=60)
-            if host == "localhost":
+            if where != "own origin":
                 assert (order.status, order.error_code) == ("failed", "upstream_failed")
                 [attempt] = await attempts_of(state, order_id)
                 assert "could not be downloaded (UnsafeURL" in (attempt.error or "")
@@ -526,9 +601,10 @@ async def test_an_order_canceled_while_it_waits_for_a_slot_is_not_sent(
         try:
             account, _ = await new_account(state, "mega")
             first = await place_model(state, account, "up-w")
-            waiting = await place_model(state, account, "up-w")
             async with running_worker(state, models=["up-w"]):
-                await wait_orders(state, [first, waiting], until=("running",), timeout=30)
+                await poll_until(lambda: _value(fake.submits), lambda n: n == 1)
+                waiting = await place_model(state, account, "up-w")  # behind the held slot
+                await wait_orders(state, [waiting], until=("running",), timeout=30)
                 async with state.db.transaction() as session:
                     await lifecycle.cancel(session, account.id, waiting, utcnow())
                 done = await wait_orders(state, [first, waiting], timeout=60)

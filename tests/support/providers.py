@@ -55,6 +55,8 @@ class FakeProvider:
     fail_jobs: bool = False  # accepted jobs end failed
     garbled_polls: int = 0  # the next status reads answer 200 with a proxy's HTML page
     files_url: str = ""  # where output URLs point (default: this server's own URL)
+    files_redirect: str = ""  # set: output downloads answer 302 to the same path there
+    submit_seconds: float = 0.0  # an async protocol's accepted submit answers this late
     submits: int = 0  # accepted submits
     refused: int = 0
     polls: int = 0
@@ -161,6 +163,12 @@ def handler_for(box: list[FakeProvider]) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             p = box[0]
             path = urlsplit(self.path)
+            if path.path.startswith("/files/") and p.files_redirect:
+                self.send_response(302)
+                self.send_header("location", p.files_redirect + path.path)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
             if path.path.startswith("/files/"):
                 job_id, index = (
                     path.path.removeprefix("/files/").removesuffix(".png").rsplit("-", 1)
@@ -284,6 +292,7 @@ def handler_for(box: list[FakeProvider]) -> type[BaseHTTPRequestHandler]:
             if job is None:
                 self._refuse(p, status)
                 return
+            time.sleep(p.submit_seconds)
             if p.protocol == "openai":
                 time.sleep(job.seconds)
                 data = [

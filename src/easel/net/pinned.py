@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -43,7 +43,7 @@ async def send_checked(
     method: str,
     url: str,
     param: str,
-    policy: URLPolicy,
+    policy: URLPolicy | Callable[[str], URLPolicy],
     *,
     max_redirects: int,
     headers: Mapping[str, str],
@@ -54,10 +54,11 @@ async def send_checked(
 
     As browsers and httpx do: a redirect to another origin drops the credentials
     (Authorization, Cookie), and 301/302/303 turn a POST into a GET without a body.
-    The final response is streamed: the caller reads or closes it.
+    The final response is streamed: the caller reads or closes it. `policy`: one for every hop,
+    or each hop's by its URL (an origin trusted for itself only, not where it redirects).
     """
     for _ in range(max_redirects + 1):
-        target = await pin(url, param, policy)
+        target = await pin(url, param, policy(url) if callable(policy) else policy)
         request = pinned_request(method, target, headers, content, timeout)
         response = await client.send(request, stream=True)
         location = response.headers.get("location")

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts.accounts import release_running_slot
 from easel.clock import iso
-from easel.db.status import OrderStatus
+from easel.db.status import FINAL, OrderStatus
 from easel.db.tables import Order, OrderAttempt
 from easel.ids import new_id
 from easel.orders.queue import notify_new_order
@@ -77,12 +77,16 @@ async def discard(session: AsyncSession, attempt_ids: Sequence[str]) -> None:
 
 async def accepted(
     session: AsyncSession, attempt_id: str, remote_id: str, handle: dict[str, Any], now: datetime
-) -> None:
-    await session.execute(
-        update(OrderAttempt)
-        .where(OrderAttempt.id == attempt_id)
+) -> bool:
+    """The provider took the try's job. False when the row no longer says `submitting`: the
+    order's next holder found it cut off and left the channel (the job is nobody's)."""
+    result = await session.execute(
+        update(ATTEMPTS)
+        .where(ATTEMPTS.c.id == attempt_id, ATTEMPTS.c.state == "submitting")
         .values(state="accepted", remote_id=remote_id[:256], handle=handle, accepted_at=now)
+        .returning(ATTEMPTS.c.id)
     )
+    return result.first() is not None
 
 
 async def progress(
@@ -96,11 +100,16 @@ async def progress(
 
 
 async def orphaned(
-    session: AsyncSession, model: str, channels: Sequence[str], since: datetime, limit: int
+    session: AsyncSession,
+    model: str,
+    channels: Sequence[str],
+    since: datetime,
+    ended_before: datetime,
+    limit: int,
 ) -> list[OrderAttempt]:
-    """Jobs a provider accepted whose order ended while no worker followed them (the reaper
-    canceled or failed it after its worker stopped): `accepted` rows of `model`'s `channels`
-    begun since `since` (ix_order_attempts_channel_created), of failed or canceled orders."""
+    """Jobs a provider accepted whose order ended without them: `accepted` rows of `model`'s
+    `channels` begun since `since` (ix_order_attempts_channel_created) whose order ended before
+    `ended_before` (any worker still following one has seen its order end by then)."""
     rows = await session.scalars(
         select(OrderAttempt)
         .join(Order, Order.id == OrderAttempt.order_id)
@@ -109,7 +118,8 @@ async def orphaned(
             OrderAttempt.channel.in_(list(channels)),
             OrderAttempt.created_at >= since,
             OrderAttempt.state == "accepted",
-            Order.status.in_((OrderStatus.FAILED, OrderStatus.CANCELED)),
+            Order.status.in_(FINAL),
+            Order.completed_at < ended_before,
         )
         .order_by(OrderAttempt.created_at)
         .limit(limit)

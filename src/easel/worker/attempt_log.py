@@ -137,12 +137,14 @@ class DatabaseAttemptLog:
         self._begun[attempt_id] = (order_id, now)
         return attempt_id
 
-    async def accepted(self, attempt_id: str, remote: Remote, *, deferred: bool = False) -> None:
+    async def accepted(self, attempt_id: str, remote: Remote, *, deferred: bool = False) -> bool:
         if deferred:
             self._accepted[attempt_id] = (remote.remote_id, dict(remote.handle), utcnow())
-            return
+            return True
         async with self.db.transaction() as session:
-            await attempts.accepted(session, attempt_id, remote.remote_id, remote.handle, utcnow())
+            return await attempts.accepted(
+                session, attempt_id, remote.remote_id, remote.handle, utcnow()
+            )
 
     def forget(self, attempt_id: str) -> None:
         self._begun.pop(attempt_id, None)

@@ -28,7 +28,14 @@ from easel import metrics, wakeup
 from easel.accounts import ledger
 from easel.accounts.accounts import plans_of
 from easel.backends import weights
-from easel.backends.base import Backend, BackendFailure, Canceled, ProgressFn, Rerouted
+from easel.backends.base import (
+    Backend,
+    BackendFailure,
+    Canceled,
+    LeaseLost,
+    ProgressFn,
+    Rerouted,
+)
 from easel.backends.registry import FAMILIES, backend_class
 from easel.backends.upstream.backend import UpstreamBackend
 from easel.backends.upstream.routing import describe_routes
@@ -155,7 +162,7 @@ class Worker:
     async def cancel_orphans(self) -> int:
         """Jobs of this worker's remote models whose orders ended unfollowed: canceled there."""
         built = [b for b in self._remote.values() if isinstance(b, UpstreamBackend)]
-        return await cancel_orphans(self.db, built)
+        return await cancel_orphans(self.db, built, self.lease)
 
     def _is_local(self, model_id: str) -> bool:
         """Runs on this worker's device; so does a model gone from the catalog (it fails)."""
@@ -490,6 +497,9 @@ class Worker:
             for order in orders:
                 if batch.is_live(order.id):
                     await self._deliver(batch, order, results, policies.get(order.id))
+        except LeaseLost:
+            for order_id in batch.live:  # another holds them now: nothing is ended here
+                batch.lose(order_id)
         except Canceled:
             # Raised by progress once every order has dropped out (each was ended then), or by
             # a backend that saw the work canceled at its end.

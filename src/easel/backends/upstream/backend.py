@@ -226,8 +226,11 @@ class UpstreamBackend(Backend):
             else:
                 routes = [first, *(r for r in routes if r is not first)]
         hand_to = self._local_channel(routes, order_need(specs[0], job.frames))
+        first_number = number
         for route in routes:
             channel = route.channel
+            if number > first_number:  # a try of this run was refused: still this order's?
+                await progress(0, 100)
             if channel.is_local:
                 if channel is not hand_to:
                     continue
@@ -363,7 +366,11 @@ class UpstreamBackend(Backend):
                     remote = await self._submit(route, attempt_id, req)
                     over = remote.done is not None and remote.done.state not in RUNNING
                     deferred = over and not self.provider(channel).resumable
-                    await self.attempts.accepted(attempt_id, remote, deferred=deferred)
+                    if not await self.attempts.accepted(attempt_id, remote, deferred=deferred):
+                        # The order was taken back while this submitted; its next holder has
+                        # left this channel, so nobody would follow this job.
+                        await self._cancel(self.provider(channel), remote)
+                        raise LeaseLost(req.order_id)
                     return await self._follow(route, attempt_id, remote, req, progress, started)
                 finally:
                     route.in_flight -= 1
@@ -378,10 +385,10 @@ class UpstreamBackend(Backend):
         self, route: Route, progress: ProgressFn, probe: bool, written: str | None
     ) -> None:
         """After waiting for a slot: Canceled when the order ended meanwhile, NotAccepted when
-        the channel began cooling (this try is not its probe); a planned row is deleted then."""
+        the channel tripped (this try is not its probe); a planned row is deleted then."""
         try:
             await progress(0, 100)
-            if not probe and route.breaker.cooling(time.monotonic()):
+            if not probe and route.breaker.tripped:
                 raise NotAccepted(
                     f"{route.channel.name}: cooling down after {route.breaker.failures} failures",
                     channel_fault=False,
@@ -446,15 +453,22 @@ class UpstreamBackend(Backend):
                 },
             )
 
-    async def cancel_orphan(self, channel_name: str, remote: Remote) -> bool:
-        """Cancel at the provider a job whose order ended while no worker followed it (the
-        worker's orphan sweep); False when its channel is gone or its provider cannot cancel."""
+    def can_cancel(self, channel_name: str) -> bool:
+        """The channel is still a route and its provider has a cancel call."""
         route = self.routes.get(channel_name)
-        if route is None or not PROVIDERS[route.channel.provider].resumable:
+        if route is None:
             return False
+        kind = PROVIDERS[route.channel.provider]
+        return kind.resumable and kind.cancel is not Provider.cancel
+
+    async def cancel_orphan(self, channel_name: str, remote: Remote) -> None:
+        """Cancel at the provider a job whose order ended while no worker followed it (the
+        worker's orphan sweep), where `can_cancel`."""
+        if not self.can_cancel(channel_name):
+            return
+        route = self.routes[channel_name]
         await self._cancel(self.provider(route.channel), remote)
         self._count(route, "canceled")
-        return True
 
     async def _cancel(self, provider: Provider, remote: Remote) -> None:
         """Ask the provider to stop the job; a failure (or no answer in time) is logged."""
@@ -488,6 +502,7 @@ class UpstreamBackend(Backend):
         deadline = started + channel.timeout_seconds
         status = remote.done
         seen: tuple[str, int | None] | None = None
+        polls = 0
         try:
             while status is None or status.state in RUNNING:
                 if status is not None:
@@ -497,14 +512,17 @@ class UpstreamBackend(Backend):
                         await self.attempts.progress(attempt_id, *seen)
                 else:
                     await progress(0, 100)
-                if time.monotonic() > deadline:
+                if polls and time.monotonic() > deadline:  # a resume polls once first
                     await self._cancel(provider, remote)
                     message = f"{channel.name}: no result within {channel.timeout_seconds:g} s"
                     await self._failed(route, attempt_id, message, billed=True)
                     raise RemoteFailed(message)
                 await asyncio.sleep(channel.poll_interval)
+                polls += 1
+                assert self.settings is not None
+                limit = max(deadline - time.monotonic(), self.settings.upstream_request_timeout)
                 try:
-                    async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                    async with asyncio.timeout(limit):
                         status = await provider.poll(remote)
                 except POLL_ERRORS as exc:
                     log.warning(

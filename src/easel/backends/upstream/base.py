@@ -231,10 +231,11 @@ class AttemptLog(Protocol):
         """A `submitting` row, written before the provider is called; returns its id."""
         ...
 
-    async def accepted(self, attempt_id: str, remote: Remote, *, deferred: bool = False) -> None:
+    async def accepted(self, attempt_id: str, remote: Remote, *, deferred: bool = False) -> bool:
         """The provider took the job. `deferred`: written with the attempt's `finish` (a
         synchronous answer: the job is over and cannot be read back; if the worker stops before
-        the finish, the row's `submitting` leaves the channel, as such an acceptance would)."""
+        the finish, the row's `submitting` leaves the channel, as such an acceptance would).
+        False: the row was no longer `submitting` (the order's next holder left the channel)."""
         ...
 
     async def progress(

@@ -111,7 +111,7 @@ class ChannelHTTP:
             method,
             url,
             "provider URL",
-            self._policy(url),
+            self._policy,  # each hop's: a redirect off the trusted origin passes the policy
             max_redirects=MAX_REDIRECTS,
             headers=send_headers,
             content=content,

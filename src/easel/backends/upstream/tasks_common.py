@@ -10,16 +10,23 @@ from easel.backends.upstream.base import NotAccepted, Remote, RemoteFailed, Resp
 
 
 def envelope(response: Response, who: str) -> dict[str, Any]:
-    """`{code, msg, data}`: data when code is 200; otherwise the refusal it stands for."""
+    """`{code, msg, data}`: data when code is 200; otherwise the refusal it stands for. An
+    answer that is no such object is a refusal under an HTTP error, and under a 2xx a failure
+    (the task may have been taken)."""
     try:
         body = response.json()
-    except ValueError as exc:
-        raise NotAccepted(f"{who}: unreadable answer (HTTP {response.status})") from exc
-    code = body.get("code", response.status) if isinstance(body, dict) else response.status
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        unreadable = f"{who}: unreadable answer (HTTP {response.status})"
+        if 200 <= response.status < 300:
+            raise RemoteFailed(unreadable)
+        raise NotAccepted(unreadable)
+    code = body.get("code", response.status)
     if code == 200 and isinstance(body.get("data"), dict):
         data: dict[str, Any] = body["data"]
         return data
-    message = f"{who}: code {code}: {body.get('msg', '') if isinstance(body, dict) else body}"
+    message = f"{who}: code {code}: {body.get('msg', '')}"
     if code == 429 or (isinstance(code, int) and code >= 500):
         raise NotAccepted(message, retry_after=response.retry_after, same_channel=True)
     if code in (401, 402, 403):
