@@ -199,14 +199,7 @@ class UpstreamBackend(Backend):
             try:
                 resumed = await self._resume(open_[-1], req, progress)
             except RemoteFailed as exc:  # its row is written: failed, or unbilled
-                if exc.billed:
-                    raise self._failure(
-                        "upstream_failed",
-                        order_id,
-                        f"the provider failed the job ({_short(exc.message, 300)})",
-                        number,
-                    ) from exc
-                tried.append(f"{open_[-1].channel} ({_short(exc.message, 160)}, not billed)")
+                tried.append(self._unbilled(exc, open_[-1].channel, order_id, number))
                 resumed = None
             if resumed is not None:
                 return resumed
@@ -257,14 +250,7 @@ class UpstreamBackend(Backend):
                     await asyncio.sleep(wait)
                     await progress(0, 100)  # raises Canceled if the order ended meanwhile
                 except RemoteFailed as exc:
-                    if exc.billed:
-                        raise self._failure(
-                            "upstream_failed",
-                            order_id,
-                            f"the provider failed the job ({_short(exc.message, 300)})",
-                            number,
-                        ) from exc
-                    tried.append(f"{channel.name} ({_short(exc.message, 160)}, not billed)")
+                    tried.append(self._unbilled(exc, channel.name, order_id, number))
                     break
         raise self._failure(
             "upstream_unavailable",
@@ -283,6 +269,18 @@ class UpstreamBackend(Backend):
         models = {c.model: c for c in local if c.model in self.catalog.models}
         found = first_capable([self.catalog.models[m] for m in models], need)
         return None if found is None else models[found.id]
+
+    def _unbilled(self, exc: RemoteFailed, channel: str, order_id: str, tries: int) -> str:
+        """What `tried` says of a job that failed unbilled (the order goes on); a billed
+        failure ends the order (raised)."""
+        if exc.billed:
+            raise self._failure(
+                "upstream_failed",
+                order_id,
+                f"the provider failed the job ({_short(exc.message, 300)})",
+                tries,
+            ) from exc
+        return f"{channel} ({_short(exc.message, 160)}, not billed)"
 
     def _failure(self, code: str, order_id: str, detail: str, tries: int) -> BackendFailure:
         """The order's final error. Its message is the client's: it names channels and providers
