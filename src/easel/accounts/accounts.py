@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import cast
-
-from sqlalchemy import Table, case, func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts import sessions
 from easel.catalog import Catalog
 from easel.clock import utcnow
-from easel.db.tables import Account
+from easel.db.tables import ACCOUNTS, Account
 from easel.errors import Conflict, InvalidRequest, NotFound
 from easel.ids import new_id
 from easel.webhooks.signing import new_secret
-
-ACCOUNTS = cast(Table, Account.__table__)
 
 
 def _plan_or_raise(catalog: Catalog, plan: str) -> int:

@@ -385,4 +385,10 @@ class OrderAttempt(Base):
     latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
-ORDERS = cast(Table, Order.__table__)  # for Core statements on orders
+# The tables as Core sees them, for statements that need no ORM objects (no session bookkeeping).
+ACCOUNTS = cast(Table, Account.__table__)
+ORDERS = cast(Table, Order.__table__)
+OUTPUTS = cast(Table, Output.__table__)
+ATTEMPTS = cast(Table, OrderAttempt.__table__)
+DELIVERIES = cast(Table, WebhookDelivery.__table__)
+ENDPOINTS = cast(Table, WebhookEndpoint.__table__)

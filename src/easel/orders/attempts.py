@@ -6,19 +6,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.accounts.accounts import release_running_slot
 from easel.clock import iso
 from easel.db.status import FINAL, OrderStatus
-from easel.db.tables import Order, OrderAttempt
+from easel.db.tables import ATTEMPTS, Order, OrderAttempt
 from easel.ids import new_id
 from easel.orders.queue import notify_new_order
-
-ATTEMPTS = cast(Table, OrderAttempt.__table__)  # Core statements: no ORM objects
 
 # Attempts still waiting on the provider (counted as in flight).
 OPEN_STATES = ("submitting", "accepted")

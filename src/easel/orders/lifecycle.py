@@ -7,9 +7,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
 
-from sqlalchemy import ColumnElement, Table, insert, or_, select, update
+from sqlalchemy import ColumnElement, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel import metrics
@@ -17,11 +16,10 @@ from easel.accounts import ledger
 from easel.accounts.accounts import release_running_slot
 from easel.catalog.pricing import image_price
 from easel.db.status import OrderStatus
-from easel.db.tables import ORDERS, Order, Output
+from easel.db.tables import ORDERS, OUTPUTS, Order, Output
 from easel.errors import Conflict, NotFound
 from easel.webhooks import outbox
 
-OUTPUTS = cast(Table, Output.__table__)  # Core statements: no ORM objects
 log = logging.getLogger(__name__)
 
 

@@ -26,14 +26,14 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import String, Table, bindparam, column, select, text
+from sqlalchemy import String, bindparam, column, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from easel.config import Settings
 from easel.db.engine import is_postgresql
-from easel.db.tables import UTCDateTime, WebhookDelivery, WebhookEndpoint
+from easel.db.tables import DELIVERIES, ENDPOINTS, UTCDateTime, WebhookDelivery
 
 # Leases that ran out (their sender died or stalled): the slot goes back to the endpoint and the
 # delivery is due again. Walks ix_webhook_deliveries_lease. Both databases.
@@ -384,9 +384,6 @@ def endpoint_delay(settings: Settings, failures: int) -> float:
     delay = settings.webhook_retry_first * settings.webhook_retry_factor**over
     return float(min(delay, settings.webhook_endpoint_retry_max))
 
-
-DELIVERIES = cast(Table, WebhookDelivery.__table__)
-ENDPOINTS = cast(Table, WebhookEndpoint.__table__)
 
 # One executemany each: the recorded attempts' deliveries, then their endpoints.
 RECORD_DELIVERY = (
