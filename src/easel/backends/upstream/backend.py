@@ -343,10 +343,7 @@ class UpstreamBackend(Backend):
         # The breaker is asked again here, with no await between the question and the probe's
         # reservation: orders planned at the same time must not all be the one probe.
         if not route.breaker.allows(time.monotonic()):
-            cooling = f"{channel.name}: cooling down after {route.breaker.failures} failures"
-            if written is not None:
-                await self.attempts.discard(written)
-            raise NotAccepted(cooling, channel_fault=False)
+            raise await self._cooling(route, written)
         probe = route.breaker.start(time.monotonic())
         try:
             waited = route.slots.locked()
@@ -386,16 +383,23 @@ class UpstreamBackend(Backend):
         the channel tripped (this try is not its probe); a planned row is deleted then."""
         try:
             await progress(0, 100)
-            if not probe and route.breaker.tripped:
-                raise NotAccepted(
-                    f"{route.channel.name}: cooling down after {route.breaker.failures} failures",
-                    channel_fault=False,
-                )
-        except (Canceled, NotAccepted):
+        except Canceled:
             if written is not None:
                 assert self.attempts is not None
                 await self.attempts.discard(written)
             raise
+        if not probe and route.breaker.tripped:
+            raise await self._cooling(route, written)
+
+    async def _cooling(self, route: Route, written: str | None) -> NotAccepted:
+        """The refusal of a try at a cooling channel; its planned row, never sent, deleted."""
+        if written is not None:
+            assert self.attempts is not None
+            await self.attempts.discard(written)
+        failures = route.breaker.failures
+        return NotAccepted(
+            f"{route.channel.name}: cooling down after {failures} failures", channel_fault=False
+        )
 
     async def _submit(self, route: Route, attempt_id: str, req: Request) -> Remote:
         assert self.attempts is not None
@@ -461,9 +465,7 @@ class UpstreamBackend(Backend):
 
     async def cancel_orphan(self, channel_name: str, remote: Remote) -> None:
         """Cancel at the provider a job whose order ended while no worker followed it (the
-        worker's orphan sweep), where `can_cancel`."""
-        if not self.can_cancel(channel_name):
-            return
+        worker's orphan sweep, once `can_cancel` said it can)."""
         route = self.routes[channel_name]
         await self._cancel(self.provider(route.channel), remote)
         self._count(route, "canceled")
@@ -495,7 +497,8 @@ class UpstreamBackend(Backend):
         started: float,
     ) -> list[GeneratedImage]:
         """Poll until the job ends; cancel it at the provider when the order is canceled."""
-        assert self.attempts is not None
+        assert self.attempts is not None and self.settings is not None
+        settings = self.settings
         channel, provider = route.channel, self.provider(route.channel)
         deadline = started + channel.timeout_seconds
         status = remote.done
@@ -517,8 +520,7 @@ class UpstreamBackend(Backend):
                     raise RemoteFailed(message)
                 await asyncio.sleep(channel.poll_interval)
                 polls += 1
-                assert self.settings is not None
-                limit = max(deadline - time.monotonic(), self.settings.upstream_request_timeout)
+                limit = max(deadline - time.monotonic(), settings.upstream_request_timeout)
                 try:
                     async with asyncio.timeout(limit):
                         status = await provider.poll(remote)
