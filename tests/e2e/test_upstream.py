@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -43,6 +45,20 @@ def upstream_state(
 ) -> AppState:
     catalog = tiny_catalog(tmp_path / "catalog.toml", model_dir, steps=2, side=256, extra=extra)
     return AppState.build(settings.model_copy(update={"catalog": catalog, "lease_seconds": 3.0}))
+
+
+@asynccontextmanager
+async def hosted(
+    settings: Settings, tmp_path: Path, extra: str
+) -> AsyncIterator[tuple[AppState, Account]]:
+    """An Easel whose catalog adds the upstream models of `extra` (no local weights used), and a
+    mega account; its database closed after."""
+    state = upstream_state(settings, tmp_path, "unused", extra)
+    try:
+        account, _ = await new_account(state, "mega")
+        yield state, account
+    finally:
+        await state.db.dispose()
 
 
 async def place_model(
@@ -297,9 +313,7 @@ async def test_each_async_provider_protocol(
         extra = providers.upstream_model(
             "up-p", providers.channel_table("up-p", protocol, base, "owner/model")
         )
-        state = upstream_state(settings, tmp_path, "unused", extra)
-        try:
-            account, _ = await new_account(state, "mega")
+        async with hosted(settings, tmp_path, extra) as (state, account):
             order_id = await place_model(state, account, "up-p", n=2)
             async with running_worker(state, models=["up-p"]):
                 [order] = await wait_orders(state, [order_id], timeout=60)
@@ -307,8 +321,6 @@ async def test_each_async_provider_protocol(
             assert len(await output_pixels(state, order_id)) == 2
             assert [a.state for a in await attempts_of(state, order_id)] == ["refused", "succeeded"]
             assert fake.polls > 0
-        finally:
-            await state.db.dispose()
 
 
 @pytest.mark.parametrize("protocol", ["kie", "easel-tasks"])
@@ -328,9 +340,7 @@ async def test_a_task_refused_after_the_first_was_accepted_fails_the_order(
             providers.channel_table("up-t", protocol, fake.url, "owner/model"),
             providers.channel_table("up-t", "openai", f"{spare.url}/v1", "m", priority=2),
         )
-        state = upstream_state(settings, tmp_path, "unused", extra)
-        try:
-            account, _ = await new_account(state, "mega")
+        async with hosted(settings, tmp_path, extra) as (state, account):
             order_id = await place_model(state, account, "up-t", n=2)
             async with running_worker(state, models=["up-t"]):
                 [order] = await wait_orders(state, [order_id], timeout=60)
@@ -341,8 +351,6 @@ async def test_a_task_refused_after_the_first_was_accepted_fails_the_order(
             assert "task 2 of 2 was refused after the first were accepted" in (attempt.error or "")
             assert (fake.submits, fake.refused, spare.submits) == (1, 1, 0)
             assert await refunds(state, order_id) == 1
-        finally:
-            await state.db.dispose()
 
 
 @pytest.mark.parametrize("protocol", ["fal", "kie", "replicate", "easel-tasks"])
@@ -365,17 +373,13 @@ async def test_unreadable_status_answers_are_polled_again(
             providers.channel_table("up-g", protocol, base, "owner/model"),
             providers.channel_table("up-g", "openai", f"{spare.url}/v1", "m", priority=2),
         )
-        state = upstream_state(settings, tmp_path, "unused", extra)
-        try:
-            account, _ = await new_account(state, "mega")
+        async with hosted(settings, tmp_path, extra) as (state, account):
             order_id = await place_model(state, account, "up-g")
             async with running_worker(state, models=["up-g"]):
                 [order] = await wait_orders(state, [order_id], timeout=60)
             assert order.status == "completed", order.error_message
             assert [a.state for a in await attempts_of(state, order_id)] == ["succeeded"]
             assert (fake.submits, fake.garbled_polls, spare.submits) == (1, 0, 0)
-        finally:
-            await state.db.dispose()
 
 
 @pytest.mark.parametrize("job_fails_unbilled", [False, True])
@@ -396,9 +400,7 @@ async def test_a_lost_lease_leaves_the_job_to_the_orders_next_run(
             providers.channel_table("up-l", "easel-tasks", fake.url, "m"),
             providers.channel_table("up-l", "openai", f"{spare.url}/v1", "m", priority=2),
         )
-        state = upstream_state(settings, tmp_path, "unused", extra)
-        try:
-            account, _ = await new_account(state, "mega")
+        async with hosted(settings, tmp_path, extra) as (state, account):
             order_id = await place_model(state, account, "up-l")
             async with running_worker(state, models=["up-l"]) as worker:
                 await poll_until(lambda: _value(fake.polls), lambda polls: polls > 0)
@@ -414,8 +416,6 @@ async def test_a_lost_lease_leaves_the_job_to_the_orders_next_run(
             else:
                 assert tries == [("easel-tasks", "succeeded")]
             assert (fake.submits, fake.cancels, spare.submits) == (1, 0, int(job_fails_unbilled))
-        finally:
-            await state.db.dispose()
 
 
 @pytest.mark.parametrize("ending", ["canceled", "failed", "completed"])
@@ -432,9 +432,7 @@ async def test_a_job_whose_order_ended_unfollowed_is_canceled_at_the_provider(
         extra = providers.upstream_model(
             "up-x", providers.channel_table("up-x", "fal", fake.url, "fal-ai/x")
         )
-        state = upstream_state(settings, tmp_path, "unused", extra)
-        try:
-            account, _ = await new_account(state, "mega")
+        async with hosted(settings, tmp_path, extra) as (state, account):
             order_id = await place_model(state, account, "up-x")
             async with running_worker(state, models=["up-x"]) as worker:
                 await poll_until(lambda: _value(fake.polls), lambda polls: polls > 0)
@@ -457,8 +455,6 @@ async def test_a_job_whose_order_ended_unfollowed_is_canceled_at_the_provider(
             assert "no worker followed this job" in (attempt.error or "")
             assert (fake.submits, fake.cancels) == (1, 1)
             assert await refunds(state, order_id) == int(ending != "completed")
-        finally:
-            await state.db.dispose()
 
 
 async def test_a_job_accepted_after_its_order_was_taken_back_is_canceled(
@@ -472,9 +468,7 @@ async def test_a_job_accepted_after_its_order_was_taken_back_is_canceled(
         extra = providers.upstream_model(
             "up-a", providers.channel_table("up-a", "fal", fake.url, "fal-ai/x")
         )
-        state = upstream_state(settings, tmp_path, "unused", extra)
-        try:
-            account, _ = await new_account(state, "mega")
+        async with hosted(settings, tmp_path, extra) as (state, account):
             order_id = await place_model(state, account, "up-a")
             async with running_worker(state, models=["up-a"]) as worker:
                 await poll_until(lambda: _value(fake.submits), lambda n: n == 1)
@@ -492,8 +486,6 @@ async def test_a_job_accepted_after_its_order_was_taken_back_is_canceled(
             [order] = await wait_orders(state, [order_id], until=("running",), timeout=5)
             assert order.worker_id == "another-worker"  # nothing ended by the first worker
             assert (fake.submits, fake.polls) == (1, 0)
-        finally:
-            await state.db.dispose()
 
 
 async def test_a_resume_past_the_channels_timeout_polls_the_job_once(
@@ -508,9 +500,7 @@ async def test_a_resume_past_the_channels_timeout_polls_the_job_once(
             "up-r",
             providers.channel_table("up-r", "easel-tasks", fake.url, "m", timeout_seconds=1.5),
         )
-        state = upstream_state(settings, tmp_path, "unused", extra)
-        try:
-            account, _ = await new_account(state, "mega")
+        async with hosted(settings, tmp_path, extra) as (state, account):
             order_id = await place_model(state, account, "up-r")
             async with running_worker(state, models=["up-r"]):
                 await poll_until(lambda: _value(fake.polls), lambda polls: polls > 0)
@@ -521,8 +511,6 @@ async def test_a_resume_past_the_channels_timeout_polls_the_job_once(
             assert attempt.state == "succeeded"
             assert order.attempts == 2  # claimed again, 2 s on: the try's 1.5 s had passed
             assert (fake.submits, fake.cancels) == (1, 0)
-        finally:
-            await state.db.dispose()
 
 
 async def _value(value: T) -> T:
@@ -561,11 +549,8 @@ async def test_outputs_on_the_channels_own_private_origin_are_downloaded(
         extra = providers.upstream_model(
             "up-o", providers.channel_table("up-o", "easel-tasks", fake.url, "m")
         )
-        state = upstream_state(
-            settings.model_copy(update={"allowed_networks": []}), tmp_path, "unused", extra
-        )
-        try:
-            account, _ = await new_account(state, "mega")
+        no_private = settings.model_copy(update={"allowed_networks": []})
+        async with hosted(no_private, tmp_path, extra) as (state, account):
             order_id = await place_model(state, account, "up-o")
             async with running_worker(state, models=["up-o"]):
                 [order] = await wait_orders(state, [order_id], timeout=60)
@@ -576,8 +561,6 @@ async def test_outputs_on_the_channels_own_private_origin_are_downloaded(
                 return
             assert order.status == "completed", order.error_message
             assert len(await output_pixels(state, order_id)) == 1
-        finally:
-            await state.db.dispose()
 
 
 async def test_an_order_canceled_while_it_waits_for_a_slot_is_not_sent(
@@ -597,9 +580,7 @@ async def test_an_order_canceled_while_it_waits_for_a_slot_is_not_sent(
             providers.channel_table("up-w", "openai", f"{fake.url}/v1", "m", max_in_flight=1),
             providers.channel_table("up-w", "openai", f"{spare.url}/v1", "m", priority=2),
         )
-        state = upstream_state(settings, tmp_path, "unused", extra)
-        try:
-            account, _ = await new_account(state, "mega")
+        async with hosted(settings, tmp_path, extra) as (state, account):
             first = await place_model(state, account, "up-w")
             async with running_worker(state, models=["up-w"]):
                 await poll_until(lambda: _value(fake.submits), lambda n: n == 1)
@@ -612,8 +593,6 @@ async def test_an_order_canceled_while_it_waits_for_a_slot_is_not_sent(
             assert (fake.submits, spare.submits) == (1, 0)
             assert await attempts_of(state, waiting) == []
             assert await refunds(state, waiting) == 1
-        finally:
-            await state.db.dispose()
 
 
 async def test_cancel_reaches_the_provider(
@@ -626,9 +605,7 @@ async def test_cancel_reaches_the_provider(
         extra = providers.upstream_model(
             "up-c", providers.channel_table("up-c", "fal", fake.url, "fal-ai/x")
         )
-        state = upstream_state(settings, tmp_path, "unused", extra)
-        try:
-            account, _ = await new_account(state, "mega")
+        async with hosted(settings, tmp_path, extra) as (state, account):
             order_id = await place_model(state, account, "up-c")
             async with running_worker(state, models=["up-c"]):
                 await wait_orders(state, [order_id], until=("running",), timeout=30)
@@ -645,8 +622,6 @@ async def test_cancel_reaches_the_provider(
                     await asyncio.sleep(0.05)
             assert order.status == "canceled"
             assert fake.cancels == 1
-        finally:
-            await state.db.dispose()
 
 
 async def test_a_killed_remote_worker_is_resumed_without_a_second_submit(
